@@ -1,0 +1,131 @@
+"""Typed, validated access to params.yaml.
+
+Each stage declares the sections it reads as dataclasses; ``load_section`` checks every key
+(unknown keys, types, ``Literal`` choices, ranges from ``field(metadata={"min": .., "max": ..})``)
+and names the offending ``section.key`` in its error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ParamError(ValueError):
+    """A params.yaml value is missing, unknown, of the wrong type or out of range."""
+
+
+def read_params(path: str | Path = "params.yaml") -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"params file not found: {path.resolve()}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ParamError(f"{path}: invalid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ParamError(f"{path}: top level must be a mapping of sections")
+    return data
+
+
+def _check(value: Any, tp: Any, key: str) -> Any:
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ParamError(f"param {key}: {value!r} is not one of {list(get_args(tp))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for alt in get_args(tp):
+            if alt is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _check(value, alt, key)
+            except ParamError as exc:
+                errors.append(str(exc))
+        raise ParamError(errors[0] if len(errors) == 1 else f"param {key}: {value!r} matches none of {tp}")
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ParamError(f"param {key}: expected a list, got {type(value).__name__} {value!r}")
+        args = get_args(tp)
+        inner = args[0] if args else Any
+        return [_check(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ParamError(f"param {key}: expected a mapping, got {type(value).__name__}")
+        _, vt = get_args(tp) or (Any, Any)
+        return {k: _check(v, vt, f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ParamError(f"param {key}: expected true/false, got {type(value).__name__} {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ParamError(f"param {key}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ParamError(f"param {key}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ParamError(f"param {key}: expected a string, got {type(value).__name__} {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key)
+    raise TypeError(f"unsupported param type {tp!r} for {key}")
+
+
+def from_dict(cls: type[T], data: Any, section: str) -> T:
+    """Build dataclass ``cls`` from ``data``, validating every key under the name ``section``."""
+    if not isinstance(data, dict):
+        raise ParamError(f"param {section}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ParamError(f"param {section}.{unknown[0]}: unknown key (known: {sorted(fields)})")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{section}.{name}"
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ParamError(f"param {key}: missing")
+            continue
+        value = _check(data[name], hints[name], key)
+        lo, hi = f.metadata.get("min"), f.metadata.get("max")
+        if lo is not None and value is not None and value < lo:
+            raise ParamError(f"param {key}: {value!r} is below the minimum {lo}")
+        if hi is not None and value is not None and value > hi:
+            raise ParamError(f"param {key}: {value!r} is above the maximum {hi}")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def load_section(cls: type[T], section: str, path: str | Path = "params.yaml") -> T:
+    """Read ``section`` of params.yaml into the dataclass ``cls``."""
+    data = read_params(path)
+    if section not in data:
+        raise ParamError(f"param {section}: section missing from {path}")
+    return from_dict(cls, data[section], section)
+
+
+def param_keys(cls: type, section: str) -> list[str]:
+    """Every dotted key a dataclass section reads (for checking dvc.yaml's params lists)."""
+    return [f"{section}.{f.name}" for f in dataclasses.fields(cls)]
+
+
+def in_range(lo: float | None = None, hi: float | None = None, **kw) -> Any:
+    """``dataclasses.field`` with a validated range."""
+    return dataclasses.field(metadata={"min": lo, "max": hi}, **kw)
