@@ -27,7 +27,8 @@ def atomic_path(target: str | os.PathLike, directory: bool = False) -> Iterator[
     if directory:
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
     else:
-        fd, name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        # Keep the extension last: some writers (cv2, cdflib) choose or append formats by it.
+        fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)
         os.close(fd)
         tmp = Path(name)
     try:

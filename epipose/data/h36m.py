@@ -1,0 +1,222 @@
+"""Reader (and, for the synthetic data, writer) of the native Human3.6M layout.
+
+```
+<root>/cameras.json
+<root>/<S>/Videos/<Action>.<camera>.mp4
+<root>/<S>/MyPoseFeatures/D3_Positions/<Action>.cdf   variable "Pose": (1, N, 96), mm, world frame
+```
+Real-data quirks survived with a warning: S1's action names differ between videos and poses
+(TakingPhoto/Photo, WalkingDog/WalkDog), a camera's video may be missing (S11 Directions,
+54138969), and video and pose frame counts can differ by a few frames (the shorter is used).
+Sequences are keyed by the pose file's action name.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import cdflib
+import cv2
+import numpy as np
+from cdflib.cdfwrite import CDF
+
+from epipose import skeleton
+from epipose.camera import Rig, load_rig
+from epipose.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+FPS = 50.0
+TRAIN_SUBJECTS = ("S1", "S5", "S6", "S7", "S8")
+TEST_SUBJECTS = ("S9", "S11")
+# Video-name → pose-name aliases of the real release (the action stem, before any " 1"/" 2").
+ACTION_ALIASES = {"TakingPhoto": "Photo", "WalkingDog": "WalkDog"}
+_VIDEO_RE = re.compile(r"^(?P<action>.+)\.(?P<camera>[^.]+)\.mp4$")
+
+
+def canonical_action(name: str) -> str:
+    """The pose-file spelling of an action name (``"TakingPhoto 1"`` → ``"Photo 1"``)."""
+    stem, sep, rest = name.partition(" ")
+    return ACTION_ALIASES.get(stem, stem) + sep + rest
+
+
+# --- D3_Positions .cdf ----------------------------------------------------------------------
+def read_pose_cdf(path: str | Path) -> np.ndarray:
+    """Read ``Pose`` from a D3_Positions file → (N, 32, 3) float64, mm, world frame."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"pose file not found: {path}")
+    try:
+        pose = np.asarray(cdflib.CDF(str(path)).varget("Pose"), dtype=np.float64)
+    except Exception as exc:  # cdflib raises assorted errors on corrupt files
+        raise ValueError(f"{path}: cannot read variable 'Pose' ({type(exc).__name__}: {exc})") from None
+    if pose.ndim == 3 and pose.shape[0] == 1:
+        pose = pose[0]
+    if pose.ndim != 2 or pose.shape[1] != 96:
+        raise ValueError(f"{path}: expected 'Pose' of shape (1, N, 96), got {pose.shape}")
+    return pose.reshape(-1, 32, 3)
+
+
+def write_pose_cdf(path: str | Path, poses32: np.ndarray) -> None:
+    """Write (N, 32, 3) mm poses as a D3_Positions file (uncompressed, byte-deterministic)."""
+    poses32 = np.asarray(poses32, dtype=np.float64)
+    if poses32.ndim != 3 or poses32.shape[1:] != (32, 3):
+        raise ValueError(f"expected poses of shape (N, 32, 3), got {poses32.shape}")
+    n = poses32.shape[0]
+    with atomic_path(path) as tmp:
+        cdf = CDF(str(tmp), cdf_spec={"Compressed": False}, delete=True)
+        cdf.write_var(
+            {"Variable": "Pose", "Data_Type": CDF.CDF_DOUBLE, "Num_Elements": 1, "Rec_Vary": True,
+             "Dim_Sizes": [n, 96], "Compress": 0},
+            var_data=poses32.reshape(1, n, 96),
+        )
+        cdf.close()
+
+
+# --- videos ---------------------------------------------------------------------------------
+def video_info(path: str | Path) -> tuple[int, int, int, float]:
+    """(n_frames from the container header, width, height, fps); clear error if unreadable."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"video not found: {path}")
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise ValueError(f"{path}: cannot open video (corrupt or unsupported)")
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        fps = float(cap.get(cv2.CAP_PROP_FPS))
+    finally:
+        cap.release()
+    if n <= 0 or w <= 0 or h <= 0:
+        raise ValueError(f"{path}: video reports no frames (corrupt or truncated)")
+    return n, w, h, fps
+
+
+def iter_video_frames(path: str | Path, wanted: np.ndarray | None = None) -> Iterator[tuple[int, np.ndarray]]:
+    """Decode a video once, front to back, yielding ``(index, BGR image)`` for ``wanted`` indices.
+
+    Raises ``ValueError`` naming the file if it cannot be opened or ends before the last
+    wanted frame (a truncated or corrupt file).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"video not found: {path}")
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise ValueError(f"{path}: cannot open video (corrupt or unsupported)")
+    wanted_set = None if wanted is None else set(int(i) for i in wanted)
+    last = None if wanted is None else (max(wanted_set) if wanted_set else -1)
+    index = 0
+    try:
+        while last is None or index <= last:
+            if wanted_set is None or index in wanted_set:
+                ok, image = cap.read()
+                if not ok:
+                    break
+                yield index, image
+            else:
+                if not cap.grab():
+                    break
+            index += 1
+    finally:
+        cap.release()
+    if last is not None and index <= last:
+        raise ValueError(f"{path}: video ends after {index} frames but frame {last} was expected (truncated or corrupt)")
+    if last is None and index == 0:
+        raise ValueError(f"{path}: no decodable frames (corrupt or truncated)")
+
+
+# --- the dataset ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Sequence:
+    subject: str
+    action: str          # pose-file spelling
+    camera: str
+    video: Path
+    poses: Path
+
+
+class H36MDataset:
+    """A Human3.6M-layout root: cameras, ground-truth poses and per-camera videos."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"Human3.6M root not found: {self.root} (param data.h36m_root)")
+
+    @cached_property
+    def rig(self) -> Rig:
+        return load_rig(self.root / "cameras.json")
+
+    def subjects(self) -> list[str]:
+        found = [p.name for p in self.root.iterdir() if p.is_dir() and re.fullmatch(r"S\d+", p.name)]
+        return sorted(found, key=lambda s: int(s[1:]))
+
+    def pose_path(self, subject: str, action: str) -> Path:
+        return self.root / subject / "MyPoseFeatures" / "D3_Positions" / f"{action}.cdf"
+
+    def actions(self, subject: str) -> list[str]:
+        folder = self.root / subject / "MyPoseFeatures" / "D3_Positions"
+        return sorted(p.stem for p in folder.glob("*.cdf"))
+
+    def sequences(self, subjects: list[str] | tuple[str, ...] | None = None) -> list[Sequence]:
+        """Every (subject, action, camera) with both a pose file and a video, sorted.
+
+        Videos without poses, poses without a camera's video, and cameras absent from
+        cameras.json are skipped with a warning.
+        """
+        subjects = list(subjects) if subjects is not None else self.subjects()
+        out: list[Sequence] = []
+        for subject in subjects:
+            if not (self.root / subject).is_dir():
+                raise FileNotFoundError(f"subject folder not found: {self.root / subject}")
+            actions = set(self.actions(subject))
+            if not actions:
+                log.warning("%s: no D3_Positions .cdf files, subject skipped", self.root / subject)
+            cams = self.rig.extrinsics.get(subject, {})
+            videos: dict[tuple[str, str], Path] = {}
+            for video in sorted((self.root / subject / "Videos").glob("*.mp4")):
+                m = _VIDEO_RE.match(video.name)
+                if not m:
+                    continue
+                action = canonical_action(m["action"])
+                if action not in actions:
+                    if "_ALL" not in m["action"]:
+                        log.warning("%s: no pose file for this video, skipped", video)
+                    continue
+                if m["camera"] not in cams or m["camera"] not in self.rig.intrinsics:
+                    log.warning("%s: camera %s not in %s, skipped", video, m["camera"], self.rig.source)
+                    continue
+                videos[(action, m["camera"])] = video
+            for action in sorted(actions):
+                for cam in sorted(cams):
+                    video = videos.get((action, cam))
+                    if video is None:
+                        log.warning("%s %s: no video for camera %s, skipped", subject, action, cam)
+                        continue
+                    out.append(Sequence(subject, action, cam, video, self.pose_path(subject, action)))
+        return out
+
+    def poses_world(self, subject: str, action: str) -> np.ndarray:
+        """Ground truth (N, 32, 3), mm, world frame."""
+        return read_pose_cdf(self.pose_path(subject, action))
+
+    def poses_mpii_camera(self, subject: str, action: str, camera: str) -> np.ndarray:
+        """Ground truth in MPII order and ``camera``'s frame: (N, 16, 3) mm."""
+        cam = self.rig.camera(subject, camera)
+        return cam.world_to_camera(skeleton.h36m32_to_mpii(self.poses_world(subject, action)))
+
+    def usable_frames(self, seq: Sequence, n_poses: int | None = None) -> int:
+        """min(video frames, pose frames), warning when they differ (a real-data quirk)."""
+        n_video = video_info(seq.video)[0]
+        if n_poses is None:
+            n_poses = self.poses_world(seq.subject, seq.action).shape[0]
+        if n_video != n_poses:
+            log.warning("%s: %d video frames vs %d pose frames, using the shorter", seq.video, n_video, n_poses)
+        return min(n_video, n_poses)
