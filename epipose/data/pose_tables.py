@@ -1,0 +1,124 @@
+"""The pose tables' contract: ``data/pose2d.parquet`` and ``data/pseudo3d.parquet``.
+
+One row per (subject, action, camera, frame, joint), joints named in MPII order, rows sorted
+by subject, action, camera, frame and MPII joint index. Dense helpers turn a table into
+``(F, 16, C)`` arrays (F = distinct (subject, action, camera, frame) keys) and back.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from epipose import skeleton
+from epipose.io import write_parquet
+
+KEYS = ["subject", "action", "camera", "frame"]
+ROW_KEYS = KEYS + ["joint"]
+_KEY_FIELDS = [
+    pa.field("subject", pa.string()), pa.field("action", pa.string()), pa.field("camera", pa.string()),
+    pa.field("frame", pa.int32()), pa.field("joint", pa.string()),
+]
+POSE2D_SCHEMA = pa.schema(_KEY_FIELDS + [
+    pa.field("u", pa.float32()), pa.field("v", pa.float32()), pa.field("conf", pa.float32()),
+])
+PSEUDO3D_SCHEMA = pa.schema(_KEY_FIELDS + [
+    pa.field("x", pa.float32()), pa.field("y", pa.float32()), pa.field("z", pa.float32()),
+    pa.field("reproj_err", pa.float32()), pa.field("n_views", pa.int8()),
+])
+POSE2D_VALUES = ["u", "v", "conf"]
+PSEUDO3D_VALUES = ["x", "y", "z", "reproj_err", "n_views"]
+
+
+class TableError(ValueError):
+    """A pose table does not follow its contract (the message names the file)."""
+
+
+def check_table(df: pd.DataFrame, schema: pa.Schema, source: str) -> None:
+    """Raise ``TableError`` naming ``source`` if columns, joint names or row layout are wrong."""
+    missing = [n for n in schema.names if n not in df.columns]
+    if missing:
+        raise TableError(f"{source}: missing column(s) {missing} (expected {schema.names})")
+    bad = sorted(set(df["joint"].unique()) - set(skeleton.MPII_NAMES))
+    if bad:
+        raise TableError(f"{source}: unknown joint name(s) {bad[:5]} (expected MPII names {list(skeleton.MPII_NAMES)})")
+    for name in schema.names:
+        if name in ("subject", "action", "camera", "joint"):
+            continue
+        if not pd.api.types.is_numeric_dtype(df[name]):
+            raise TableError(f"{source}: column {name!r} is not numeric (dtype {df[name].dtype})")
+    counts = df.groupby(KEYS, sort=False, observed=True).size()
+    if len(counts) and (counts != skeleton.NUM_JOINTS).any():
+        key = counts[counts != skeleton.NUM_JOINTS].index[0]
+        raise TableError(f"{source}: frame {key} has {counts[key]} joint rows, expected {skeleton.NUM_JOINTS}")
+
+
+def sort_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Canonical row order: subject, action, camera, frame, then MPII joint index."""
+    joint_idx = df["joint"].map(skeleton.JOINT_INDEX)
+    order = df.assign(_j=joint_idx).sort_values(KEYS + ["_j"], kind="stable").index
+    return df.loc[order].reset_index(drop=True)
+
+
+def read_table(path: str | Path, schema: pa.Schema) -> pd.DataFrame:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"pose table not found: {path}")
+    try:
+        df = pq.read_table(path).to_pandas()
+    except Exception as exc:
+        raise TableError(f"{path}: not a readable Parquet file ({type(exc).__name__}: {exc})") from None
+    check_table(df, schema, str(path))
+    return df.astype({f.name: f.type.to_pandas_dtype() for f in schema if not pa.types.is_string(f.type)})
+
+
+def read_pose2d(path: str | Path) -> pd.DataFrame:
+    return read_table(path, POSE2D_SCHEMA)
+
+
+def read_pseudo3d(path: str | Path) -> pd.DataFrame:
+    return read_table(path, PSEUDO3D_SCHEMA)
+
+
+def write_table(df: pd.DataFrame, path: str | Path, schema: pa.Schema, metadata: dict[str, str] | None = None) -> None:
+    """Validate, sort and cast ``df`` to ``schema`` and write it atomically."""
+    check_table(df, schema, str(path))
+    df = sort_rows(df[schema.names])
+    write_parquet(df, path, metadata=metadata, schema=schema)
+
+
+def write_pose2d(df: pd.DataFrame, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    write_table(df, path, POSE2D_SCHEMA, metadata)
+
+
+def write_pseudo3d(df: pd.DataFrame, path: str | Path, metadata: dict[str, str] | None = None) -> None:
+    write_table(df, path, PSEUDO3D_SCHEMA, metadata)
+
+
+def to_dense(df: pd.DataFrame, columns: list[str]) -> tuple[pd.DataFrame, np.ndarray]:
+    """Table → (keys DataFrame with one row per frame, array (F, 16, len(columns))).
+
+    Requires every frame to have all 16 joints (``check_table`` guarantees it).
+    """
+    df = sort_rows(df)
+    keys = df[KEYS].iloc[:: skeleton.NUM_JOINTS].reset_index(drop=True)
+    values = df[columns].to_numpy().reshape(len(keys), skeleton.NUM_JOINTS, len(columns))
+    return keys, values
+
+
+def from_dense(keys: pd.DataFrame, values: np.ndarray, columns: list[str]) -> pd.DataFrame:
+    """Inverse of ``to_dense``: keys (F rows) and values (F, 16, C) → a long table."""
+    f, j, c = values.shape
+    if j != skeleton.NUM_JOINTS or c != len(columns) or f != len(keys):
+        raise ValueError(f"values of shape {values.shape} do not match {len(keys)} keys × 16 joints × {columns}")
+    out = keys.loc[keys.index.repeat(j), KEYS].reset_index(drop=True)
+    out["frame"] = out["frame"].astype(np.int32)
+    out["joint"] = np.tile(np.asarray(skeleton.MPII_NAMES, dtype=object), f)
+    flat = values.reshape(f * j, c)
+    for i, name in enumerate(columns):
+        out[name] = flat[:, i]
+    return out
