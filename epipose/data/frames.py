@@ -1,0 +1,153 @@
+"""Frame shards: one Parquet file of square person crops per video.
+
+Contract (DESIGN.md): ``data/frames/<subject>/<action>.<camera>.parquet`` with columns
+``frame`` int32 (index at the video's native rate), ``jpeg`` binary (the square crop, resized
+to ``crop_size``), ``x0``, ``y0``, ``size`` float32 (the crop's square in original pixels).
+A crop pixel ``(u_c, v_c)`` maps to the original image by ``u = x0 + u_c * size / crop_size``
+(same for v), in OpenCV pixel coordinates for both images.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from epipose.camera import Camera
+from epipose.io import write_parquet
+from epipose.params import in_range
+
+log = logging.getLogger(__name__)
+
+SHARD_SCHEMA = pa.schema([
+    pa.field("frame", pa.int32()), pa.field("jpeg", pa.binary()),
+    pa.field("x0", pa.float32()), pa.field("y0", pa.float32()), pa.field("size", pa.float32()),
+])
+
+
+@dataclass(frozen=True)
+class FramesParams:
+    """Section ``frames`` of params.yaml."""
+
+    stride: int = in_range(1, None, default=5)
+    crop_size: int = in_range(16, 1024, default=128)
+    jpeg_quality: int = in_range(1, 100, default=90)
+    box_mm: float = in_range(100.0, 10000.0, default=2000.0)
+    workers: int = in_range(1, 64, default=2)
+
+
+# --- geometry of the crop -----------------------------------------------------------------
+def crop_boxes(pelvis_cam: np.ndarray, camera: Camera, box_mm: float) -> np.ndarray:
+    """Square crops (F, 3) = (x0, y0, size) around the projection of a ``box_mm`` box.
+
+    The box is centred on the pelvis, parallel to the image plane; its projected extent
+    (through the lens) gives the side, its centre the projected pelvis.
+    """
+    half = box_mm / 2.0
+    offsets = np.array([[-half, 0, 0], [half, 0, 0], [0, -half, 0], [0, half, 0]])
+    pts = camera.project_camera(pelvis_cam[:, None, :] + offsets)          # (F, 4, 2)
+    centre = camera.project_camera(pelvis_cam)                               # (F, 2)
+    size = np.maximum(pts[:, 1, 0] - pts[:, 0, 0], pts[:, 3, 1] - pts[:, 2, 1])
+    return np.stack([centre[:, 0] - size / 2, centre[:, 1] - size / 2, size], axis=-1)
+
+
+def crop_to_original(uv: np.ndarray, x0, y0, size, crop_size: int) -> np.ndarray:
+    """Crop pixels (..., 2) → original-image pixels; box values broadcast over leading axes."""
+    s = np.asarray(size, dtype=np.float64)[..., None] / crop_size
+    origin = np.stack(np.broadcast_arrays(np.asarray(x0, np.float64), np.asarray(y0, np.float64)), axis=-1)
+    return np.asarray(uv, dtype=np.float64) * s + origin
+
+
+def original_to_crop(uv: np.ndarray, x0, y0, size, crop_size: int) -> np.ndarray:
+    """Original-image pixels (..., 2) → crop pixels (inverse of ``crop_to_original``)."""
+    s = crop_size / np.asarray(size, dtype=np.float64)[..., None]
+    origin = np.stack(np.broadcast_arrays(np.asarray(x0, np.float64), np.asarray(y0, np.float64)), axis=-1)
+    return (np.asarray(uv, dtype=np.float64) - origin) * s
+
+
+def crop_image(image: np.ndarray, x0: float, y0: float, size: float, crop_size: int) -> np.ndarray:
+    """Cut the square (x0, y0, size) out of ``image`` resized to ``crop_size``; black padding."""
+    s = crop_size / size
+    M = np.array([[s, 0.0, -x0 * s], [0.0, s, -y0 * s]])
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    return cv2.warpAffine(image, M, (crop_size, crop_size), flags=interp, borderMode=cv2.BORDER_CONSTANT)
+
+
+def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
+    ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, int(quality)])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def decode_jpeg(data: bytes) -> np.ndarray:
+    """JPEG bytes → BGR uint8 image."""
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError("undecodable JPEG bytes")
+    return image
+
+
+# --- shard I/O ------------------------------------------------------------------------------
+def shard_path(root: str | Path, subject: str, action: str, camera: str) -> Path:
+    return Path(root) / subject / f"{action}.{camera}.parquet"
+
+
+def parse_shard_path(path: Path) -> tuple[str, str, str]:
+    """``<root>/<subject>/<action>.<camera>.parquet`` → (subject, action, camera)."""
+    action, _, camera = path.name[: -len(".parquet")].rpartition(".")
+    if not action:
+        raise ValueError(f"{path}: shard name must be <action>.<camera>.parquet")
+    return path.parent.name, action, camera
+
+
+def write_shard(path: str | Path, frames: np.ndarray, jpegs: list[bytes], boxes: np.ndarray) -> None:
+    df = pd.DataFrame({
+        "frame": np.asarray(frames, dtype=np.int32), "jpeg": jpegs,
+        "x0": boxes[:, 0].astype(np.float32), "y0": boxes[:, 1].astype(np.float32),
+        "size": boxes[:, 2].astype(np.float32),
+    })
+    write_parquet(df, path, schema=SHARD_SCHEMA)
+
+
+def read_shard(path: str | Path, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read one shard, checking its schema; errors name the file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"frame shard not found: {path}")
+    try:
+        table = pq.read_table(path, columns=columns)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable frame shard ({type(exc).__name__}: {exc})") from None
+    want = columns or SHARD_SCHEMA.names
+    for name in want:
+        if name not in table.column_names:
+            raise ValueError(f"{path}: missing column {name!r} (expected {SHARD_SCHEMA.names})")
+        if not table.schema.field(name).type.equals(SHARD_SCHEMA.field(name).type):
+            raise ValueError(f"{path}: column {name!r} has type {table.schema.field(name).type}, "
+                             f"expected {SHARD_SCHEMA.field(name).type}")
+    return table.to_pandas()
+
+
+def list_shards(root: str | Path, subjects: list[str] | tuple[str, ...] | None = None) -> list[Path]:
+    """Every shard under ``root`` (optionally only ``subjects``), sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"frames folder not found: {root}")
+    shards = sorted(root.glob("*/*.parquet"))
+    if subjects is not None:
+        shards = [p for p in shards if p.parent.name in set(subjects)]
+    return shards
+
+
+def iter_shards(root: str | Path, subjects=None) -> Iterator[tuple[tuple[str, str, str], pd.DataFrame]]:
+    """Yield ``((subject, action, camera), shard DataFrame)``, one shard in memory at a time."""
+    for path in list_shards(root, subjects):
+        yield parse_shard_path(path), read_shard(path)
