@@ -1,0 +1,109 @@
+import numpy as np
+import pytest
+
+from epipose import skeleton
+from epipose.camera import Rig
+from epipose.data.extract import extract_frames
+from epipose.data.frames import (FramesParams, crop_boxes, crop_image, crop_to_original, decode_jpeg, list_shards,
+                                 original_to_crop, read_shard)
+from epipose.data.h36m import H36MDataset
+
+from h36m_fixture import make_root
+
+
+@pytest.fixture
+def root(tmp_path, real_rig):
+    rig = Rig(real_rig.intrinsics, {"S1": real_rig.extrinsics["S1"], "S9": real_rig.extrinsics["S9"]})
+    return make_root(tmp_path / "h36m", rig, subjects=("S1", "S9"), actions=("Walking 1", "Greeting"), n_frames=23)
+
+
+def test_crop_mapping_round_trip():
+    uv = np.random.default_rng(0).uniform(0, 1000, size=(7, 16, 2))
+    x0, y0, size = np.arange(7.0)[:, None], -np.arange(7.0)[:, None] * 3, 300 + np.arange(7.0)[:, None]
+    back = crop_to_original(original_to_crop(uv, x0, y0, size, 128), x0, y0, size, 128)
+    assert np.allclose(back, uv)
+
+
+def test_crop_image_maps_known_point():
+    img = np.zeros((400, 600, 3), np.uint8)
+    img[250, 410] = 255                       # a single bright pixel at (u, v) = (410, 250)
+    x0, y0, size = 300.0, 180.0, 256.0       # crop 256 px → 128: scale 0.5
+    crop = crop_image(img, x0, y0, size, 128).astype(float)[..., 0]
+    v, u = np.unravel_index(np.argmax(crop), crop.shape)
+    expected = original_to_crop(np.array([410.0, 250.0]), x0, y0, size, 128)
+    assert np.hypot(u - expected[0], v - expected[1]) <= 1.0
+
+
+def test_crop_is_padded_at_borders():
+    img = np.full((100, 100, 3), 200, np.uint8)
+    crop = crop_image(img, -50, -50, 100, 64)
+    assert crop[:30, :30].max() == 0 and crop[40:, 40:].min() == 200
+
+
+def test_box_is_2000mm_at_pelvis(real_rig):
+    cam = real_rig.camera("S1", "54138969")
+    pelvis = np.array([[0.0, 0.0, 5000.0], [300.0, -200.0, 4000.0]])
+    boxes = crop_boxes(pelvis, cam, 2000.0)
+    # Without distortion the side would be f·2000/z; mild distortion changes it by a few %.
+    assert boxes[:, 2] == pytest.approx(cam.K[0, 0] * 2000 / pelvis[:, 2], rel=0.05)
+    centre = boxes[:, :2] + boxes[:, 2:] / 2
+    assert np.allclose(centre, cam.project_camera(pelvis))
+
+
+def test_extract_frames_shards(root, tmp_path):
+    params = FramesParams(stride=5, crop_size=96, jpeg_quality=95, workers=2)
+    summary = extract_frames(root, tmp_path / "frames", params)
+    shards = list_shards(tmp_path / "frames")
+    assert summary == {"sequences": 16, "frames": 16 * 5}
+    assert len(shards) == 16 and shards[0].relative_to(tmp_path / "frames").as_posix() == "S1/Greeting.54138969.parquet"
+    ds = H36MDataset(root)
+    for path in shards[::5]:
+        df = read_shard(path)
+        assert df["frame"].tolist() == [0, 5, 10, 15, 20]          # every stride-th frame of 23
+        assert str(df["frame"].dtype) == "int32" and str(df["size"].dtype) == "float32"
+        subject, (action, camera) = path.parent.name, path.stem.rsplit(".", 1)
+        cam = ds.rig.camera(subject, camera)
+        uv = cam.project_camera(ds.poses_mpii_camera(subject, action, camera)[df["frame"].to_numpy()])
+        box = df[["x0", "y0", "size"]].to_numpy(np.float64)
+        in_crop = original_to_crop(uv, box[:, :1], box[:, 1:2], box[:, 2:], 96)
+        assert ((in_crop >= 0) & (in_crop < 96)).all()              # every joint inside its crop
+        for row, pts in zip(df.itertuples(), in_crop):
+            img = decode_jpeg(row.jpeg)
+            assert img.shape == (96, 96, 3)
+            u, v = np.round(pts[skeleton.PELVIS]).astype(int)
+            b, g, r = img[v, u].astype(int)                          # the fixture's joint disc is yellow
+            assert r > 150 and g > 150 and b < r - 40               # (background: grey 90)
+
+
+def test_extract_frames_is_deterministic(root, tmp_path):
+    params = FramesParams(stride=7, crop_size=64, workers=1)
+    extract_frames(root, tmp_path / "a", params)
+    extract_frames(root, tmp_path / "b", FramesParams(stride=7, crop_size=64, workers=2))
+    a, b = list_shards(tmp_path / "a"), list_shards(tmp_path / "b")
+    assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
+
+
+def test_corrupt_video_leaves_nothing(root, tmp_path):
+    video = sorted((root / "S9" / "Videos").glob("*.mp4"))[2]
+    video.write_bytes(video.read_bytes()[:2000])
+    out = tmp_path / "frames"
+    with pytest.raises(ValueError, match=video.name):
+        extract_frames(root, out, FramesParams(stride=5, workers=2))
+    assert not out.exists() and list(tmp_path.glob(".frames*")) == []
+
+
+def test_missing_cdf_and_camera(root, tmp_path):
+    (root / "S1" / "MyPoseFeatures" / "D3_Positions" / "Greeting.cdf").unlink()
+    # A video without poses is skipped with a warning, the rest is extracted.
+    summary = extract_frames(root, tmp_path / "f", FramesParams(stride=10, workers=1))
+    assert summary["sequences"] == 12
+    with pytest.raises(FileNotFoundError, match="h36m_root"):
+        extract_frames(tmp_path / "nowhere", tmp_path / "g", FramesParams())
+
+
+def test_bad_shard(tmp_path):
+    bad = tmp_path / "S1" / "Walking.1.parquet"
+    bad.parent.mkdir()
+    bad.write_bytes(b"PAR1 nope")
+    with pytest.raises(ValueError, match="Walking.1.parquet"):
+        read_shard(bad)
