@@ -1,0 +1,300 @@
+"""The pose network: torchvision ResNet + 3 deconvolutions + integral (soft-argmax) regression.
+
+The head predicts ``J × D`` volumetric heatmaps (``D`` depth bins; ``D = 1`` for the 2D network).
+A softmax over each joint's whole volume turns the logits into a probability volume whose
+expectation gives the joint's position (Sun et al., "Integral human pose regression"):
+
+* ``xy``  (B, J, 2): in pixels of the network input (OpenCV convention: pixel centres at
+  integers, the input spans ``[-0.5, size - 0.5]``), the expectation of the 2D marginal,
+  i.e. the volume integrated over the depth axis — the same for the 2D and the 3D network;
+* ``z``   (B, J): expected depth in ``[-0.5, 0.5]`` (bin centres ``(k + 0.5) / D - 0.5``), the
+  network's relative depth (``epipose.pose3d`` scales it by its depth range); 0 when ``D = 1``;
+* ``conf`` (B, J) in [0, 1]: the probability mass of the 2D marginal within ``conf_radius``
+  heatmap cells (Chebyshev distance) of the predicted position — 1 for a sharp peak, small
+  for a diffuse or multi-modal heatmap.
+
+Nothing is downloaded: ``pretrained`` is a local torchvision ResNet state-dict file or None.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from epipose import skeleton
+from epipose.params import in_range
+
+log = logging.getLogger(__name__)
+
+BACKBONE_CHANNELS = {18: 512, 34: 512, 50: 2048}
+BACKBONE_STRIDE = 32
+# ImageNet statistics, RGB, for inputs in [0, 1] (torchvision's backbones expect them).
+MEAN_RGB = (0.485, 0.456, 0.406)
+STD_RGB = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """Section ``model`` of params.yaml: the architecture shared by the 2D and the 3D network."""
+
+    backbone: Literal[18, 34, 50] = 18
+    pretrained: str | None = None          # local torchvision ResNet weights (.pth), or none
+    input_size: int = in_range(32, 1024, default=256)
+    deconv_channels: int = in_range(8, 1024, default=256)
+    depth_bins: int = in_range(1, 256, default=64)   # the 3D network's; the 2D network uses 1
+    num_joints: int = in_range(1, 64, default=skeleton.NUM_JOINTS)
+
+
+@dataclass(frozen=True)
+class PoseNetConfig:
+    """Everything needed to rebuild a network; stored in its checkpoints."""
+
+    backbone: int = 18
+    num_joints: int = skeleton.NUM_JOINTS
+    depth_bins: int = 1
+    deconv_channels: int = 256
+    deconv_layers: int = 3
+    deconv_kernel: int = 4
+    input_size: int = 256
+    conf_radius: float = 2.0
+
+    @property
+    def heatmap_size(self) -> int:
+        return self.input_size // BACKBONE_STRIDE * 2 ** self.deconv_layers
+
+    @property
+    def stride(self) -> float:
+        """Input pixels per heatmap cell."""
+        return self.input_size / self.heatmap_size
+
+    @classmethod
+    def from_params(cls, p: ModelParams, depth_bins: int = 1, **overrides) -> "PoseNetConfig":
+        return cls(backbone=p.backbone, num_joints=p.num_joints, depth_bins=depth_bins,
+                   deconv_channels=p.deconv_channels, input_size=p.input_size, **overrides)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PoseNetConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def _check_config(cfg: PoseNetConfig) -> None:
+    if cfg.backbone not in BACKBONE_CHANNELS:
+        raise ValueError(f"backbone depth {cfg.backbone} not supported (choose from {sorted(BACKBONE_CHANNELS)})")
+    if cfg.input_size % BACKBONE_STRIDE:
+        raise ValueError(f"input size {cfg.input_size} must be a multiple of {BACKBONE_STRIDE}")
+    if cfg.deconv_kernel not in (2, 3, 4):
+        raise ValueError(f"deconvolution kernel {cfg.deconv_kernel} not supported (2, 3 or 4)")
+
+
+def _deconv_padding(kernel: int) -> tuple[int, int]:
+    # (padding, output_padding) so that each layer exactly doubles the resolution.
+    return {4: (1, 0), 3: (1, 1), 2: (0, 0)}[kernel]
+
+
+def soft_argmax(logits: torch.Tensor, conf_radius: float = 2.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Integral regression over volumetric logits (B, J, D, H, W).
+
+    Returns ``xy`` (B, J, 2) in heatmap cells (cell centres at integers), ``z`` (B, J) in
+    ``[-0.5, 0.5]`` and ``conf`` (B, J) in [0, 1]. Computed in float32 whatever the input dtype.
+    """
+    b, j, d, h, w = logits.shape
+    prob = F.softmax(logits.float().reshape(b, j, -1), dim=-1).reshape(b, j, d, h, w)
+    p2d = prob.sum(dim=2)                                   # (B, J, H, W): integral over depth
+    px, py = p2d.sum(dim=2), p2d.sum(dim=3)                  # marginals (B, J, W), (B, J, H)
+    gx = torch.arange(w, device=logits.device, dtype=torch.float32)
+    gy = torch.arange(h, device=logits.device, dtype=torch.float32)
+    x = (px * gx).sum(-1)
+    y = (py * gy).sum(-1)
+    if d > 1:
+        pz = prob.sum(dim=(3, 4))
+        gz = (torch.arange(d, device=logits.device, dtype=torch.float32) + 0.5) / d - 0.5
+        z = (pz * gz).sum(-1)
+    else:
+        z = torch.zeros_like(x)
+    with torch.no_grad():
+        near_x = ((gx - x[..., None]).abs() <= conf_radius).float()     # (B, J, W)
+        near_y = ((gy - y[..., None]).abs() <= conf_radius).float()     # (B, J, H)
+        conf = torch.einsum("bjhw,bjh,bjw->bj", p2d, near_y, near_x).clamp_(0.0, 1.0)
+    return torch.stack([x, y], dim=-1), z, conf
+
+
+class PoseNet(nn.Module):
+    """ResNet backbone → deconvolutions → 1×1 conv to J·D logits → soft-argmax.
+
+    ``forward`` takes normalised RGB images (B, 3, S, S) (see ``normalise``) and returns a dict
+    ``{"xy", "z", "conf"}`` (module docstring); ``forward(x, return_logits=True)`` adds
+    ``"logits"`` (B, J, D, H, W).
+    """
+
+    def __init__(self, config: PoseNetConfig, pretrained: str | Path | None = None):
+        super().__init__()
+        _check_config(config)
+        self.config = config
+        resnet = getattr(torchvision.models, f"resnet{config.backbone}")(weights=None)
+        if pretrained is not None:
+            load_backbone_weights(resnet, pretrained)
+        self.backbone = nn.Sequential(
+            resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool,
+            resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4,
+        )
+        layers: list[nn.Module] = []
+        c_in = BACKBONE_CHANNELS[config.backbone]
+        pad, out_pad = _deconv_padding(config.deconv_kernel)
+        for _ in range(config.deconv_layers):
+            layers += [
+                nn.ConvTranspose2d(c_in, config.deconv_channels, config.deconv_kernel, stride=2, padding=pad,
+                                   output_padding=out_pad, bias=False),
+                nn.BatchNorm2d(config.deconv_channels),
+                nn.ReLU(inplace=True),
+            ]
+            c_in = config.deconv_channels
+        self.deconv = nn.Sequential(*layers)
+        self.final = nn.Conv2d(c_in, config.num_joints * config.depth_bins, kernel_size=1)
+        self._init_head()
+
+    def _init_head(self) -> None:
+        # As Simple Baselines / Integral regression: small normal weights for the head.
+        for m in self.deconv.modules():
+            if isinstance(m, nn.ConvTranspose2d):
+                nn.init.normal_(m.weight, std=0.001)
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.normal_(self.final.weight, std=0.001)
+        nn.init.zeros_(self.final.bias)
+
+    def forward(self, images: torch.Tensor, return_logits: bool = False) -> dict[str, torch.Tensor]:
+        cfg = self.config
+        feats = self.deconv(self.backbone(images))
+        logits = self.final(feats)
+        b, _, h, w = logits.shape
+        logits = logits.reshape(b, cfg.num_joints, cfg.depth_bins, h, w)
+        xy, z, conf = soft_argmax(logits, cfg.conf_radius)
+        # Heatmap cells → input pixels (cell k covers input pixels [k·s − ½, (k+1)·s − ½]).
+        s = images.shape[-1] / w
+        out = {"xy": xy * s + (s - 1.0) / 2.0, "z": z, "conf": conf}
+        if return_logits:
+            out["logits"] = logits
+        return out
+
+
+def normalise(images_uint8: torch.Tensor) -> torch.Tensor:
+    """uint8 RGB (B, 3, H, W) → float, ImageNet-normalised (the network's input)."""
+    mean = torch.tensor(MEAN_RGB, device=images_uint8.device).view(1, 3, 1, 1) * 255.0
+    std = torch.tensor(STD_RGB, device=images_uint8.device).view(1, 3, 1, 1) * 255.0
+    return (images_uint8.float() - mean) / std
+
+
+def load_backbone_weights(resnet: nn.Module, path: str | Path) -> None:
+    """Load a local torchvision ResNet state dict (the classifier ``fc`` is ignored)."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"pretrained backbone weights not found: {path} (param model.pretrained; "
+                                "nothing is downloaded — give a local torchvision ResNet .pth or null)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable torch state dict ({type(exc).__name__}: {exc})") from None
+    if isinstance(state, dict) and "state_dict" in state:
+        state = state["state_dict"]
+    state = {k.removeprefix("module."): v for k, v in state.items() if not k.removeprefix("module.").startswith("fc.")}
+    own = {k for k in resnet.state_dict() if not k.startswith("fc.")}
+    missing, unexpected = own - set(state), set(state) - own
+    if missing or unexpected:
+        raise ValueError(f"{path}: not a weights file of this ResNet (missing {sorted(missing)[:3]}, "
+                         f"unexpected {sorted(unexpected)[:3]}); check param model.backbone")
+    try:
+        resnet.load_state_dict(state, strict=False)
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: shapes do not match this ResNet ({exc}); check param model.backbone") from None
+    log.info("backbone initialised from %s", path)
+
+
+def expand_depth(state: dict[str, torch.Tensor], config_2d: PoseNetConfig, depth_bins: int) -> dict[str, torch.Tensor]:
+    """A 2D network's state dict → one for the same network with ``depth_bins`` depth bins.
+
+    The final layer's weights are repeated over depth, so the 3D network starts with exactly
+    the 2D network's 2D predictions (uniform over depth). Everything else is copied.
+    """
+    out = dict(state)
+    for name in ("final.weight", "final.bias"):
+        t = state[name].reshape(config_2d.num_joints, config_2d.depth_bins, *state[name].shape[1:])
+        if config_2d.depth_bins != 1:
+            t = t.mean(dim=1, keepdim=True)
+        out[name] = t.expand(-1, depth_bins, *t.shape[2:]).reshape(config_2d.num_joints * depth_bins,
+                                                                     *state[name].shape[1:]).clone()
+    return out
+
+
+# --- checkpoints of trained networks ----------------------------------------------------------
+def save_pose_net(model: PoseNet, path: str | Path, meta: dict | None = None) -> None:
+    """Write ``{"config", "state_dict", "joint_names", "meta"}`` atomically (weights in float32)."""
+    from epipose.io import atomic_path
+
+    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+    payload = {"config": model.config.to_dict(), "state_dict": state,
+               "joint_names": list(skeleton.MPII_NAMES[: model.config.num_joints])
+               if model.config.num_joints == skeleton.NUM_JOINTS else None,
+               "meta": meta or {}}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_pose_net(path: str | Path, num_joints: int | None = None, map_location: str | torch.device = "cpu"
+                  ) -> tuple[PoseNet, dict]:
+    """Rebuild a network from ``save_pose_net``'s file; returns (model in eval mode, meta).
+
+    ``num_joints``: the joint count the caller's params expect (``model.num_joints``); a
+    checkpoint with another count is refused with an error naming both.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"model checkpoint not found: {path} (run the stage that writes it first)")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable model checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(payload, dict) or "config" not in payload or "state_dict" not in payload:
+        raise ValueError(f"{path}: not a pose network checkpoint (expected keys 'config' and 'state_dict')")
+    config = PoseNetConfig.from_dict(payload["config"])
+    if num_joints is not None and config.num_joints != num_joints:
+        raise ValueError(f"{path}: the checkpoint predicts {config.num_joints} joints but param "
+                         f"model.num_joints is {num_joints}")
+    model = PoseNet(config)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        raise ValueError(f"{path}: weights do not match the stored config ({exc})") from None
+    model.eval()
+    return model, dict(payload.get("meta") or {})
+
+
+def count_flops(model: nn.Module, input_size: int, batch: int = 1) -> int:
+    """Forward FLOPs (multiply-adds counted as 2) for ``batch`` images, by torch's flop counter."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    x = torch.zeros(batch, 3, input_size, input_size, device=next(model.parameters()).device)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(x)
+    model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+__all__ = [
+    "ModelParams", "PoseNetConfig", "PoseNet", "soft_argmax", "normalise", "load_backbone_weights",
+    "expand_depth", "save_pose_net", "load_pose_net", "count_flops", "MEAN_RGB", "STD_RGB",
+]
