@@ -7,7 +7,10 @@ and names the offending ``section.key`` in its error.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import os
+import sys
 import types
 import typing
 from pathlib import Path
@@ -113,12 +116,41 @@ def from_dict(cls: type[T], data: Any, section: str) -> T:
     return cls(**kwargs)
 
 
+_READ_KEYS: set[str] = set()
+
+
+def _write_trace() -> None:
+    trace = os.environ.get("EPIPOSE_PARAMS_TRACE")
+    if trace and _READ_KEYS:
+        script = Path(sys.argv[0]).stem
+        with open(trace, "a") as f:
+            f.writelines(f"{script} {key}\n" for key in sorted(_READ_KEYS))
+
+
+atexit.register(_write_trace)
+
+
 def load_section(cls: type[T], section: str, path: str | Path = "params.yaml") -> T:
-    """Read ``section`` of params.yaml into the dataclass ``cls``."""
+    """Read ``section`` of params.yaml into the dataclass ``cls``.
+
+    Every key read is recorded; with ``EPIPOSE_PARAMS_TRACE=<file>`` set, a stage appends
+    ``<script> <section.key>`` lines to that file at exit (the pipeline tests compare them
+    with dvc.yaml's ``params:`` lists).
+    """
     data = read_params(path)
     if section not in data:
         raise ParamError(f"param {section}: section missing from {path}")
+    _READ_KEYS.update(param_keys(cls, section))
     return from_dict(cls, data[section], section)
+
+
+def load_value(section: str, key: str, tp: type[T] = str, path: str | Path = "params.yaml") -> T:
+    """One validated value, e.g. ``load_value("data", "h36m_root")``."""
+    data = read_params(path)
+    if section not in data or not isinstance(data[section], dict) or key not in data[section]:
+        raise ParamError(f"param {section}.{key}: missing from {path}")
+    _READ_KEYS.add(f"{section}.{key}")
+    return _check(data[section][key], tp, f"{section}.{key}")
 
 
 def param_keys(cls: type, section: str) -> list[str]:
