@@ -46,6 +46,9 @@ _MIRROR_BONES = ((0, 3), (1, 4), (2, 5), (9, 12), (10, 13), (11, 14))
 _SPINE_LOWER_FRACTION = 0.475  # Hip→Spine / Hip→Thorax (Human3.6M subjects: ~233 / 490 mm)
 
 Colour = tuple[int, int, int]  # BGR, 0..255
+# black, dark brown, brown, auburn, blonde, grey
+_HAIR_COLOURS: tuple[Colour, ...] = ((20, 20, 25), (30, 40, 60), (40, 70, 110), (30, 60, 140), (110, 180, 215),
+                                     (170, 170, 175))
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,8 @@ def random_body(rng: np.random.Generator, scale_range: float = 0.05, bone_jitter
     girth = scale * rng.uniform(0.9, 1.15)
     skin_tone = rng.uniform(0.0, 1.0)
     skin = tuple(int(round(a + (b - a) * skin_tone)) for a, b in zip((45, 70, 110), (170, 195, 235)))
-    hair = _uniform_colour(rng, (10, 15, 20), (90, 120, 170)) if rng.uniform() < 0.85 else (200, 200, 205)
+    hair_base = _HAIR_COLOURS[int(rng.integers(len(_HAIR_COLOURS)))]
+    hair = tuple(int(np.clip(c * rng.uniform(0.85, 1.15), 0, 255)) for c in hair_base)
     return Body(
         bone_lengths=tuple(float(b) for b in bones),
         ankle_height=80.0 * scale,
@@ -300,8 +304,13 @@ def _keyframes(rng: np.random.Generator, t: np.ndarray, period: float, lo: float
     return keys[i] * (1 - w) + keys[i + 1] * w
 
 
+def _velocity(xy: np.ndarray, dt: float) -> np.ndarray:
+    """Per-frame velocity (n, 2) of a path; a single frame stands still."""
+    return np.gradient(xy, dt, axis=0) if xy.shape[0] > 1 else np.zeros_like(xy)
+
+
 def _heading_of(xy: np.ndarray, dt: float) -> np.ndarray:
-    v = np.gradient(xy, dt, axis=0)
+    v = _velocity(xy, dt)
     return np.unwrap(np.arctan2(v[:, 1], v[:, 0]))
 
 
@@ -369,7 +378,7 @@ def _add_gait(c: _Ctx, ang: Angles, xy: np.ndarray, heading: np.ndarray, amp_sca
 
     Speed is measured along the heading, so side-steps of a drifting stand get smaller steps.
     """
-    v = np.gradient(xy, c.dt, axis=0)
+    v = _velocity(xy, c.dt)
     fwd = np.stack([np.cos(heading), np.sin(heading)], axis=1)
     speed = np.abs((v * fwd).sum(axis=1)) + 0.3 * np.abs(v[:, 0] * fwd[:, 1] - v[:, 1] * fwd[:, 0])
     hip_amp = c.u(18, 25)
