@@ -461,7 +461,7 @@ def person_primitives(poses: np.ndarray, body: Body) -> Primitives:
     waist = hip_mid + 0.45 * (thorax - hip_mid)
     add("waist", waist + 0.75 * (hw - hd) * left, waist - 0.75 * (hw - hd) * left, 0.92 * hd, 0.92 * hd, body.shirt)
     add("spine", hip_mid + 0.3 * (thorax - hip_mid), thorax - 0.1 * (thorax - hip_mid), hd, hd, body.shirt)
-    add("pelvis", P[:, 6], P[:, 1], body.hip_radius, body.hip_radius, legs)
+    add("pelvis", 0.8 * P[:, 6] + 0.2 * P[:, 1], 0.2 * P[:, 6] + 0.8 * P[:, 1], body.hip_radius, body.hip_radius, legs)
     for side, (sho, elb, wri, hand) in (("l", (17, 18, 19, 22)), ("r", (25, 26, 27, 30))):
         add(f"{side}_shoulder", P[:, sho], P[:, sho], 1.2 * body.upper_arm_radius, 1.2 * body.upper_arm_radius, body.shirt)
         add(f"{side}_upper_arm", P[:, sho], P[:, elb], body.upper_arm_radius, 0.9 * body.upper_arm_radius, body.shirt)
