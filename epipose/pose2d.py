@@ -1,0 +1,203 @@
+"""The 2D network on MPII-layout data: crop cache, training loss, prediction, PCKh evaluation.
+
+Used by ``stages/pretrain_2d.py`` (train + evaluate) and by ``epipose.infer2d`` (``predict_2d``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from epipose import skeleton
+from epipose.data import mpii
+from epipose.data.transforms import (AugmentParams, apply_to_points, augment_batch, center_batch, decode_crops,
+                                     flip_joints, load_voc_occluders, person_boxes)
+from epipose.metrics import pckh
+from epipose.models.pose_net import ModelParams, PoseNet, PoseNetConfig, normalise
+from epipose.params import in_range
+from epipose.train import TensorSet, TrainParams, autocast, fit
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Pretrain2DParams(TrainParams):
+    """Section ``pretrain_2d`` of params.yaml: the training loop's keys plus the data's."""
+
+    box_margin: float = in_range(1.0, 3.0, default=1.25)     # crop side = scale · 200 · margin (Simple Baselines)
+    context: float = in_range(1.0, 3.0, default=1.4)         # cached crop = context × the crop, for zoom-out/rotation
+    cache_scale: float = in_range(0.5, 4.0, default=1.0)     # cached px per input px
+    max_train: int = in_range(0, 10**9, default=0)            # 0 = every training annotation
+    flip_test: bool = True                                   # average with the mirrored image at evaluation
+    eval_batch_size: int = in_range(1, 65536, default=128)
+    decode_workers: int = in_range(1, 64, default=2)
+
+
+@dataclass
+class CropCache:
+    """An MPII split decoded once: crops around each person and their joints."""
+
+    images: torch.Tensor       # uint8 RGB (N, 3, S, S)
+    joints: torch.Tensor       # (N, J, 2) float32, cache pixels
+    visible: torch.Tensor      # (N, J) bool
+    boxes: np.ndarray          # (N, 3) the cached square (x0, y0, side) in original pixels
+    src_box: float             # the person box's side in cache pixels
+    split: mpii.MPIISplit
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def to_original(self, xy_cache: np.ndarray) -> np.ndarray:
+        k = self.boxes[:, None, 2:3] / self.images.shape[-1]
+        return xy_cache * k + self.boxes[:, None, :2]
+
+
+def build_cache(root: str | Path, split: str, input_size: int, p: Pretrain2DParams, limit: int = 0,
+                num_joints: int = skeleton.NUM_JOINTS) -> CropCache:
+    s = mpii.load_split(root, split, num_joints)
+    n = len(s) if limit <= 0 else min(limit, len(s))
+    size = int(round(input_size * p.context * p.cache_scale))
+    boxes = person_boxes(s.centers[:n], s.scales[:n], p.box_margin * p.context)
+    t0 = time.perf_counter()
+    crops = decode_crops([s.image_path(i) for i in range(n)], boxes, size, workers=p.decode_workers)
+    log.info("decoded %d %s crops at %d px in %.1f s", n, split, size, time.perf_counter() - t0)
+    joints = (s.joints[:n] - boxes[:, None, :2]) * (size / boxes[:, None, 2:3])
+    return CropCache(
+        images=torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous(),
+        joints=torch.from_numpy(joints.astype(np.float32)),
+        visible=torch.from_numpy(s.visible[:n].copy()),
+        boxes=boxes, src_box=size / p.context, split=s,
+    )
+
+
+def l1_loss_2d(xy: torch.Tensor, target: torch.Tensor, visible: torch.Tensor, input_size: int) -> torch.Tensor:
+    """Mean L1 of soft-argmax x, y over visible joints, in units of the input size (as the paper)."""
+    w = visible.float()[..., None]
+    return ((xy.float() - target.float()).abs() * w).sum() / (w.sum() * 2).clamp_min(1.0) / input_size
+
+
+class Loss2D:
+    """The pretraining loss_fn for ``epipose.train.fit``: augment on the device, L1 on x, y."""
+
+    def __init__(self, src_box: float, input_size: int, aug: AugmentParams, channels_last: bool = True):
+        self.src_box, self.input_size, self.aug = src_box, input_size, aug
+        self.channels_last = channels_last
+        self.occluders = load_voc_occluders(aug.voc_root, aug.voc_max_objects) if aug.voc_root else None
+
+    def __call__(self, model: nn.Module, batch: dict, gen: torch.Generator):
+        images, joints, vis = augment_batch(batch["images"], batch["joints"], batch["visible"], self.src_box,
+                                            self.input_size, self.aug, gen, self.occluders)
+        x = normalise(images)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = model(x)
+        loss = l1_loss_2d(out["xy"], joints, vis, self.input_size)
+        return loss, {}
+
+
+@torch.inference_mode()
+def predict_2d(model: nn.Module, images: torch.Tensor, src_box: float, flip_test: bool = False,
+               amp: torch.dtype | None = None, channels_last: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """2D predictions for a batch of uint8 RGB crops (B, 3, S, S) on the model's device.
+
+    The central ``src_box`` px of each crop are resized to the network's input. Returns ``xy``
+    (B, J, 2) in the crops' pixels and ``conf`` (B, J), averaged with the mirrored image when
+    ``flip_test`` (mirrored predictions are un-mirrored and their left/right slots swapped).
+    """
+    size = model.config.input_size
+    device = images.device
+    views = [False, True] if flip_test else [False]
+    xys, confs = [], []
+    for flip in views:
+        warped, M = center_batch(images, src_box, size, flip=flip)
+        x = normalise(warped)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            out = model(x)
+        back = torch.linalg.inv(M)
+        xy = apply_to_points(back, out["xy"].float())
+        flag = torch.full((len(images),), flip, dtype=torch.bool, device=device)
+        xys.append(flip_joints(xy, flag))
+        confs.append(flip_joints(out["conf"].float(), flag))
+    return torch.stack(xys).mean(0), torch.stack(confs).mean(0)
+
+
+def evaluate_pckh(model: nn.Module, cache: CropCache, batch_size: int = 128, flip_test: bool = True,
+                  amp: torch.dtype | None = None, channels_last: bool = True) -> dict:
+    """PCKh@0.5 (and @0.1, per joint) on a cached split, in original-image pixels."""
+    device = next(model.parameters()).device
+    preds = []
+    model.eval()
+    for i in range(0, len(cache), batch_size):
+        images = cache.images[i : i + batch_size].to(device)
+        xy, _ = predict_2d(model, images, cache.src_box, flip_test, amp, channels_last)
+        preds.append(xy.cpu().numpy())
+    pred = cache.to_original(np.concatenate(preds).astype(np.float64))
+    n = len(cache)
+    gt, vis = cache.split.joints[:n], cache.split.visible[:n]
+    heads = mpii.head_sizes(gt, vis)
+    at05 = pckh(pred, gt, vis, heads, 0.5)
+    at01 = pckh(pred, gt, vis, heads, 0.1)
+    swaps = left_right_swaps(pred, gt, vis, heads)
+    return {"pckh@0.5": at05["total"], "pckh@0.1": at01["total"], "per_joint@0.5": at05["per_joint"],
+            "per_joint@0.1": at01["per_joint"], "count": at05["count"], "lr_swap_rate": swaps}
+
+
+def left_right_swaps(pred: np.ndarray, gt: np.ndarray, vis: np.ndarray, heads: np.ndarray) -> float:
+    """Percentage of visible left/right pairs whose prediction is closer to the swapped truth
+    (by more than 0.5 head sizes): the left/right confusions."""
+    n_swap = n_all = 0
+    for a, b in skeleton.FLIP_PAIRS:
+        ok = vis[:, a] & vis[:, b] & np.isfinite(heads)
+        if not ok.any():
+            continue
+        straight = np.linalg.norm(pred[ok, a] - gt[ok, a], axis=-1) + np.linalg.norm(pred[ok, b] - gt[ok, b], axis=-1)
+        crossed = np.linalg.norm(pred[ok, a] - gt[ok, b], axis=-1) + np.linalg.norm(pred[ok, b] - gt[ok, a], axis=-1)
+        n_swap += int((crossed + 0.5 * heads[ok] < straight).sum())
+        n_all += int(ok.sum())
+    return 100.0 * n_swap / n_all if n_all else float("nan")
+
+
+def pretrain_2d(mpii_root: str | Path, model_params: ModelParams, p: Pretrain2DParams, aug: AugmentParams,
+                ckpt_dir: str | Path, live_dir: str | Path | None = None, progress: bool = True):
+    """Train the 2D network on ``mpii_root``'s train split.
+
+    Returns (FitResult, the valid split's CropCache, info: image counts and decoding time).
+    """
+    config = PoseNetConfig.from_params(model_params, depth_bins=1)
+    t0 = time.perf_counter()
+    train = build_cache(mpii_root, "train", config.input_size, p, limit=p.max_train, num_joints=config.num_joints)
+    valid = build_cache(mpii_root, "valid", config.input_size, p, num_joints=config.num_joints)
+    info = {"train_images": len(train), "valid_images": len(valid), "decode_seconds": round(time.perf_counter() - t0, 1)}
+    log.info("crop caches ready in %.1f s (%d train, %d valid)", info["decode_seconds"], len(train), len(valid))
+    torch.manual_seed(p.seed)
+    model = PoseNet(config, pretrained=model_params.pretrained)
+    dataset = TensorSet(images=train.images, joints=train.joints, visible=train.visible)
+    loss_fn = Loss2D(train.src_box, config.input_size, aug, p.channels_last)
+
+    def evaluate(m: nn.Module) -> dict[str, float]:
+        from epipose.train import amp_dtype
+        dev = next(m.parameters()).device
+        r = evaluate_pckh(m, valid, p.eval_batch_size, p.flip_test, amp_dtype(p.amp, dev), p.channels_last)
+        return {"pckh": r["pckh@0.5"]}
+
+    signature = {"train": _split_signature(train), "valid": _split_signature(valid), "augment": aug}
+    result = fit(model, dataset, loss_fn, p, ckpt_dir, live_dir, evaluate, signature, progress=progress)
+    return result, valid, info
+
+
+def _split_signature(cache: CropCache) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(cache.boxes).tobytes())
+    h.update(cache.joints.numpy().tobytes())
+    h.update(cache.images[:, :, ::7, ::7].numpy().tobytes())
+    return h.hexdigest()[:16]

@@ -1,0 +1,209 @@
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from epipose.data.transforms import AugmentParams
+from epipose.models.pose_net import PoseNet, PoseNetConfig
+from epipose.pose2d import Loss2D, build_cache, evaluate_pckh, Pretrain2DParams
+from epipose.train import (CHECKPOINT_NAME, EpochBatchSampler, ModelEMA, TensorSet, TrainParams, fit, lr_lambda,
+                           recalibrate_bn)
+from mpii_fixture import make_mpii
+
+ROOT = Path(__file__).resolve().parents[1]
+NO_AUG = AugmentParams(scale=0, rotation=0, translate=0, flip=False, color=0, occlusion_prob=0)
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                                 nn.Flatten(), nn.Linear(8, 2))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def _tiny_data(n=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 3, 12, 12, generator=g)
+    y = torch.stack([x[:, 0].mean((1, 2)), x[:, 1].std((1, 2))], 1)
+    return TensorSet(x=x, y=y)
+
+
+class TinyLoss:
+    """MSE with a dash of per-step randomness (noise from the step generator), counting calls."""
+
+    def __init__(self, fail_at_call=None):
+        self.calls, self.fail_at_call = 0, fail_at_call
+
+    def __call__(self, model, batch, gen):
+        self.calls += 1
+        if self.fail_at_call is not None and self.calls == self.fail_at_call:
+            raise KeyboardInterrupt("simulated kill")
+        noise = torch.randn(batch["x"].shape, generator=gen) * 0.01
+        pred = model(batch["x"] + noise)
+        return ((pred - batch["y"]) ** 2).mean(), {"abs": (pred - batch["y"]).abs().mean()}
+
+
+TINY = TrainParams(epochs=3, batch_size=8, lr=1e-2, amp="none", channels_last=False, log_every=2, seed=3)
+
+
+def _weights(model):
+    return torch.cat([p.detach().flatten() for p in model.state_dict().values() if p.dtype.is_floating_point])
+
+
+def test_resume_continues_at_the_right_epoch(tmp_path):
+    torch.manual_seed(0)
+    straight = fit(Tiny(), _tiny_data(), TinyLoss(), TINY, tmp_path / "a", progress=False)
+    assert straight.epochs_run == 3 and straight.resumed_from == 0
+
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):     # killed in the middle of epoch 3 (4 steps per epoch)
+        fit(Tiny(), _tiny_data(), TinyLoss(fail_at_call=4 * 2 + 2), TINY, tmp_path / "b", progress=False)
+    saved = torch.load(tmp_path / "b" / CHECKPOINT_NAME, weights_only=False)
+    assert saved["epoch"] == 2 and saved["step"] == 8 and "final" not in saved
+
+    torch.manual_seed(123)                     # a different init: everything must come from the checkpoint
+    loss = TinyLoss()
+    resumed = fit(Tiny(), _tiny_data(), loss, TINY, tmp_path / "b", progress=False)
+    assert resumed.resumed_from == 2 and resumed.epochs_run == 1 and loss.calls == 4
+    # Identical weights at the end: model, Adam moments, schedule and augmentation seeds all resumed.
+    assert torch.equal(_weights(straight.model), _weights(resumed.model))
+
+    # The optimizer state that was resumed is the one saved at epoch 2.
+    optimizer = torch.optim.Adam(Tiny().parameters(), lr=TINY.lr)
+    optimizer.load_state_dict(saved["optimizer"])
+    assert optimizer.state_dict()["state"][0]["step"] == 8
+    assert torch.equal(optimizer.state_dict()["state"][0]["exp_avg"], saved["optimizer"]["state"][0]["exp_avg"])
+
+    # A rerun of a finished training loads the final weights without training.
+    again = fit(Tiny(), _tiny_data(), TinyLoss(fail_at_call=1), TINY, tmp_path / "b", progress=False)
+    assert again.epochs_run == 0 and torch.equal(_weights(again.model), _weights(resumed.model))
+
+
+def test_stale_checkpoint_is_not_resumed(tmp_path, caplog):
+    fit(Tiny(), _tiny_data(), TinyLoss(), TINY, tmp_path / "c", progress=False)
+    other = TrainParams(**{**TINY.__dict__, "lr": 5e-3})
+    with caplog.at_level(logging.WARNING):
+        r = fit(Tiny(), _tiny_data(), TinyLoss(), other, tmp_path / "c", progress=False)
+    assert r.resumed_from == 0 and r.epochs_run == 3
+    assert "other params/model/data" in caplog.text
+
+
+def test_training_is_deterministic_on_cpu(tmp_path):
+    torch.manual_seed(0)
+    a = fit(Tiny(), _tiny_data(), TinyLoss(), TINY, tmp_path / "x", progress=False)
+    torch.manual_seed(0)
+    b = fit(Tiny(), _tiny_data(), TinyLoss(), TINY, tmp_path / "y", progress=False)
+    assert torch.equal(_weights(a.model), _weights(b.model))
+
+
+def test_dvclive_curves(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = TrainParams(**{**TINY.__dict__, "epochs": 2})
+    fit(Tiny(), _tiny_data(), TinyLoss(), cfg, tmp_path / "ck", live_dir=tmp_path / "live",
+        evaluate=lambda m: {"score": 1.5}, progress=False)
+    metrics = tmp_path / "live" / "plots" / "metrics"
+    loss = (metrics / "train" / "loss.tsv").read_text().splitlines()
+    assert loss[0].split("\t") == ["step", "loss"] and len(loss) == 1 + 4   # log_every 2, 4 steps/epoch
+    assert [ln.split("\t")[0] for ln in (metrics / "valid" / "score.tsv").read_text().splitlines()[1:]] == ["4", "8"]
+    assert (metrics / "train" / "lr.tsv").exists() and (metrics / "train" / "abs.tsv").exists()
+    assert not (tmp_path / "dvc.yaml").exists() and not (tmp_path / "live" / "dvc.yaml").exists()
+
+
+def test_lr_schedules():
+    step = TrainParams(schedule="step", lr_steps=[0.5, 0.75], lr_factor=0.1)
+    f = lr_lambda(step, 100)
+    assert [f(0), f(49), f(50), f(74), f(75), f(99)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    cos = lr_lambda(TrainParams(schedule="cosine", lr_factor=0.01, warmup_steps=10), 100)
+    assert cos(0) == pytest.approx(0.1, rel=0.01) and cos(9) == pytest.approx(0.98, abs=0.01)
+    assert cos(99) == pytest.approx(0.01) and cos(50) == pytest.approx(0.505, abs=0.02)
+
+
+def test_sampler_shards_global_batches():
+    full = list(EpochBatchSampler(20, 8, seed=1))
+    r0 = list(EpochBatchSampler(20, 8, seed=1, rank=0, world_size=2))
+    r1 = list(EpochBatchSampler(20, 8, seed=1, rank=1, world_size=2))
+    assert len(full) == 2 and [a + b for a, b in zip(r0, r1)] == full
+    assert len(set(sum(full, []))) == 16
+    assert list(EpochBatchSampler(3, 8, seed=0)) and len(list(EpochBatchSampler(3, 8, seed=0))[0]) == 8
+
+
+def test_bn_recalibration_and_ema():
+    model = nn.Sequential(nn.Conv2d(1, 1, 1, bias=False), nn.BatchNorm2d(1))
+    nn.init.ones_(model[0].weight)
+    batches = [{"x": torch.full((2, 1, 4, 4), float(v))} for v in (1.0, 3.0, 5.0)]
+    recalibrate_bn(model, iter(batches), lambda m, b, i: m(b["x"]), n_batches=3)
+    assert model[1].running_mean.item() == pytest.approx(3.0) and model[1].momentum == 0.1
+    target = nn.Linear(2, 2)
+    ema = ModelEMA(nn.Linear(2, 2), decay=0.9)
+    for _ in range(200):
+        ema.update(target)
+    assert torch.allclose(ema.module.weight, target.weight, atol=1e-6)
+
+
+def test_tiny_pose_net_overfits_a_handful_of_images(tmp_path):
+    root = make_mpii(tmp_path / "mpii", n_train=8, n_valid=1, seed=2)
+    p = Pretrain2DParams(epochs=1, batch_size=8, lr=1e-2, schedule="step", lr_steps=[], amp="auto",
+                         bn_recalib_batches=2, flip_test=False)
+    cache = build_cache(root, "train", 64, p)
+    torch.manual_seed(0)
+    model = PoseNet(PoseNetConfig(backbone=18, deconv_channels=16, input_size=64))
+    before = evaluate_pckh(model, cache, flip_test=False)
+    repeats = 40                                # 40 steps over the same 8 images
+    data = TensorSet(images=cache.images.repeat(repeats, 1, 1, 1), joints=cache.joints.repeat(repeats, 1, 1),
+                     visible=cache.visible.repeat(repeats, 1))
+    losses = []
+
+    def loss_fn(m, batch, gen):
+        loss, logs = Loss2D(cache.src_box, 64, NO_AUG)(m, batch, gen)
+        losses.append(loss.item())
+        return loss, logs
+
+    result = fit(model, data, loss_fn, p, tmp_path / "ck", progress=False)
+    after = evaluate_pckh(result.model, cache, flip_test=False)
+    assert np.mean(losses[-5:]) < 0.4 * np.mean(losses[:5])
+    assert after["pckh@0.5"] > before["pckh@0.5"] + 20
+    assert after["per_joint@0.5"]["head_top"] > before["per_joint@0.5"]["head_top"]
+
+
+DDP_SCRIPT = """
+import sys, torch, torch.distributed as dist
+sys.path.insert(0, {tests!r})
+from test_train import Tiny, TinyLoss, _tiny_data, TINY
+from epipose.train import fit
+torch.manual_seed(dist.get_rank() if dist.is_initialized() else int(__import__("os").environ["RANK"]))
+r = fit(Tiny(), _tiny_data(), TinyLoss(), TINY, {ckpt!r}, progress=False)
+assert r.runtime.world_size == 2 and dist.get_backend() == "gloo"
+torch.save(torch.cat([p.detach().flatten() for p in r.model.parameters()]), {out!r} + f"/w{{dist.get_rank()}}.pt")
+dist.destroy_process_group()
+"""
+
+
+def test_distributed_data_parallel_with_torchrun(tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT.format(tests=str(ROOT / "tests"), ckpt=str(tmp_path / "ck"), out=str(tmp_path)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             str(script)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)       # torchrun and its workers, started in their own session
+        raise
+    assert proc.returncode == 0, err[-3000:]
+    w0, w1 = torch.load(tmp_path / "w0.pt"), torch.load(tmp_path / "w1.pt")
+    # The ranks started from different inits and saw different halves of each batch: DDP synchronised them.
+    assert torch.equal(w0, w1)
+    assert (tmp_path / "ck" / CHECKPOINT_NAME).exists()
+    shutil.rmtree(tmp_path / "ck")
