@@ -1,0 +1,68 @@
+"""The DVC pipeline end to end, on a tiny params profile, in a temporary git repository."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+# Small enough to run the stages in seconds; same code paths as the default profile.
+TINY = {
+    "synth": {
+        "subjects": ["S1", "S9"], "actions": ["Walking", "Greeting"], "n_frames": 30, "image_size": 320,
+        "mpii": {"n_train": 48, "n_valid": 16, "image_size": 128, "images_per_chunk": 16},
+    },
+    "frames": {"stride": 3, "crop_size": 64},
+}
+
+
+def _deep_update(base: dict, new: dict) -> dict:
+    for k, v in new.items():
+        base[k] = _deep_update(dict(base.get(k) or {}), v) if isinstance(v, dict) else v
+    return base
+
+
+def _run(cmd: list[str], cwd: Path, env: dict) -> str:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if proc.returncode:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
+    return proc.stdout + proc.stderr
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """A git + DVC repository holding the project's tracked files and the tiny params."""
+    repo = tmp_path_factory.mktemp("pipeline") / "repo"
+    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        if (ROOT / f).is_file():
+            (repo / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, repo / f)
+    params = _deep_update(yaml.safe_load((repo / "params.yaml").read_text()), TINY)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (repo / "dvc.lock").unlink(missing_ok=True)
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(repo.parent / "site-cache"),
+           "EPIPOSE_PARAMS_TRACE": str(repo.parent / "params-trace.txt"),
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    _run(["git", "init", "-q"], repo, env)
+    _run(["git", "add", "-A"], repo, env)
+    _run(["git", "commit", "-qm", "tiny"], repo, env)
+    return repo, env
+
+
+def test_repro_extract_frames(repo):
+    repo, env = repo
+    _run(["dvc", "repro", "extract_frames"], repo, env)
+    shards = sorted((repo / "data" / "frames").glob("*/*.parquet"))
+    assert len(shards) == 2 * 2 * 4
+    assert (repo / "data" / "raw" / "mpii" / "annot" / "valid.json").exists()
+    status = _run(["dvc", "status", "extract_frames"], repo, env)
+    assert "up to date" in status
+    again = _run(["dvc", "repro", "extract_frames"], repo, env)
+    assert "didn't change, skipping" in again and "Running stage" not in again
