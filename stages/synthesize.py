@@ -19,7 +19,7 @@ def main() -> int:
     try:
         params = load_section(SynthParams, "synth", args.params)
         synthesize(params, args.h36m_out, args.mpii_out)
-    except (ParamError, FileNotFoundError, ValueError) as exc:
+    except (ParamError, FileNotFoundError) as exc:  # bad params or inputs: one clear line, no traceback
         logging.error("synthesize: %s", exc)
         return 2
     return 0

@@ -192,6 +192,8 @@ def test_silhouette_covers_every_projected_joint():
 
 
 def test_frames_show_the_person_and_furniture_occludes_it():
+    import dataclasses
+
     from epipose.data.synth.render import Box, render_background, render_frames
 
     body, m = _motion("Waiting", 5, 4)
@@ -208,7 +210,7 @@ def test_frames_show_the_person_and_furniture_occludes_it():
     # A tall crate between the camera and the person hides the person's middle.
     ray = cam.center - m[0, 0]
     crate = Box(*(m[0, 0, :2] + 0.45 * ray[:2]), 300.0, 300.0, 1300.0, 0.2, (50, 90, 160))
-    blocked = type(scene)(**{**scene.__dict__, "objects": (crate,)})
+    blocked = dataclasses.replace(scene, objects=(crate,))
     bg2 = render_background(blocked, cam, 400, 400)
     frame = next(render_frames(m[:1], body, cam, bg2))
     pelvis = np.round(cam.project(m[0, 0])).astype(int)
@@ -362,11 +364,12 @@ def _write_params(path, synth: dict) -> None:
     ({"actions": ["Dancing"]}, "param synth.actions: unknown actions ['Dancing']"),
 ])
 def test_bad_params_fail_clearly_and_write_nothing(tmp_path, monkeypatch, caplog, synth, message):
+    import importlib.util
     import sys
 
-    sys.path.insert(0, str(ROOT_DIR / "stages"))
-    import synthesize as stage
-
+    spec = importlib.util.spec_from_file_location("synthesize_stage", ROOT_DIR / "stages" / "synthesize.py")
+    stage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(stage)
     monkeypatch.chdir(tmp_path)
     _write_params(tmp_path / "params.yaml", synth)
     monkeypatch.setattr(sys, "argv", ["synthesize.py", "--h36m-out", "out/h36m", "--mpii-out", "out/mpii"])

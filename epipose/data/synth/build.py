@@ -27,6 +27,7 @@ from epipose.data.synth.rig import load_given_rig, synthetic_rig
 from epipose.data.synth.stills import render_stills
 from epipose.data.synth.writers import mpii_entry, video_path, write_jpeg, write_mpii_annotations, write_poses, write_video
 from epipose.io import atomic_path
+from epipose.params import ParamError
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def subject_motions(params: SynthParams, subject: str, body: Body) -> dict[str, 
     wanted = {base_action(a) for a in params.actions}
     chosen = {name: poses[: params.n_frames] for name, poses in loaded.items() if base_action(name) in wanted}
     if not chosen:
-        raise ValueError(f"param synth.actions: none of {params.actions} among the motions of {subject} in "
+        raise ParamError(f"param synth.actions: none of {params.actions} among the motions of {subject} in "
                          f"{params.motion_root} (have {sorted(loaded)})")
     for name, poses in chosen.items():
         if not np.isfinite(poses).all():

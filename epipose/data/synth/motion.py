@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import cv2
 import numpy as np
 
 from epipose import skeleton
@@ -98,8 +99,6 @@ def _uniform_colour(rng: np.random.Generator, lo: tuple[float, float, float], hi
 
 def _clothing_colour(rng: np.random.Generator) -> Colour:
     """A random, clearly visible clothing colour (HSV sampled, returned as BGR)."""
-    import cv2
-
     hsv = np.array([[[rng.uniform(0, 180), rng.uniform(60, 230), rng.uniform(60, 230)]]], dtype=np.uint8)
     return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2BGR)[0, 0])  # type: ignore[return-value]
 

@@ -51,7 +51,7 @@ class Cylinder:
     colour: tuple[int, int, int]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Scene:
     """A room (x in [-half_x, half_x], y likewise, z in [0, height]) with textures and furniture."""
 
@@ -64,9 +64,6 @@ class Scene:
     ceiling_colour: tuple[int, int, int]
     objects: tuple[Box | Cylinder, ...] = field(default_factory=tuple)
     brightness: float = 1.0
-
-    def __hash__(self) -> int:  # textures are arrays; identity is enough for caching
-        return id(self)
 
 
 def _value_noise(rng: np.random.Generator, size: int, cells: int, octaves: int = 3) -> np.ndarray:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from epipose.camera import Rig, load_rig, look_at
@@ -18,8 +19,6 @@ from epipose.params import ParamError
 
 def _rotation(rng: np.random.Generator, sigma_deg: float) -> np.ndarray:
     """A small random rotation (Rodrigues vector with ``sigma_deg`` per axis)."""
-    import cv2
-
     r, _ = cv2.Rodrigues(np.radians(rng.normal(0.0, sigma_deg, 3)))
     return r
 
