@@ -1,0 +1,92 @@
+"""Static checks of dvc.yaml: every stage depends on its script and on every epipose module the
+script imports (transitively), and every dependency is a tracked source, a param path or another
+stage's output."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+DVC = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+STAGES = DVC["stages"]
+
+
+def _module_file(name: str) -> Path | None:
+    base = ROOT / Path(*name.split("."))
+    if base.with_suffix(".py").is_file():
+        return base.with_suffix(".py")
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    return None
+
+
+def epipose_imports(path: Path, seen: set[Path] | None = None) -> set[Path]:
+    """Files of every epipose module ``path`` imports, transitively (package __init__s included)."""
+    seen = set() if seen is None else seen
+    tree = ast.parse(path.read_text())
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+            names += [f"{node.module}.{a.name}" for a in node.names]
+    for name in names:
+        if name != "epipose" and not name.startswith("epipose."):
+            continue
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):       # the module and its parent packages
+            f = _module_file(".".join(parts[:i]))
+            if f is not None and f not in seen:
+                seen.add(f)
+                epipose_imports(f, seen)
+    return seen
+
+
+def _covered(file: Path, deps: list[str]) -> bool:
+    rel = file.relative_to(ROOT).as_posix()
+    return any(rel == d or rel.startswith(d.rstrip("/") + "/") for d in deps)
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_stage_depends_on_its_script_and_modules(name):
+    stage = STAGES[name]
+    deps = [d for d in stage.get("deps", []) if "${" not in d]
+    script = ROOT / "stages" / f"{name.split('@')[0]}.py"
+    scripts = [w for w in stage["cmd"].split() if w.startswith("stages/") and w.endswith(".py")]
+    assert scripts, f"stage {name}: cmd runs no stages/<name>.py script"
+    for s in scripts:
+        assert s in deps, f"stage {name}: its script {s} is not in its deps"
+        missing = sorted(f.relative_to(ROOT).as_posix() for f in epipose_imports(ROOT / s)
+                         if f.name != "__init__.py" and not _covered(f, deps))
+        assert not missing, f"stage {name}: imports {missing} but does not depend on them"
+    del script
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_every_dep_is_a_source_or_an_output(name):
+    outs = {o if isinstance(o, str) else next(iter(o)) for s in STAGES.values()
+            for key in ("outs", "metrics", "plots") for o in s.get(key, []) or []}
+    for dep in STAGES[name].get("deps", []):
+        if "${" in dep:
+            continue
+        if dep in outs or any(dep.startswith(o.rstrip("/") + "/") for o in outs):
+            continue
+        assert (ROOT / dep).exists(), f"stage {name}: dep {dep} is neither a source file nor a stage output"
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_params_are_known_sections(name):
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for p in STAGES[name].get("params", []) or []:
+        keys = [p] if isinstance(p, str) else list(p.values())[0]
+        for key in keys:
+            node = params
+            for part in key.split("."):
+                assert isinstance(node, dict) and part in node, f"stage {name}: param {key} not in params.yaml"
+                node = node[part]
