@@ -1,10 +1,16 @@
-"""Pose metrics. 2D: PCK / PCKh (MPII protocol), pixel errors."""
+"""Pose metrics. 2D: PCK / PCKh (MPII protocol), pixel errors. 3D: MPJPE, N-MPJPE, P-MPJPE,
+PCK3D, AUC, Pose Structure Score.
+
+3D functions follow VideoPose3D's ``common/loss.py``: pure numpy, vectorised over frames, poses
+(..., J, 3) in mm, no root-centring inside (use ``root_relative`` first for Protocol #1-style numbers).
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
 from epipose import skeleton
+from epipose.geometry.procrustes import align
 
 # MPII's total leaves out pelvis and thorax (they are nearly always right and would inflate it).
 PCKH_EXCLUDED = (skeleton.PELVIS, skeleton.THORAX)
@@ -51,3 +57,87 @@ def pixel_errors(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray | None = 
     if visible is not None:
         err = np.where(visible, err, np.nan)
     return err
+
+
+# --- 3D --------------------------------------------------------------------------------------
+def _pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    pred, gt = np.asarray(pred, dtype=np.float64), np.asarray(gt, dtype=np.float64)
+    if pred.shape != gt.shape or pred.ndim < 2 or pred.shape[-1] != 3:
+        raise ValueError(f"pred {pred.shape} and gt {gt.shape} must both be (..., J, 3)")
+    return pred, gt
+
+
+def root_relative(poses: np.ndarray, root: int = skeleton.PELVIS) -> np.ndarray:
+    """Poses (..., J, 3) with the root joint moved to the origin."""
+    poses = np.asarray(poses, dtype=np.float64)
+    return poses - poses[..., root : root + 1, :]
+
+
+def joint_errors(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Euclidean error per joint (..., J)."""
+    pred, gt = _pair(pred, gt)
+    return np.linalg.norm(pred - gt, axis=-1)
+
+
+def mpjpe(pred: np.ndarray, gt: np.ndarray, per_frame: bool = False):
+    """Mean per-joint position error (mean over joints, then frames)."""
+    e = joint_errors(pred, gt).mean(-1)
+    return e if per_frame else float(e.mean())
+
+
+def n_mpjpe(pred: np.ndarray, gt: np.ndarray, per_frame: bool = False):
+    """MPJPE after scaling each prediction by the least-squares optimal factor (Rhodin et al. 2018)."""
+    pred, gt = _pair(pred, gt)
+    scale = (pred * gt).sum(axis=(-1, -2)) / (pred * pred).sum(axis=(-1, -2))
+    return mpjpe(scale[..., None, None] * pred, gt, per_frame)
+
+
+def p_mpjpe(pred: np.ndarray, gt: np.ndarray, per_frame: bool = False):
+    """MPJPE after the optimal similarity (rotation, translation, scale) alignment of each prediction."""
+    pred, gt = _pair(pred, gt)
+    return mpjpe(align(pred, gt), gt, per_frame)
+
+
+def pck3d(pred: np.ndarray, gt: np.ndarray, threshold: float = 150.0) -> float:
+    """Percentage of joints within ``threshold`` mm."""
+    return float(100.0 * (joint_errors(pred, gt) <= threshold).mean())
+
+
+def auc(pred: np.ndarray, gt: np.ndarray, thresholds: np.ndarray | None = None) -> float:
+    """Area under the PCK3D curve over 0–150 mm (31 thresholds, 5 mm apart), in %."""
+    thresholds = np.linspace(0.0, 150.0, 31) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
+    e = joint_errors(pred, gt)[..., None]
+    return float(100.0 * (e <= thresholds).mean())
+
+
+def normalise_poses(poses: np.ndarray, root: int = skeleton.PELVIS) -> np.ndarray:
+    """(N, J, 3) → (N, 3J): root-centred and scaled to unit norm (the Pose Structure Score's space)."""
+    p = root_relative(poses, root).reshape(len(poses), -1)
+    return p / np.linalg.norm(p, axis=1, keepdims=True)
+
+
+def fit_pose_clusters(gt_poses: np.ndarray, k: int = 50, seed: int = 0) -> np.ndarray:
+    """k-means centroids (k, 3J) of normalised ground-truth poses (k-means++, deterministic for a seed)."""
+    from scipy.cluster.vq import kmeans2
+
+    data = normalise_poses(gt_poses)
+    if len(data) < k:
+        raise ValueError(f"k-means with k={k} needs at least {k} poses, got {len(data)}")
+    centroids, _ = kmeans2(data, k, iter=50, minit="++", seed=np.random.default_rng(seed))
+    return centroids
+
+
+def pose_clusters(poses: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Nearest centroid (N,) of each normalised pose."""
+    d = normalise_poses(poses)
+    return np.argmin(((d[:, None, :] - centroids[None]) ** 2).sum(-1), axis=1)
+
+
+def pss(pred: np.ndarray, gt: np.ndarray, k: int = 50, centroids: np.ndarray | None = None, seed: int = 0) -> float:
+    """Pose Structure Score PSS@k (Sharma et al. 2019), in %: the fraction of frames whose prediction
+    falls in the same k-means cluster of normalised poses as its ground truth. Clusters come from
+    ``centroids`` (e.g. fitted on the training ground truth) or are fitted on ``gt``."""
+    pred, gt = _pair(pred, gt)
+    if centroids is None:
+        centroids = fit_pose_clusters(gt, k, seed)
+    return float(100.0 * (pose_clusters(pred, centroids) == pose_clusters(gt, centroids)).mean())
