@@ -107,3 +107,22 @@ def test_bad_shard(tmp_path):
     bad.write_bytes(b"PAR1 nope")
     with pytest.raises(ValueError, match="Walking.1.parquet"):
         read_shard(bad)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("stride: five", "param frames.stride: expected an integer"),
+    ("stride: 0", "param frames.stride: 0 is below the minimum 1"),
+    ("strides: 5", "param frames.strides: unknown key"),
+])
+def test_stage_rejects_bad_params(root, tmp_path, bad, message):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    (tmp_path / "params.yaml").write_text(f"frames:\n  {bad}\n")
+    out = tmp_path / "frames"
+    proc = subprocess.run([sys.executable, str(ROOT / "stages" / "extract_frames.py"), "--h36m", str(root),
+                           "--out", str(out)], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode != 0 and message in proc.stderr
+    assert not out.exists()
