@@ -20,12 +20,17 @@ def atomic_path(target: str | os.PathLike, directory: bool = False) -> Iterator[
     """Yield a temporary path beside ``target``; rename it onto ``target`` only on success.
 
     With ``directory=True`` the temporary path is a fresh directory and replaces the target
-    directory as a whole. On any exception the temporary is removed and the target untouched.
+    directory as a whole (temporaries that a killed run left beside it are removed first: a
+    directory output has one writer). On any exception the temporary is removed and the target
+    untouched; a killed process leaves only a hidden ``.<name>.*.tmp`` beside the target.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     if directory:
+        for stale in target.parent.glob(f".{target.name}.*.tmp"):
+            shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        os.chmod(tmp, 0o755)
     else:
         # Keep the extension last: some writers (cv2, cdflib) choose or append formats by it.
         fd, name = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}", dir=target.parent)

@@ -126,3 +126,27 @@ def test_stage_rejects_bad_params(root, tmp_path, bad, message):
                            "--out", str(out)], cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode != 0 and message in proc.stderr
     assert not out.exists()
+
+
+def test_killed_extract_leaves_nothing_complete_and_rerun_finishes(root, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    (tmp_path / "params.yaml").write_text("frames:\n  stride: 1\n  crop_size: 64\n  workers: 1\n")
+    out = tmp_path / "frames"
+    cmd = [sys.executable, str(ROOT / "stages" / "extract_frames.py"), "--h36m", str(root), "--out", str(out)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not list(tmp_path.glob(".frames.*.tmp/*/*.parquet")) and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert list(tmp_path.glob(".frames.*.tmp/*/*.parquet")), "the stage never started writing"
+    assert not out.exists()                                   # nothing that looks complete
+    subprocess.run(cmd, cwd=tmp_path, check=True, stderr=subprocess.DEVNULL)
+    assert len(list_shards(out)) == 16
+    assert list(tmp_path.glob(".frames.*")) == []              # the killed run's temporary is gone
