@@ -92,8 +92,8 @@ class CameraGroup:
 
     def reprojection_errors(self, X: np.ndarray, uv: np.ndarray) -> np.ndarray:
         """Pixel distance (T, V, J) between the projections of X (T, J, 3) and observed pixels uv (T, V, J, 2)."""
-        proj = self.project(X)
-        with np.errstate(invalid="ignore"):
+        with np.errstate(invalid="ignore", divide="ignore"):
+            proj = self.project(X)
             return np.linalg.norm(proj - np.asarray(uv, dtype=np.float64), axis=-1)
 
     def triangulate(self, uv: np.ndarray, conf: np.ndarray, *, min_conf: float = 0.0, normalized: bool = False,

@@ -159,7 +159,7 @@ def _project_cm(X: np.ndarray, Rs: np.ndarray, t: np.ndarray) -> tuple[np.ndarra
     z = Xc[:, 2]
     with np.errstate(divide="ignore", invalid="ignore"):
         iz = 1.0 / z
-    return Xc[:, 0] * iz, Xc[:, 1] * iz, z
+        return Xc[:, 0] * iz, Xc[:, 1] * iz, z
 
 
 def _sq_err_px(X: np.ndarray, xu: np.ndarray, xv: np.ndarray, Rs: np.ndarray, t: np.ndarray, f2: np.ndarray) -> np.ndarray:

@@ -1,0 +1,465 @@
+"""The triangulate stage's science: a pose2d table → a pseudo3d table, its metadata and a report.
+
+Per subject (the cameras are static per subject, so all its actions are pooled):
+- ``extrinsics: known``: each camera's own K, distortion and cameras.json extrinsics; robust
+  triangulation of every frame (view-RANSAC, left/right swap correction, Gauss–Newton).
+- ``extrinsics: estimated`` (default, the paper's self-supervised setting; cameras.json extrinsics
+  are ignored except to *report* errors): ``relative_pose: pooled`` estimates the cameras once per
+  subject (pairwise essential matrices from all frames + bundle adjustment on a subsample of
+  frames) and then triangulates every frame with them exactly as in known mode;
+  ``relative_pose: per_frame`` is EpipolarPose's per-frame essential matrix. The metric scale comes
+  from the bone-length prior.
+
+Output rows (the DESIGN.md contract): one per input (subject, action, camera, frame, joint) that
+survives, with x, y, z in that camera's frame (mm, not root-centred), ``reproj_err`` (px, the
+distance between the joint's projection and that row's own 2D) and ``n_views`` (the views used).
+Rows are kept with NaN x, y, z, NaN reproj_err and ``n_views = 0`` for joints that could not be
+triangulated (fewer than ``min_views`` consistent views) — a frame always keeps its 16 joint
+rows. Whole frames are dropped when none of their joints was triangulated; cameras are dropped
+when missing from cameras.json, without extrinsics (known mode), or not registered (estimated);
+subjects when their cameras cannot be estimated. Everything dropped or marked is counted in the
+report and warned about.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from epipose import skeleton
+from epipose.camera import Rig
+from epipose.data.pose_tables import KEYS, PSEUDO3D_SCHEMA, PSEUDO3D_VALUES, from_dense, sort_rows, to_dense
+from epipose.geometry import triangulation as tri
+from epipose.geometry.camera_group import CameraGroup
+from epipose.geometry.procrustes import angle_between_deg, rotation_angle_deg
+from epipose.geometry.config import TriangulateParams
+from epipose.geometry.scale import bone_length_scale
+from epipose.geometry.selfcalib import estimate_cameras_pooled, triangulate_per_frame
+
+log = logging.getLogger(__name__)
+META_PREFIX = "epipose.triangulate."
+
+
+# --- one subject's views as arrays -----------------------------------------------------------------
+@dataclass(frozen=True)
+class SubjectViews:
+    subject: str
+    cameras: tuple[str, ...]       # V
+    timestamps: pd.DataFrame       # T rows: action, frame (sorted)
+    uv: np.ndarray                 # (T, V, J, 2) pixels, NaN where absent
+    conf: np.ndarray               # (T, V, J), 0 where absent
+    keys: pd.DataFrame             # one row per input (subject, action, camera, frame): + t, v indices
+
+    @classmethod
+    def from_table(cls, df: pd.DataFrame, cameras: list[str]) -> "SubjectViews":
+        keys, values = to_dense(df, ["u", "v", "conf"])
+        ts = keys[["action", "frame"]].drop_duplicates().sort_values(["action", "frame"]).reset_index(drop=True)
+        t_index = pd.MultiIndex.from_frame(ts).get_indexer(pd.MultiIndex.from_frame(keys[["action", "frame"]]))
+        v_index = keys["camera"].map({c: i for i, c in enumerate(cameras)}).to_numpy()
+        T, V = len(ts), len(cameras)
+        uv = np.full((T, V, skeleton.NUM_JOINTS, 2), np.nan)
+        conf = np.zeros((T, V, skeleton.NUM_JOINTS))
+        uv[t_index, v_index] = values[..., :2]
+        conf[t_index, v_index] = np.nan_to_num(values[..., 2], nan=0.0)
+        keys = keys.assign(t=t_index, v=v_index)
+        return cls(str(df["subject"].iloc[0]), tuple(cameras), ts, uv, conf, keys)
+
+    def weights(self, min_conf: float) -> np.ndarray:
+        ok = np.isfinite(self.uv).all(-1) & np.isfinite(self.conf) & (self.conf >= min_conf) & (self.conf > 0)
+        return np.where(ok, self.conf, 0.0)
+
+
+@dataclass
+class _Counts:
+    dropped: dict[str, int] = field(default_factory=dict)
+    marked_rows: int = 0
+    unusable_observations: int = 0
+    joints_few_views: int = 0
+    outlier_observations: int = 0
+    swaps: int = 0
+    observations: int = 0
+    inlier_err_sum: float = 0.0
+    inlier_err_n: int = 0
+
+    def drop(self, reason: str, n: int) -> None:
+        if n:
+            self.dropped[reason] = self.dropped.get(reason, 0) + int(n)
+
+
+@dataclass(frozen=True)
+class TriangulationOutput:
+    table: pd.DataFrame                       # the pseudo3d table (schema order, sorted)
+    metadata: dict[str, str]                  # Parquet file metadata
+    report: dict                              # metrics (JSON-ready)
+    cameras: dict[str, CameraGroup]           # per subject: cameras used, in the reconstruction's world (mm)
+    points: dict[str, tuple[pd.DataFrame, np.ndarray]]  # per subject: timestamps, (T, J, 3) world points (mm)
+
+
+def _json_float(v: float | None, nd: int = 4):
+    return None if v is None or not np.isfinite(v) else round(float(v), nd)
+
+
+def camera_errors(est: CameraGroup, true: CameraGroup) -> dict:
+    """Relative-pose errors of every camera pair: rotation (deg), translation direction (deg), baseline length (%)."""
+    out: dict[str, dict] = {}
+    for a in range(len(est)):
+        for b in range(a + 1, len(est)):
+            Re = est.R[b] @ est.R[a].T
+            Rt = true.R[b] @ true.R[a].T
+            te = est.t[b] - Re @ est.t[a]
+            tt = true.t[b] - Rt @ true.t[a]
+            out[f"{est.names[a]}-{est.names[b]}"] = {
+                "rotation_deg": _json_float(rotation_angle_deg(Re @ Rt.T), 5),
+                "translation_direction_deg": _json_float(angle_between_deg(te, tt), 5),
+                "baseline_error_pct": _json_float(100.0 * (np.linalg.norm(te) / np.linalg.norm(tt) - 1.0), 3),
+            }
+    return out
+
+
+def _summary(values: list[float]) -> dict:
+    v = np.asarray([x for x in values if x is not None and np.isfinite(x)], dtype=np.float64)
+    if not len(v):
+        return {"mean": None, "max": None, "n": 0}
+    return {"mean": _json_float(v.mean(), 5), "max": _json_float(np.abs(v).max(), 5), "n": int(len(v))}
+
+
+def triangulate_table(pose2d: pd.DataFrame, rig: Rig, params: TriangulateParams,
+                      progress: Callable | None = None) -> TriangulationOutput:
+    """The whole stage on tables: pose2d rows → pseudo3d rows (see the module docstring)."""
+    counts = _Counts()
+    df = sort_rows(pose2d)
+    subjects_report: dict[str, dict] = {}
+    parts: list[pd.DataFrame] = []
+    groups: dict[str, CameraGroup] = {}
+    points: dict[str, tuple[pd.DataFrame, np.ndarray]] = {}
+    subjects = sorted(df["subject"].unique()) if len(df) else []
+    iterator = progress(subjects) if progress is not None else subjects
+    for subject in iterator:
+        sdf = df[df["subject"] == subject]
+        rep: dict = {}
+        out = _triangulate_subject(sdf, subject, rig, params, counts, rep)
+        subjects_report[subject] = rep
+        if out is not None:
+            table, group, ts, X = out
+            parts.append(table)
+            groups[subject] = group
+            points[subject] = (ts, X)
+    cols = PSEUDO3D_SCHEMA.names
+    table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({c: [] for c in cols})
+    table = sort_rows(table[cols]) if len(table) else table[cols]
+    table = table.astype({"frame": np.int32, "x": np.float32, "y": np.float32, "z": np.float32,
+                          "reproj_err": np.float32, "n_views": np.int8})
+    n_in = len(pose2d)
+    triangulated = int((table["n_views"] > 0).sum()) if len(table) else 0
+    all_rot = [e["rotation_deg"] for r in subjects_report.values() for e in r.get("camera_errors", {}).values()]
+    all_tdir = [e["translation_direction_deg"] for r in subjects_report.values() for e in r.get("camera_errors", {}).values()]
+    all_base = [e["baseline_error_pct"] for r in subjects_report.values() for e in r.get("camera_errors", {}).values()]
+    finite_err = table["reproj_err"].to_numpy(np.float64) if len(table) else np.zeros(0)
+    finite_err = finite_err[np.isfinite(finite_err)]
+    report = {
+        "mode": params.mode,
+        "input_rows": n_in,
+        "output_rows": int(len(table)),
+        "triangulated_rows": triangulated,
+        "coverage": _json_float(triangulated / n_in if n_in else 0.0, 6),
+        "rows_dropped": dict(sorted(counts.dropped.items())),
+        "rows_marked_untriangulated": counts.marked_rows,
+        "observations_unusable": counts.unusable_observations,
+        "joints_with_fewer_than_min_views": counts.joints_few_views,
+        "observations_rejected_as_outliers": counts.outlier_observations,
+        "swaps_corrected": counts.swaps,
+        "reproj_err_px": {
+            "inliers_mean": _json_float(counts.inlier_err_sum / counts.inlier_err_n if counts.inlier_err_n else None),
+            "rows_mean": _json_float(finite_err.mean() if len(finite_err) else None),
+            "rows_median": _json_float(np.median(finite_err) if len(finite_err) else None),
+        },
+        "camera_rotation_error_deg": _summary(all_rot),
+        "camera_translation_direction_error_deg": _summary(all_tdir),
+        "camera_baseline_error_pct": _summary(all_base),
+        "subjects": subjects_report,
+    }
+    metadata = _metadata(params, subjects_report, groups)
+    return TriangulationOutput(table, metadata, report, groups, points)
+
+
+def _triangulate_subject(sdf: pd.DataFrame, subject: str, rig: Rig, p: TriangulateParams, counts: _Counts,
+                         rep: dict):
+    cams_all = sorted(sdf["camera"].unique())
+    per_cam_rows = sdf.groupby("camera", sort=True).size()
+    cams = []
+    for c in cams_all:
+        if c not in rig.intrinsics:
+            log.warning("%s: camera %s is not in %s: its %d rows are dropped", subject, c, rig.source, per_cam_rows[c])
+            counts.drop("camera_not_in_cameras_json", per_cam_rows[c])
+        elif p.extrinsics == "known" and not rig.has_extrinsics(subject, c):
+            log.warning("%s: camera %s has no extrinsics for this subject in %s: its %d rows are dropped",
+                        subject, c, rig.source, per_cam_rows[c])
+            counts.drop("camera_without_extrinsics", per_cam_rows[c])
+        else:
+            cams.append(c)
+    rep["cameras"] = cams
+    if len(cams) < 2:
+        n = int(per_cam_rows[cams].sum()) if cams else 0
+        log.warning("%s: fewer than 2 usable cameras: %d rows dropped", subject, n)
+        counts.drop("subject_fewer_than_2_cameras", n)
+        rep["status"] = "dropped: fewer than 2 usable cameras"
+        return None
+    sv = SubjectViews.from_table(sdf[sdf["camera"].isin(cams)], cams)
+    w = sv.weights(p.min_conf)
+    present = np.zeros(w.shape[:2], dtype=bool)
+    present[sv.keys["t"].to_numpy(), sv.keys["v"].to_numpy()] = True
+    counts.unusable_observations += int((present[..., None] & (w == 0)).sum())
+    counts.joints_few_views += int(((w > 0).sum(1) < p.min_views).sum())
+    T, V, J = w.shape
+    intr = CameraGroup.from_rig(rig, subject, cams, extrinsics=False)
+    x = intr.undistort(sv.uv)
+    truth = CameraGroup.from_rig(rig, subject, cams) if all(rig.has_extrinsics(subject, c) for c in cams) else None
+
+    cam_ok = np.ones(V, dtype=bool)
+    if p.extrinsics == "known":
+        group = CameraGroup.from_rig(rig, subject, cams)
+        res = tri.triangulate_poses(x, w, group.R, group.t, group.focal, **p.triangulation())
+        X = res.points
+        Rt = np.broadcast_to(group.R, (T, V, 3, 3))
+        tt = np.broadcast_to(group.t, (T, V, 3))
+        pose_ok = np.ones((T, V), dtype=bool)
+        n_views, inliers, swaps = res.n_views, res.inliers, res.swaps
+        rep["extrinsics"] = "known"
+    elif p.relative_pose == "pooled":
+        est = estimate_cameras_pooled(x, w, intr.focal, p, cams)
+        rep["pairs"] = {f"{cams[a]}-{cams[b]}": {
+            "points": q.n_points, "inliers": q.n_inliers, "parallax_deg": _json_float(q.parallax_deg, 3),
+            "usable": q.ok, **({"reason": q.reason} if q.reason else {})} for (a, b), q in est.pairs.items()}
+        if est.notes:
+            rep["notes"] = list(est.notes)
+            for note in est.notes:
+                log.warning("%s: %s", subject, note)
+        if not est.ok:
+            n = len(sv.keys) * J
+            log.warning("%s: cameras could not be estimated (no usable camera pair): %d rows dropped", subject, n)
+            counts.drop("subject_cameras_not_estimated", n)
+            rep["status"] = "dropped: cameras could not be estimated"
+            return None
+        cam_ok = est.registered.copy()
+        for v in np.flatnonzero(~cam_ok):
+            n = int((sv.keys["v"] == v).sum()) * J
+            log.warning("%s: camera %s could not be registered: its %d rows are dropped", subject, cams[v], n)
+            counts.drop("camera_not_registered", n)
+        reg = np.flatnonzero(cam_ok)
+        unit = intr.with_extrinsics(est.R, est.t).subset(reg)
+        res = tri.triangulate_poses(x[:, reg], w[:, reg], unit.R, unit.t, unit.focal, **p.triangulation())
+        sc = bone_length_scale(res.points, p.bone_lengths_mm)
+        if not np.isfinite(sc.scale):
+            n = len(sv.keys) * J
+            log.warning("%s: no bone could be measured, metric scale unknown: %d rows dropped", subject, n)
+            counts.drop("subject_scale_unknown", n)
+            rep["status"] = "dropped: metric scale unknown"
+            return None
+        X = res.points * sc.scale
+        R_full = np.tile(np.eye(3), (V, 1, 1))
+        t_full = np.zeros((V, 3))
+        R_full[reg], t_full[reg] = est.R[reg], est.t[reg] * sc.scale
+        Rt = np.broadcast_to(R_full, (T, V, 3, 3))
+        tt = np.broadcast_to(t_full, (T, V, 3))
+        pose_ok = np.broadcast_to(cam_ok, (T, V))
+        n_views = res.n_views
+        inliers = np.zeros((T, V, J), dtype=bool)
+        inliers[:, reg] = res.inliers
+        swaps = np.zeros((T, V, len(tri.SWAP_GROUPS)), dtype=bool)
+        swaps[:, reg] = res.swaps
+        rep["extrinsics"] = "estimated (pooled)"
+        rep["reference_camera"] = cams[est.reference]
+        rep["scale_mm_per_unit"] = _json_float(sc.scale, 6)
+        if est.bundle is not None:
+            b = est.bundle
+            rep["bundle_adjustment"] = {"observations": b.n_observations, "rms_px_initial": _json_float(b.rms_px_initial),
+                                        "rms_px": _json_float(b.rms_px), "median_px": _json_float(b.median_px),
+                                        "nfev": b.nfev, "message": b.message}
+        group = intr.with_extrinsics(R_full, t_full).subset(reg)
+    else:
+        pf = triangulate_per_frame(x, w, intr.focal, p.bone_lengths_mm, p)
+        X, Rt, tt, pose_ok, n_views = pf.points, pf.R, pf.t, pf.ok, pf.n_views
+        inliers = (w > 0) & pose_ok[..., None] & (n_views > 0)[:, None, :]
+        swaps = np.zeros((T, V, len(tri.SWAP_GROUPS)), dtype=bool)
+        rep["extrinsics"] = "estimated (per_frame)"
+        rep["reference_camera"] = cams[pf.reference]
+        rep["failed_frame_pairs"] = pf.n_failed_pairs
+        # the per-frame cameras differ per frame; the report's camera errors use their median frame
+        group = None
+        lost = present & ~pose_ok
+        n = int(lost.sum()) * J
+        if n:
+            log.warning("%s: %d rows dropped where the camera's pose could not be estimated in that frame", subject, n)
+            counts.drop("camera_pose_not_estimated_in_frame", n)
+
+    # --- camera errors against the true calibration (report only) ---
+    if p.extrinsics == "estimated" and truth is not None:
+        if group is not None:
+            rep["camera_errors"] = camera_errors(group, truth.subset(np.flatnonzero(cam_ok)))
+        else:
+            rep["camera_errors"] = _per_frame_camera_errors(Rt, tt, pose_ok, truth)
+
+    # --- rows ---
+    has_point = np.isfinite(X).all(-1)                          # (T, J)
+    frame_ok = has_point.any(-1)
+    keys = sv.keys
+    tk, vk = keys["t"].to_numpy(), keys["v"].to_numpy()
+    keep = cam_ok[vk] & pose_ok[tk, vk]
+    lost_frames = keep & ~frame_ok[tk]
+    if lost_frames.any():
+        n = int(lost_frames.sum()) * J
+        log.warning("%s: %d rows dropped: frames in which no joint could be triangulated", subject, n)
+        counts.drop("frame_without_triangulated_joint", n)
+    keep &= frame_ok[tk]
+    tk, vk = tk[keep], vk[keep]
+    Xc = np.einsum("fij,fkj->fki", Rt[tk, vk], X[tk]) + tt[tk, vk][:, None, :]   # (F, J, 3)
+    reproj = np.full((len(tk), J), np.nan)
+    for v in range(V):
+        sel = vk == v
+        if sel.any():
+            with np.errstate(invalid="ignore", divide="ignore"):
+                pr = intr.cameras[v].project_camera(Xc[sel])
+                reproj[sel] = np.linalg.norm(pr - sv.uv[tk[sel], v], axis=-1)
+    nv = n_views[tk].astype(np.int64)
+    values = np.concatenate([Xc, reproj[..., None], nv[..., None]], axis=-1)
+    table = from_dense(keys.loc[keep, KEYS].reset_index(drop=True), values, PSEUDO3D_VALUES)
+    marked = int((~has_point[tk]).sum())
+    if marked:
+        log.warning("%s: %d joint rows kept untriangulated (n_views=0, NaN x/y/z): fewer than %d consistent views",
+                    subject, marked, p.min_views)
+    counts.marked_rows += marked
+    # --- observation statistics (over kept cameras) ---
+    valid = (w > 0) & cam_ok[None, :, None]
+    counts.observations += int(valid.sum())
+    counts.outlier_observations += int((valid & ~inliers & has_point[:, None, :]).sum())
+    counts.swaps += int(swaps.sum())
+    if group is not None:
+        uv_fixed = tri.apply_swaps(sv.uv, swaps) if swaps.any() else sv.uv
+        use = inliers & has_point[:, None, :]
+        full = CameraGroup(tuple(intr.cameras[i].with_extrinsics(Rt[0, i], tt[0, i]) for i in range(V)))
+        err = full.reprojection_errors(np.where(has_point[..., None], X, 0.0), uv_fixed)
+        e = err[use]
+        e = e[np.isfinite(e)]
+        counts.inlier_err_sum += float(e.sum())
+        counts.inlier_err_n += int(len(e))
+    else:
+        e = reproj[np.isfinite(reproj) & (nv > 0)]
+        counts.inlier_err_sum += float(e.sum())
+        counts.inlier_err_n += int(len(e))
+    rep["frames"] = int(T)
+    rep["rows_out"] = int(len(table))
+    rep["swaps_corrected"] = int(swaps.sum())
+    rep["status"] = "ok"
+    return table, (group if group is not None else intr), sv.timestamps, X
+
+
+def _per_frame_camera_errors(Rt: np.ndarray, tt: np.ndarray, ok: np.ndarray, truth: CameraGroup) -> dict:
+    """Per-frame cameras: per pair, the median over frames of the relative-pose errors."""
+    T, V = ok.shape
+    out = {}
+    for a in range(V):
+        for b in range(a + 1, V):
+            sel = ok[:, a] & ok[:, b]
+            if not sel.any():
+                out[f"{truth.names[a]}-{truth.names[b]}"] = {"rotation_deg": None, "translation_direction_deg": None,
+                                                              "baseline_error_pct": None}
+                continue
+            Re = Rt[sel, b] @ np.swapaxes(Rt[sel, a], -1, -2)
+            te = tt[sel, b] - (Re @ tt[sel, a][..., None])[..., 0]
+            Rtr = truth.R[b] @ truth.R[a].T
+            ttr = truth.t[b] - Rtr @ truth.t[a]
+            out[f"{truth.names[a]}-{truth.names[b]}"] = {
+                "rotation_deg": _json_float(np.median(rotation_angle_deg(Re @ Rtr.T)), 5),
+                "translation_direction_deg": _json_float(np.median(angle_between_deg(te, ttr[None])), 5),
+                "baseline_error_pct": _json_float(100.0 * (np.median(np.linalg.norm(te, axis=-1)) / np.linalg.norm(ttr) - 1.0), 3),
+            }
+    return out
+
+
+def _metadata(p: TriangulateParams, subjects: dict, groups: dict[str, CameraGroup]) -> dict[str, str]:
+    prior = ", ".join(f"{n} {v:g}" for n, v in zip(skeleton.BONE_NAMES, p.bone_lengths_mm))
+    if p.extrinsics == "known":
+        extr = "known: each camera's extrinsics (R, t) for the subject from cameras.json"
+        scale = "metric from the calibration: cameras.json translations are in mm"
+    elif p.relative_pose == "pooled":
+        extr = ("estimated without extrinsics (cameras.json R/t ignored), pooled per subject: essential matrix of "
+                f"every camera pair from all confident joint correspondences of all frames (OpenCV "
+                f"{'USAC_MAGSAC' if p.essential_method == 'magsac' else 'USAC_DEFAULT (LO-RANSAC)'}, normalised "
+                "coordinates), relative poses by decomposition with the cheirality check, chained into the "
+                f"reference camera's frame, then robust bundle adjustment ({p.ba_loss}) of all cameras and the "
+                f"joints of up to {p.ba_max_frames} frames")
+        scale = ("bone-length prior: scale = sum of prior bone lengths / sum of the subject's median triangulated "
+                 f"bone lengths, per subject; prior (mm): {prior}")
+    else:
+        extr = ("estimated without extrinsics (cameras.json R/t ignored), per frame as in EpipolarPose: for each "
+                "frame and camera pair, the essential matrix of that frame's joints, relative pose by "
+                "decomposition with the cheirality check, two-view triangulation; pairs combined by median")
+        scale = ("bone-length prior, per frame and camera pair: scale = sum of prior bone lengths / sum of the "
+                 f"triangulated bone lengths; prior (mm): {prior}")
+    cams = {}
+    for s, g in sorted(groups.items()):
+        if p.extrinsics == "estimated" and p.relative_pose == "pooled":
+            cams[s] = {"reference_camera": subjects[s].get("reference_camera"),
+                       "cameras": {n: {"R": np.round(c.R, 9).tolist(), "t_mm": np.round(c.t, 6).tolist()}
+                                   for n, c in zip(g.names, g.cameras)}}
+    md = {
+        "extrinsics": extr,
+        "scale": scale,
+        "mode": p.mode,
+        "params": json.dumps(asdict(p), sort_keys=True),
+        "rows": ("x, y, z: the joint in the row's camera frame, mm, not root-centred; n_views: views used "
+                 "(0 with NaN x/y/z/reproj_err: not triangulated); reproj_err: px distance between the "
+                 "joint's projection and the row's own 2D (NaN where that 2D was missing)"),
+    }
+    if cams:
+        md["estimated_cameras"] = json.dumps(cams, sort_keys=True)
+    return {META_PREFIX + k: v for k, v in md.items()}
+
+
+# --- ground truth ----------------------------------------------------------------------------------
+def evaluate_against_gt(table: pd.DataFrame, gt: Callable[[str, str, str], np.ndarray | None]) -> dict:
+    """Pseudo-label accuracy: ``gt(subject, action, camera)`` → (N, 16, 3) poses in that camera's frame (mm) or None.
+
+    Complete frames (all 16 joints triangulated) with ground truth are scored: MPJPE, N-MPJPE and
+    P-MPJPE (pelvis-relative), absolute MPJPE (camera frame, not root-centred), PCK3D@150 and AUC.
+    """
+    from epipose import metrics
+
+    if not len(table):
+        return {"frames_evaluated": 0}
+    keys, vals = to_dense(table, ["x", "y", "z"])
+    pred = vals.astype(np.float64)
+    target = np.full(pred.shape, np.nan)
+    missing = 0
+    for (s, a, c), idx in keys.groupby(["subject", "action", "camera"], sort=True).indices.items():
+        g = gt(s, a, c)
+        if g is None:
+            missing += len(idx)
+            continue
+        fr = keys["frame"].to_numpy()[idx]
+        ok = fr < len(g)
+        target[idx[ok]] = g[fr[ok]]
+        missing += int((~ok).sum())
+    complete = np.isfinite(pred).all(axis=(1, 2)) & np.isfinite(target).all(axis=(1, 2))
+    if not complete.any():
+        return {"frames_evaluated": 0, "frames_without_gt": missing}
+    P, G = pred[complete], target[complete]
+    Pr, Gr = metrics.root_relative(P), metrics.root_relative(G)
+    any_joint = np.isfinite(pred).all(-1) & np.isfinite(target).all(-1)
+    return {
+        "frames_evaluated": int(complete.sum()),
+        "frames_without_gt": int(missing),
+        "mpjpe_mm": _json_float(metrics.mpjpe(Pr, Gr), 3),
+        "n_mpjpe_mm": _json_float(metrics.n_mpjpe(Pr, Gr), 3),
+        "p_mpjpe_mm": _json_float(metrics.p_mpjpe(P, G), 3),
+        "mpjpe_absolute_mm": _json_float(metrics.mpjpe(P, G), 3),
+        "joint_error_absolute_mm_all_triangulated": _json_float(
+            np.linalg.norm(pred[any_joint] - target[any_joint], axis=-1).mean(), 3),
+        "pck3d_150_pct": _json_float(metrics.pck3d(Pr, Gr), 3),
+        "auc_pct": _json_float(metrics.auc(Pr, Gr), 3),
+    }

@@ -1,0 +1,216 @@
+"""Relative camera poses from 2D joint correspondences, without extrinsics.
+
+All points are ideal normalised coordinates (undistorted with each camera's own K and
+distortion), so the essential matrix is estimated with K = I and a threshold of px / focal.
+
+- ``estimate_pair``: the essential matrix of one camera pair (OpenCV USAC: MAGSAC++ or LO-RANSAC)
+  and the relative pose by decomposition with the cheirality check (``cv2.recoverPose``), plus
+  degeneracy checks (too few points, too few inliers, too little parallax).
+- ``pooled_pairs``: every camera pair of a subject, from all confident correspondences of all
+  frames (the cameras are static within a recording) — the default.
+- ``per_frame_pair``: one frame's joints only, as in EpipolarPose (fragile: 16 points that span a
+  small part of the image).
+- ``chain_cameras``: bring the cameras into the reference camera's frame: rotations chained along
+  the strongest pairs, translation scales from triangulated points.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import combinations
+
+import cv2
+import numpy as np
+
+from epipose.geometry import triangulation as tri
+from epipose.geometry.procrustes import angle_between_deg
+
+
+METHODS = {"magsac": cv2.USAC_MAGSAC, "lo_ransac": cv2.USAC_DEFAULT, "ransac": cv2.RANSAC}
+
+
+@dataclass(frozen=True)
+class RelativePose:
+    """x_b ~ R x_a + t (camera a's frame → camera b's frame); t has unit norm."""
+
+    R: np.ndarray
+    t: np.ndarray
+    n_points: int
+    n_inliers: int
+    parallax_deg: float
+    ok: bool
+    reason: str = ""
+    inliers: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool), repr=False)
+
+    def inverse(self) -> "RelativePose":
+        return RelativePose(self.R.T, -self.R.T @ self.t, self.n_points, self.n_inliers, self.parallax_deg,
+                            self.ok, self.reason, self.inliers)
+
+
+def _failed(n: int, reason: str) -> RelativePose:
+    return RelativePose(np.eye(3), np.zeros(3), n, 0, 0.0, False, reason)
+
+
+def estimate_pair(xa: np.ndarray, xb: np.ndarray, threshold: float, *, method: str = "magsac",
+                  confidence: float = 0.9999, max_iters: int = 10000, seed: int = 0, min_points: int = 8,
+                  min_inlier_ratio: float = 0.3, min_parallax_deg: float = 1.0) -> RelativePose:
+    """Relative pose from (n, 2) normalised correspondences; ``threshold`` in normalised units."""
+    xa = np.ascontiguousarray(xa, dtype=np.float64).reshape(-1, 2)
+    xb = np.ascontiguousarray(xb, dtype=np.float64).reshape(-1, 2)
+    n = len(xa)
+    if n < max(min_points, 5):
+        return _failed(n, f"{n} correspondences (< {max(min_points, 5)})")
+    cv2.setRNGSeed(seed)
+    try:
+        E, mask = cv2.findEssentialMat(xa, xb, np.eye(3), method=METHODS[method], prob=confidence,
+                                       threshold=threshold, maxIters=max_iters)
+    except cv2.error as exc:
+        return _failed(n, f"findEssentialMat failed ({str(exc).strip().splitlines()[-1]})")
+    if E is None or E.shape[0] < 3 or mask is None:
+        return _failed(n, "no essential matrix found")
+    E = E[:3]
+    try:
+        n_good, R, t, mask2 = cv2.recoverPose(E, xa, xb, np.eye(3), mask=mask.copy())
+    except cv2.error as exc:
+        return _failed(n, f"recoverPose failed ({str(exc).strip().splitlines()[-1]})")
+    inl = mask2.ravel() > 0
+    t = t.ravel()
+    n_inl = int(inl.sum())
+    if n_inl < max(min_points, 5) or n_inl < min_inlier_ratio * n:
+        return RelativePose(R, t, n, n_inl, 0.0, False, f"{n_inl}/{n} inliers in front of both cameras", inl)
+    # parallax: the angle between the two rays of each inlier, triangulated with this pose
+    Rs = np.stack([np.eye(3), R])
+    ts = np.stack([np.zeros(3), t])
+    X = tri.dlt(np.stack([xa[inl], xb[inl]], axis=1), np.ones((n_inl, 2)), Rs, ts)
+    c_b = -R.T @ t
+    with np.errstate(invalid="ignore"):
+        angle = angle_between_deg(X, X - c_b)
+    par = float(np.nanmedian(angle)) if np.isfinite(angle).any() else 0.0
+    if not par >= min_parallax_deg:
+        return RelativePose(R, t, n, n_inl, par, False, f"median parallax {par:.2f} deg (< {min_parallax_deg})", inl)
+    return RelativePose(R, t, n, n_inl, par, True, "", inl)
+
+
+def pair_points(x: np.ndarray, valid: np.ndarray, a: int, b: int, max_points: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Correspondences of views a and b: x (T, V, J, 2), valid (T, V, J) → xa, xb (n, 2), flat (t·J + j) index.
+
+    With ``max_points``, an evenly spaced (deterministic) subset over time.
+    """
+    both = valid[:, a] & valid[:, b]
+    idx = np.flatnonzero(both.ravel())
+    if max_points is not None and len(idx) > max_points:
+        idx = idx[np.linspace(0, len(idx) - 1, max_points).round().astype(np.int64)]
+    xa = x[:, a].reshape(-1, 2)[idx]
+    xb = x[:, b].reshape(-1, 2)[idx]
+    return xa, xb, idx
+
+
+def pooled_pairs(x: np.ndarray, valid: np.ndarray, focal: np.ndarray, *, threshold_px: float, method: str,
+                 confidence: float, max_points: int, min_points: int, min_inlier_ratio: float,
+                 min_parallax_deg: float, seed: int) -> dict[tuple[int, int], RelativePose]:
+    """Every view pair (a < b) from all confident correspondences of all frames."""
+    out = {}
+    for a, b in combinations(range(x.shape[1]), 2):
+        xa, xb, _ = pair_points(x, valid, a, b, max_points)
+        thr = threshold_px / float(np.sqrt(focal[a] * focal[b]))
+        out[(a, b)] = estimate_pair(xa, xb, thr, method=method, confidence=confidence, seed=seed,
+                                    min_points=min_points, min_inlier_ratio=min_inlier_ratio,
+                                    min_parallax_deg=min_parallax_deg)
+    return out
+
+
+def per_frame_pair(xa: np.ndarray, xb: np.ndarray, threshold: float, *, method: str, confidence: float,
+                   seed: int, min_parallax_deg: float) -> RelativePose:
+    """EpipolarPose's estimate: one frame's joints of a pair (needs >= 8 joints seen by both)."""
+    return estimate_pair(xa, xb, threshold, method=method, confidence=confidence, seed=seed, max_iters=1000,
+                         min_points=8, min_inlier_ratio=0.5, min_parallax_deg=min_parallax_deg)
+
+
+# --- one frame for all cameras -------------------------------------------------------------------
+@dataclass(frozen=True)
+class ChainedCameras:
+    R: np.ndarray           # (V, 3, 3) world (= reference camera) → camera
+    t: np.ndarray           # (V, 3), in units of the first registered baseline
+    registered: np.ndarray  # (V,) bool
+    reference: int
+    order: tuple[int, ...]  # registration order
+    notes: tuple[str, ...]
+
+
+def _edge(pairs: dict[tuple[int, int], RelativePose], a: int, b: int) -> RelativePose:
+    """Pose of b relative to a, whichever way the pair was estimated."""
+    return pairs[(a, b)] if (a, b) in pairs else pairs[(b, a)].inverse()
+
+
+def chain_cameras(pairs: dict[tuple[int, int], RelativePose], x: np.ndarray, valid: np.ndarray, focal: np.ndarray,
+                  threshold_px: float, names: list[str] | tuple[str, ...] | None = None) -> ChainedCameras:
+    """Register cameras in the reference camera's frame from the usable pairwise poses.
+
+    The reference is the camera with the most inliers over its usable pairs; the first partner
+    is its strongest pair (baseline = unit length); every further camera takes its rotation from
+    its strongest pair to a registered camera and the length of that pair's translation from the
+    2D–3D consistency of the joints triangulated so far (a robust median over points).
+    """
+    V = x.shape[1]
+    names = list(names) if names is not None else [str(i) for i in range(V)]
+    good = {k: p for k, p in pairs.items() if p.ok}
+    R = np.tile(np.eye(3), (V, 1, 1))
+    t = np.zeros((V, 3))
+    registered = np.zeros(V, dtype=bool)
+    notes: list[str] = []
+    if not good:
+        return ChainedCameras(R, t, registered, 0, (), ("no usable camera pair",))
+    strength = np.zeros(V)
+    for (a, b), p in good.items():
+        strength[a] += p.n_inliers
+        strength[b] += p.n_inliers
+    ref = int(np.argmax(strength))
+    registered[ref] = True
+    order = [ref]
+    # first partner: the strongest pair with the reference
+    cands = [(p.n_inliers, -(b if a == ref else a)) for (a, b), p in good.items() if ref in (a, b)]
+    if not cands:
+        return ChainedCameras(R, t, registered, ref, tuple(order), ("reference camera has no usable pair",))
+    first = -max(cands)[1]
+    e = _edge(good, ref, first)
+    R[first], t[first] = e.R, e.t / np.linalg.norm(e.t)
+    registered[first] = True
+    order.append(first)
+    while True:
+        best = None
+        for (a, b), p in good.items():
+            if registered[a] != registered[b]:
+                k, c = (a, b) if registered[a] else (b, a)
+                key = (p.n_inliers, -c, -k)
+                if best is None or key > best[0]:
+                    best = (key, k, c)
+        if best is None:
+            break
+        _, k, c = best
+        e = _edge(good, k, c)
+        Rc = e.R @ R[k]
+        base = e.R @ t[k]
+        # points seen by c and triangulated by the registered cameras
+        reg = np.flatnonzero(registered)
+        T, _, J, _ = x.shape
+        res = tri.triangulate_poses(x[:, reg], valid[:, reg].astype(np.float64), R[reg], t[reg], focal[reg],
+                                    threshold_px=threshold_px * 4, refine_iterations=0, swap_detection=False)
+        X = res.points.reshape(-1, 3)
+        xc = x[:, c].reshape(-1, 2)
+        use = np.isfinite(X).all(-1) & valid[:, c].ravel()
+        if use.sum() < 8:
+            notes.append(f"camera {names[c]}: too few triangulated joints to fix its translation")
+            break
+        h = np.concatenate([xc[use], np.ones((int(use.sum()), 1))], axis=1)
+        p_ = X[use] @ Rc.T + base
+        a_ = np.cross(h, p_)
+        b_ = np.cross(h, np.broadcast_to(e.t, h.shape))
+        bb = (b_ * b_).sum(-1)
+        ok = bb > 1e-12
+        s = np.median(-(a_[ok] * b_[ok]).sum(-1) / bb[ok])
+        R[c], t[c] = Rc, base + s * e.t
+        registered[c] = True
+        order.append(c)
+    for v in np.flatnonzero(~registered):
+        notes.append(f"camera {names[v]}: no usable pair links it to the reference")
+    return ChainedCameras(R, t, registered, ref, tuple(order), tuple(notes))

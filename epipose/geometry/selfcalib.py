@@ -1,0 +1,164 @@
+"""Cameras without extrinsics: pooled self-calibration and EpipolarPose's per-frame estimate.
+
+``estimate_cameras_pooled`` (default): the cameras are static within a recording, so each pair's
+essential matrix is estimated from all confident correspondences of all frames of a subject,
+the relative poses are chained into the reference camera's frame, and then all camera poses and
+the joints of a subsample of frames are refined jointly by robust bundle adjustment (twice: once
+with a loose view-RANSAC threshold from the initial cameras, once after re-triangulating with
+the refined cameras, with left/right swaps corrected).
+
+``triangulate_per_frame`` (as in the paper): per frame and camera pair, the essential matrix
+of that frame's joints, relative pose, triangulation; each pair's reconstruction gets its own
+scale from the bone-length prior and the pairs are combined by a per-joint median.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from epipose.geometry import relative_pose as rp
+from epipose.geometry import triangulation as tri
+from epipose.geometry.bundle import BundleResult, bundle_adjust
+from epipose.geometry.config import TriangulateParams
+from epipose.geometry.scale import bone_length_scale
+
+
+
+@dataclass(frozen=True)
+class CameraEstimate:
+    R: np.ndarray                      # (V, 3, 3) reference frame → camera
+    t: np.ndarray                      # (V, 3) in reconstruction units
+    registered: np.ndarray             # (V,) bool
+    reference: int
+    scale_camera: int
+    pairs: dict[tuple[int, int], rp.RelativePose]
+    bundle: BundleResult | None
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return int(self.registered.sum()) >= 2
+
+
+def _ba_frames(valid: np.ndarray, max_frames: int) -> np.ndarray:
+    """Evenly spaced frames with >= 8 joints seen by >= 2 views (deterministic)."""
+    usable = np.flatnonzero(((valid.sum(1) >= 2).sum(-1)) >= 8)
+    if len(usable) > max_frames:
+        usable = usable[np.linspace(0, len(usable) - 1, max_frames).round().astype(np.int64)]
+    return usable
+
+
+def _observations(res: tri.PoseTriangulation, x: np.ndarray, w: np.ndarray):
+    """Inlier observations of the triangulated points: arrays for bundle_adjust."""
+    T, V, J, _ = x.shape
+    ok = np.isfinite(res.points).all(-1)                       # (T, J)
+    pid = np.full((T, J), -1)
+    pid[ok] = np.arange(int(ok.sum()))
+    use = res.inliers & ok[:, None, :] & (w > 0)               # (T, V, J)
+    tt, vv, jj = np.nonzero(use)
+    return x[tt, vv, jj], w[tt, vv, jj], vv, pid[tt, jj], res.points[ok]
+
+
+def estimate_cameras_pooled(x: np.ndarray, w: np.ndarray, focal: np.ndarray, opts: TriangulateParams,
+                            names: list[str] | tuple[str, ...] | None = None) -> CameraEstimate:
+    """Cameras from (T, V, J, 2) normalised 2D with (T, V, J) confidences (0 = unusable)."""
+    valid = w > 0
+    pairs = rp.pooled_pairs(x, valid, focal, threshold_px=opts.essential_px, method=opts.essential_method,
+                            confidence=opts.essential_confidence, max_points=opts.essential_max_points,
+                            min_points=opts.min_pair_points, min_inlier_ratio=opts.min_inlier_ratio,
+                            min_parallax_deg=opts.min_parallax_deg, seed=opts.seed)
+    chain = rp.chain_cameras(pairs, x, valid, focal, opts.view_ransac_px, names)
+    notes = list(chain.notes)
+    V = x.shape[1]
+    if chain.registered.sum() < 2:
+        return CameraEstimate(chain.R, chain.t, chain.registered, chain.reference, -1, pairs, None, tuple(notes))
+    reg = np.flatnonzero(chain.registered)
+    ref = int(np.searchsorted(reg, chain.reference))
+    scale_cam = int(np.searchsorted(reg, chain.order[1]))
+    R, t = chain.R[reg], chain.t[reg]
+    f = focal[reg]
+    bundle = None
+    # round 1: half the frames, a loose threshold around the initial cameras;
+    # round 2: all the frames, the tight threshold with left/right swaps corrected
+    for n_frames, threshold, swaps in ((max(opts.ba_max_frames // 2, 10), opts.view_ransac_px * 4.0, False),
+                                       (opts.ba_max_frames, opts.view_ransac_px, opts.swap_detection)):
+        frames = _ba_frames(valid[:, reg], n_frames)
+        xs, ws = x[frames][:, reg], w[frames][:, reg]
+        res = tri.triangulate_poses(xs, ws, R, t, f, threshold_px=threshold, min_views=opts.min_views,
+                                    refine_iterations=3, swap_detection=swaps, swap_ratio=opts.swap_ratio)
+        xr, wr = xs, ws
+        if res.swaps.any():
+            xr, wr = tri.apply_swaps(xs, res.swaps), tri.apply_swaps(ws, res.swaps)
+        ox, ow, oc, op, X0 = _observations(res, xr, wr)
+        if len(X0) < 8:
+            notes.append("too few triangulated joints for bundle adjustment")
+            break
+        bundle = bundle_adjust(ox, ow, oc, op, R, t, X0, f, fixed=ref, scale_cam=scale_cam, loss=opts.ba_loss,
+                               f_scale_px=opts.ba_f_scale_px, max_nfev=opts.ba_iterations)
+        R, t = bundle.R, bundle.t
+    Rall, tall = chain.R.copy(), chain.t.copy()
+    Rall[reg], tall[reg] = R, t
+    return CameraEstimate(Rall, tall, chain.registered, chain.reference, int(reg[scale_cam]), pairs, bundle, tuple(notes))
+
+
+# --- EpipolarPose's per-frame estimate ----------------------------------------------------------
+@dataclass(frozen=True)
+class PerFrameResult:
+    points: np.ndarray     # (T, J, 3) reference camera frame, mm (bone-length scale per frame and pair)
+    R: np.ndarray          # (T, V, 3, 3) reference → camera, per frame
+    t: np.ndarray          # (T, V, 3) mm
+    ok: np.ndarray         # (T, V) bool: the camera's pose was estimated in that frame (reference: always)
+    n_views: np.ndarray    # (T, J) int
+    reference: int
+    n_failed_pairs: int
+
+
+def triangulate_per_frame(x: np.ndarray, w: np.ndarray, focal: np.ndarray, prior_mm, opts: TriangulateParams,
+                          reference: int | None = None) -> PerFrameResult:
+    """Per frame: for each camera c ≠ reference, E from that frame's joints → (R, t̂) → two-view
+    triangulation → metric scale from bones; the pairs' reconstructions are combined by median."""
+    T, V, J, _ = x.shape
+    valid = w > 0
+    ref = int(np.argmax(valid.sum(axis=(0, 2)))) if reference is None else reference
+    R = np.tile(np.eye(3), (T, V, 1, 1))
+    t = np.zeros((T, V, 3))
+    ok = np.zeros((T, V), dtype=bool)
+    ok[:, ref] = True
+    per_pair = np.full((V, T, J, 3), np.nan)
+    failed = 0
+    for c in range(V):
+        if c == ref:
+            continue
+        thr = opts.essential_px / float(np.sqrt(focal[ref] * focal[c]))
+        for i in range(T):
+            both = valid[i, ref] & valid[i, c]
+            if both.sum() < 8:
+                failed += 1
+                continue
+            pose = rp.per_frame_pair(x[i, ref, both], x[i, c, both], thr, method=opts.essential_method,
+                                     confidence=opts.essential_confidence, seed=opts.seed,
+                                     min_parallax_deg=opts.min_parallax_deg)
+            if not pose.ok:
+                failed += 1
+                continue
+            use = np.flatnonzero(both)[pose.inliers]
+            ww = np.zeros((J, 2))
+            ww[use] = np.stack([w[i, ref, use], w[i, c, use]], axis=-1)
+            X = tri.dlt(np.stack([x[i, ref], x[i, c]], axis=1), ww, np.stack([np.eye(3), pose.R]),
+                        np.stack([np.zeros(3), pose.t]))
+            s = bone_length_scale(X[None], prior_mm).scale
+            if not np.isfinite(s):
+                failed += 1
+                continue
+            per_pair[c, i] = X * s
+            R[i, c], t[i, c] = pose.R, pose.t * s
+            ok[i, c] = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)   # all-NaN joints stay NaN
+        points = np.nanmedian(per_pair, axis=0)
+    counts = np.isfinite(per_pair).all(-1).sum(0)
+    n_views = np.where(counts > 0, counts + 1, 0)
+    return PerFrameResult(points, R, t, ok, n_views, ref, failed)
