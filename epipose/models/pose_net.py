@@ -22,7 +22,7 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +30,7 @@ import torchvision
 from torch import nn
 
 from epipose import skeleton
-from epipose.params import in_range
+from epipose.params import ParamError, from_dict, in_range, load_value, read_params
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,20 @@ class ModelParams:
     deconv_channels: int = in_range(8, 1024, default=256)
     depth_bins: int = in_range(1, 256, default=64)   # the 3D network's; the 2D network uses 1
     num_joints: int = in_range(1, 64, default=skeleton.NUM_JOINTS)
+
+
+def load_model_params(path: str | Path = "params.yaml", with_depth_bins: bool = False) -> ModelParams:
+    """Section ``model``, reading (and recording, for dvc.yaml's params lists) only the keys used:
+    ``depth_bins`` is the 3D network's, so the 2D stages leave it out (it gets its default)."""
+    section = read_params(path).get("model")
+    if not isinstance(section, dict):
+        raise ParamError(f"param model: section missing from {path}")
+    names = [f.name for f in dataclasses.fields(ModelParams)]
+    unknown = sorted(set(section) - set(names))
+    if unknown:
+        raise ParamError(f"param model.{unknown[0]}: unknown key (known: {sorted(names)})")
+    wanted = [n for n in names if with_depth_bins or n != "depth_bins"]
+    return from_dict(ModelParams, {n: load_value("model", n, Any, path) for n in wanted}, "model")
 
 
 @dataclass(frozen=True)
@@ -295,6 +309,6 @@ def count_flops(model: nn.Module, input_size: int, batch: int = 1) -> int:
 
 
 __all__ = [
-    "ModelParams", "PoseNetConfig", "PoseNet", "soft_argmax", "normalise", "load_backbone_weights",
+    "ModelParams", "load_model_params", "PoseNetConfig", "PoseNet", "soft_argmax", "normalise", "load_backbone_weights",
     "expand_depth", "save_pose_net", "load_pose_net", "count_flops", "MEAN_RGB", "STD_RGB",
 ]

@@ -1,0 +1,257 @@
+"""infer_2d: the 2D network on every frame shard → ``data/pose2d.parquet`` (+ its 2D error).
+
+Streaming: shards are read one at a time, their JPEG crops decoded batch by batch (the next
+batch decoded on worker threads while the network runs on the current one), and each shard's
+rows appended to the Parquet file as one row group, in the table's canonical order (shards
+sorted by subject, action, camera; frames sorted). Memory does not grow with the number of
+shards: the error statistics are fixed-size histograms and counters.
+
+Predictions are mapped from crop pixels back to the original (distorted) image with the shard's
+``x0, y0, size`` (``epipose.data.frames.crop_to_original``). With a Human3.6M-layout root the
+ground truth is projected through each camera (lens distortion included) and the 2D error is
+reported: median / mean pixels overall and per joint, PCKh@0.5 (head size = 0.6 × the projected
+head_top–upper_neck distance, as ``epipose.data.mpii``), for the train and the test subjects.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from tqdm import tqdm
+
+from epipose import skeleton
+from epipose.data import frames as fr
+from epipose.data.h36m import TEST_SUBJECTS, H36MDataset
+from epipose.data.mpii import HEAD_SIZE_FACTOR
+from epipose.data.pose_tables import POSE2D_SCHEMA
+from epipose.io import atomic_path
+from epipose.models.pose_net import load_pose_net
+from epipose.params import in_range
+from epipose.pose2d import predict_2d
+from epipose.train import amp_dtype
+
+log = logging.getLogger(__name__)
+
+HIST_MAX_PX = 2000.0
+HIST_BIN_PX = 0.05
+
+
+@dataclass(frozen=True)
+class Infer2DParams:
+    """Section ``infer_2d`` of params.yaml."""
+
+    batch_size: int = in_range(1, 65536, default=256)
+    flip_test: bool = True
+    amp: Literal["auto", "bf16", "fp16", "none"] = "auto"
+    channels_last: bool = True
+    threads: int = in_range(0, 256, default=0)              # torch CPU threads; 0 = all cores
+    decode_workers: int = in_range(1, 64, default=2)
+
+
+# --- error statistics with bounded memory ------------------------------------------------------------
+class ErrorStats:
+    """Streaming 2D error statistics: per-joint histograms of pixel errors plus PCKh counters."""
+
+    def __init__(self, num_joints: int = skeleton.NUM_JOINTS):
+        self.bins = int(HIST_MAX_PX / HIST_BIN_PX)
+        self.hist = np.zeros((num_joints, self.bins + 1), dtype=np.int64)    # last bin: ≥ HIST_MAX_PX
+        self.sum = np.zeros(num_joints)
+        self.pckh_ok = np.zeros(num_joints, dtype=np.int64)
+        self.pckh_n = np.zeros(num_joints, dtype=np.int64)
+
+    def add(self, pred: np.ndarray, gt: np.ndarray) -> None:
+        err = np.linalg.norm(pred - gt, axis=-1)                               # (F, J)
+        idx = np.minimum((err / HIST_BIN_PX).astype(np.int64), self.bins)
+        for j in range(err.shape[1]):
+            self.hist[j] += np.bincount(idx[:, j], minlength=self.bins + 1)
+        self.sum += err.sum(axis=0)
+        head = HEAD_SIZE_FACTOR * np.linalg.norm(gt[:, skeleton.HEAD_TOP] - gt[:, skeleton.UPPER_NECK], axis=-1)
+        self.pckh_ok += (err <= 0.5 * head[:, None]).sum(axis=0)
+        self.pckh_n += err.shape[0]
+
+    @property
+    def count(self) -> int:
+        return int(self.hist[0].sum())
+
+    @staticmethod
+    def _median(hist: np.ndarray) -> float:
+        n = hist.sum()
+        if n == 0:
+            return float("nan")
+        k = int(np.searchsorted(np.cumsum(hist), (n + 1) / 2.0))
+        return (k + 0.5) * HIST_BIN_PX if k < len(hist) - 1 else HIST_MAX_PX
+
+    def summary(self) -> dict:
+        if self.count == 0:
+            return {"frames": 0}
+        names = skeleton.MPII_NAMES
+        keep = [j for j in range(len(self.sum)) if j not in (skeleton.PELVIS, skeleton.THORAX)]
+        return {
+            "frames": self.count,
+            "median_px": round(self._median(self.hist.sum(axis=0)), 3),
+            "mean_px": round(float(self.sum.sum() / self.hist.sum()), 3),
+            "pckh@0.5": round(float(100.0 * self.pckh_ok[keep].sum() / self.pckh_n[keep].sum()), 3),
+            "per_joint_median_px": {names[j]: round(self._median(self.hist[j]), 3) for j in range(len(self.sum))},
+            "per_joint_pckh@0.5": {names[j]: round(float(100.0 * self.pckh_ok[j] / self.pckh_n[j]), 3)
+                                   for j in range(len(self.sum))},
+        }
+
+
+# --- shards --------------------------------------------------------------------------------------------
+def sorted_shards(frames_root: str | Path) -> list[tuple[tuple[str, str, str], Path]]:
+    """Every shard under ``frames_root`` keyed (subject, action, camera), in the pose table's row order."""
+    shards = [(fr.parse_shard_path(p), p) for p in fr.list_shards(frames_root)]
+    if not shards:
+        raise FileNotFoundError(f"no frame shards (<subject>/<action>.<camera>.parquet) under {frames_root}")
+    return sorted(shards, key=lambda kp: kp[0])
+
+
+def decode_batch(jpegs: list[bytes], source: Path, frames: list[int] | None = None) -> np.ndarray:
+    """JPEG crops → uint8 RGB (B, S, S, 3); errors name the shard and frame."""
+    images = []
+    for i, data in enumerate(jpegs):
+        try:
+            images.append(fr.decode_jpeg(data)[..., ::-1])
+        except Exception as exc:
+            which = f"frame {frames[i]}" if frames is not None else f"item {i}"
+            raise ValueError(f"{source}: {which}: undecodable JPEG crop ({exc})") from None
+    shapes = sorted({im.shape for im in images})
+    if len(shapes) != 1 or shapes[0][0] != shapes[0][1]:
+        raise ValueError(f"{source}: crops must be square and all of one size, got shapes {shapes[:3]}")
+    return np.ascontiguousarray(np.stack(images))
+
+
+def _batches(jpegs: list[bytes], frames: list[int], batch_size: int, pool: ThreadPoolExecutor, workers: int,
+             source: Path) -> Iterator[np.ndarray]:
+    """Decoded batches; the next batch decodes on ``workers`` threads while the caller works."""
+    def submit(start: int) -> list:
+        stop = min(start + batch_size, len(jpegs))
+        step = -(-(stop - start) // workers)
+        return [pool.submit(decode_batch, jpegs[a : min(a + step, stop)], source, frames[a : min(a + step, stop)])
+                for a in range(start, stop, step)]
+
+    starts = list(range(0, len(jpegs), batch_size))
+    pending = submit(starts[0]) if starts else []
+    for k in range(len(starts)):
+        parts = [f.result() for f in pending]
+        if k + 1 < len(starts):
+            pending = submit(starts[k + 1])
+        if len({p.shape[1:] for p in parts}) != 1:
+            raise ValueError(f"{source}: crops of different sizes {sorted({p.shape[1:] for p in parts})}")
+        yield parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+
+def predict_shard(model: torch.nn.Module, shard, batch_size: int, flip_test: bool, amp, channels_last: bool,
+                  pool: ThreadPoolExecutor, workers: int, source: Path) -> tuple[np.ndarray, np.ndarray, int]:
+    """One shard's crops → (xy (F, J, 2) crop px, conf (F, J), crop size)."""
+    device = next(model.parameters()).device
+    xys, confs = [], []
+    crop_size = None
+    for images in _batches(list(shard["jpeg"]), shard["frame"].tolist(), batch_size, pool, workers, source):
+        if crop_size is None:
+            crop_size = images.shape[1]
+        elif images.shape[1] != crop_size:
+            raise ValueError(f"{source}: crops of different sizes ({crop_size} and {images.shape[1]} px)")
+        t = torch.from_numpy(images).permute(0, 3, 1, 2).to(device, non_blocking=True)
+        xy, conf = predict_2d(model, t, float(crop_size), flip_test, amp, channels_last)
+        xys.append(xy.cpu().numpy())
+        confs.append(conf.cpu().numpy())
+    return np.concatenate(xys), np.concatenate(confs), int(crop_size)
+
+
+def shard_table(key: tuple[str, str, str], frames: np.ndarray, uv: np.ndarray, conf: np.ndarray) -> pa.Table:
+    """Rows of ``data/pose2d.parquet`` for one shard (frames sorted), in the POSE2D schema."""
+    f, j = uv.shape[:2]
+    subject, action, camera = key
+    cols = {
+        "subject": pa.array([subject] * (f * j), pa.string()),
+        "action": pa.array([action] * (f * j), pa.string()),
+        "camera": pa.array([camera] * (f * j), pa.string()),
+        "frame": pa.array(np.repeat(frames.astype(np.int32), j), pa.int32()),
+        "joint": pa.array(np.tile(np.asarray(skeleton.MPII_NAMES[:j], dtype=object), f), pa.string()),
+        "u": pa.array(uv[..., 0].reshape(-1).astype(np.float32), pa.float32()),
+        "v": pa.array(uv[..., 1].reshape(-1).astype(np.float32), pa.float32()),
+        "conf": pa.array(np.clip(conf, 0.0, 1.0).reshape(-1).astype(np.float32), pa.float32()),
+    }
+    return pa.table(cols, schema=POSE2D_SCHEMA)
+
+
+def ground_truth_2d(dataset: H36MDataset, key: tuple[str, str, str], frames: np.ndarray) -> np.ndarray:
+    """Projected ground truth (F, 16, 2) in original pixels (through the lens) for ``frames``."""
+    subject, action, camera = key
+    poses = dataset.poses_mpii_camera(subject, action, camera)
+    if frames.size and frames.max() >= len(poses):
+        raise ValueError(f"{dataset.pose_path(subject, action)}: has {len(poses)} frames but shard "
+                         f"{subject}/{action}.{camera} has frame {int(frames.max())}")
+    return dataset.rig.camera(subject, camera).project_camera(poses[frames])
+
+
+def run_infer_2d(frames_root: str | Path, model_path: str | Path, out_path: str | Path, p: Infer2DParams,
+                 num_joints: int = skeleton.NUM_JOINTS, gt_root: str | Path | None = None,
+                 progress: bool = True) -> dict:
+    """Write ``out_path`` (pose2d.parquet) from every shard; return the metrics dict."""
+    if num_joints != skeleton.NUM_JOINTS:
+        raise ValueError(f"param model.num_joints is {num_joints}, but pose2d.parquet holds the "
+                         f"{skeleton.NUM_JOINTS} MPII joints")
+    shards = sorted_shards(frames_root)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        torch.set_num_threads(p.threads or len(os.sched_getaffinity(0)))
+    else:
+        torch.backends.cudnn.benchmark = True
+    model, meta = load_pose_net(model_path, num_joints=num_joints, map_location=device)
+    memory_format = torch.channels_last if p.channels_last else torch.contiguous_format
+    model = model.to(device=device, memory_format=memory_format).eval()
+    amp = amp_dtype(p.amp, device)
+    dataset = H36MDataset(gt_root) if gt_root is not None else None
+    stats = {"all": ErrorStats(num_joints), "train_subjects": ErrorStats(num_joints),
+             "test_subjects": ErrorStats(num_joints)}
+    n_frames = 0
+    t0 = time.perf_counter()
+    metadata = {b"model": str(Path(model_path).name).encode(), b"flip_test": str(p.flip_test).encode(),
+                b"input_size": str(model.config.input_size).encode()}
+    with atomic_path(out_path) as tmp, ThreadPoolExecutor(max(1, p.decode_workers)) as pool:
+        writer = pq.ParquetWriter(tmp, POSE2D_SCHEMA.with_metadata(metadata), compression="zstd")
+        try:
+            for key, path in tqdm(shards, desc="infer_2d", unit="shard", file=sys.stderr, disable=not progress):
+                shard = fr.read_shard(path)
+                shard = shard.sort_values("frame", kind="stable").reset_index(drop=True)
+                if len(shard) == 0:
+                    log.warning("%s: empty shard, skipped", path)
+                    continue
+                if shard["frame"].duplicated().any():
+                    raise ValueError(f"{path}: duplicate frame indices")
+                xy, conf, crop_size = predict_shard(model, shard, p.batch_size, p.flip_test, amp, p.channels_last,
+                                                    pool, p.decode_workers, path)
+                frames = shard["frame"].to_numpy(np.int64)
+                uv = fr.crop_to_original(xy, shard["x0"].to_numpy()[:, None], shard["y0"].to_numpy()[:, None],
+                                         shard["size"].to_numpy()[:, None], crop_size)
+                writer.write_table(shard_table(key, frames, uv, conf))
+                n_frames += len(frames)
+                if dataset is not None:
+                    gt = ground_truth_2d(dataset, key, frames)
+                    stats["all"].add(uv, gt)
+                    stats["test_subjects" if key[0] in TEST_SUBJECTS else "train_subjects"].add(uv, gt)
+        finally:
+            writer.close()
+    seconds = time.perf_counter() - t0
+    log.info("infer_2d: %d frames from %d shards in %.1f s (%.1f frames/s)", n_frames, len(shards), seconds,
+             n_frames / max(seconds, 1e-9))
+    metrics: dict = {"frames": n_frames, "shards": len(shards), "flip_test": p.flip_test}
+    if dataset is not None:
+        metrics.update(stats["all"].summary())
+        metrics["train_subjects"] = stats["train_subjects"].summary()
+        metrics["test_subjects"] = stats["test_subjects"].summary()
+    return metrics

@@ -1,0 +1,33 @@
+"""Stage infer_2d: the 2D network on every frame shard → data/pose2d.parquet, and its 2D error."""
+
+import argparse
+import logging
+
+from epipose.infer2d import Infer2DParams, run_infer_2d
+from epipose.io import write_json
+from epipose.params import load_section, load_value
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--frames", required=True, help="frame shards folder, <frames>/<subject>/<action>.<camera>.parquet")
+    parser.add_argument("--model", required=True, help="the 2D network, e.g. models/pose2d.pt")
+    parser.add_argument("--out", required=True, help="output pose table, e.g. data/pose2d.parquet")
+    parser.add_argument("--metrics", required=True, help="metrics JSON, e.g. metrics/infer_2d.json")
+    parser.add_argument("--gt-root", default=None, help="Human3.6M-layout root, for the 2D error against the projected ground truth")
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params = load_section(Infer2DParams, "infer_2d", args.params)
+    num_joints = load_value("model", "num_joints", int, args.params)
+    metrics = run_infer_2d(args.frames, args.model, args.out, params, num_joints=num_joints, gt_root=args.gt_root,
+                           progress=not args.no_progress)
+    write_json(metrics, args.metrics)
+    if "median_px" in metrics:
+        logging.info("infer_2d: %d frames, median 2D error %.2f px, PCKh@0.5 %.1f%%", metrics["frames"],
+                     metrics["median_px"], metrics["pckh@0.5"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Stage pretrain_2d: train the 2D pose network on MPII-layout data, report PCKh@0.5 on its valid split.
+
+Also runs under ``torchrun --nproc_per_node N stages/pretrain_2d.py ...`` (DistributedDataParallel);
+rank 0 writes the outputs.
+"""
+
+import argparse
+import logging
+import time
+
+import torch.distributed as dist
+
+from epipose.data.transforms import AugmentParams
+from epipose.io import write_json
+from epipose.models.pose_net import load_model_params, save_pose_net
+from epipose.params import load_section
+from epipose.pose2d import Pretrain2DParams, evaluate_pckh, pretrain_2d
+from epipose.train import amp_dtype
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--mpii", required=True, help="MPII-layout root (images/, annot/train.json, annot/valid.json)")
+    parser.add_argument("--out", required=True, help="the trained network, e.g. models/pose2d.pt")
+    parser.add_argument("--metrics", required=True, help="metrics JSON, e.g. metrics/pretrain_2d.json")
+    parser.add_argument("--live-dir", required=True, help="dvclive folder for the training curves")
+    parser.add_argument("--ckpt-dir", required=True, help="per-epoch checkpoint folder (persist: true, for resume)")
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    model_params = load_model_params(args.params)        # not model.depth_bins: the 2D network has none
+    params = load_section(Pretrain2DParams, "pretrain_2d", args.params)
+    aug = load_section(AugmentParams, "augment", args.params)
+
+    t0 = time.perf_counter()
+    result, valid, info = pretrain_2d(args.mpii, model_params, params, aug, args.ckpt_dir, args.live_dir,
+                                progress=not args.no_progress)
+    if result.runtime is None or result.runtime.is_main:
+        device = next(result.model.parameters()).device
+        report = evaluate_pckh(result.model, valid, params.eval_batch_size, params.flip_test,
+                               amp_dtype(params.amp, device), params.channels_last)
+        seconds = time.perf_counter() - t0
+        metrics = {**report, **info, "seconds": round(seconds, 1), "epochs": params.epochs,
+                   "resumed_from_epoch": result.resumed_from}
+        save_pose_net(result.model, args.out, meta={"pckh@0.5": report["pckh@0.5"], "mpii_root": str(args.mpii)})
+        write_json(metrics, args.metrics)
+        logging.info("pretrain_2d: PCKh@0.5 %.2f%% on %d valid joints, %.0f s → %s",
+                     report["pckh@0.5"], report["count"], seconds, args.out)
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
