@@ -14,7 +14,7 @@ import numpy as np
 
 from epipose.camera import Camera, Rig
 from epipose.geometry import triangulation as tri
-from epipose.geometry.lens import undistort_normalized
+from epipose.geometry.lens import undistort_normalized, undistort_xy
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,14 @@ class CameraGroup:
         ``triangulation.triangulate_poses`` (threshold_px, min_views, ransac, refine_iterations,
         swap_detection, swap_ratio, method).
         """
-        x = np.asarray(uv, dtype=np.float64) if normalized else self.undistort(uv)
-        conf = np.asarray(conf, dtype=np.float64)
-        w = np.where(np.isfinite(x).all(-1) & (conf >= min_conf) & (conf > 0), conf, 0.0)
-        return tri.triangulate_poses(x, w, self.R, self.t, self.focal, **options)
+        uv = np.asarray(uv, dtype=np.float64)
+        T, V, J, _ = uv.shape
+        xu, xv = np.empty((V, T, J)), np.empty((V, T, J))
+        for v, cam in enumerate(self.cameras):
+            if normalized:
+                xu[v], xv[v] = uv[:, v, :, 0], uv[:, v, :, 1]
+            else:
+                xu[v], xv[v] = undistort_xy(cam, uv[:, v])
+        conf = np.asarray(conf, dtype=np.float64).transpose(1, 0, 2)
+        w = np.where((conf >= min_conf) & (conf > 0), conf, 0.0)
+        return tri.triangulate_view_major(xu, xv, w, self.R, self.t, self.focal, **options)

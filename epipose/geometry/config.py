@@ -18,7 +18,7 @@ class TriangulateParams:
     min_conf: float = in_range(0.0, 1.0, default=0.2)             # joints below are ignored
     min_views: int = in_range(2, 64, default=2)                   # consistent views needed per joint
     view_ransac_px: float = in_range(0.1, None, default=15.0)    # RANSAC-over-views inlier threshold
-    refine_iterations: int = in_range(0, 100, default=2)         # Gauss–Newton steps per point (0: off)
+    refine_iterations: int = in_range(0, 100, default=1)         # Gauss–Newton steps per point (0: off)
     swap_detection: bool = True                                   # fix left/right-swapped legs/arms per view
     swap_ratio: float = in_range(0.0, 1.0, default=0.5)          # mirrored error must be below ratio × error
     essential_method: Literal["magsac", "lo_ransac"] = "lo_ransac"

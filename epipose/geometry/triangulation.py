@@ -31,7 +31,7 @@ import numpy as np
 
 from epipose import skeleton
 
-_CHUNK = 16384  # points per block: keeps the elementwise passes in cache
+_CHUNK = 8192  # points per block: keeps the elementwise passes in cache
 
 # Left/right groups checked independently for swaps: legs and arms (pairs of skeleton.FLIP_PAIRS).
 SWAP_GROUPS: tuple[tuple[int, ...], ...] = (
@@ -402,7 +402,7 @@ class PoseTriangulation:
 
 def triangulate_poses(x: np.ndarray, w: np.ndarray, R: np.ndarray, t: np.ndarray, f: np.ndarray, *,
                       threshold_px: float = 15.0, min_views: int = 2, ransac: bool = True,
-                      refine_iterations: int = 2, swap_detection: bool = True, swap_ratio: float = 0.5,
+                      refine_iterations: int = 1, swap_detection: bool = True, swap_ratio: float = 0.5,
                       method: str = "lstsq") -> PoseTriangulation:
     """Robust triangulation of (T, V, J, 2) normalised 2D with (T, V, J) weights (0 = unusable).
 
@@ -411,12 +411,23 @@ def triangulate_poses(x: np.ndarray, w: np.ndarray, R: np.ndarray, t: np.ndarray
     then Gauss–Newton on the inliers. Joints with fewer than ``min_views`` inlier views get NaN.
     """
     x = np.asarray(x, dtype=np.float64)
-    T, V, J, _ = x.shape
-    ok = np.isfinite(x).all(-1) & (np.asarray(w) > 0)
-    # view-major (V, T, J)
-    xu = np.where(ok, x[..., 0], 0.0).transpose(1, 0, 2).copy()
-    xv = np.where(ok, x[..., 1], 0.0).transpose(1, 0, 2).copy()
-    wv = np.where(ok, np.asarray(w, np.float64), 0.0).transpose(1, 0, 2).copy()
+    return triangulate_view_major(x[..., 0].transpose(1, 0, 2), x[..., 1].transpose(1, 0, 2),
+                                  np.asarray(w, np.float64).transpose(1, 0, 2), R, t, f, threshold_px=threshold_px,
+                                  min_views=min_views, ransac=ransac, refine_iterations=refine_iterations,
+                                  swap_detection=swap_detection, swap_ratio=swap_ratio, method=method)
+
+
+def triangulate_view_major(xu: np.ndarray, xv: np.ndarray, w: np.ndarray, R: np.ndarray, t: np.ndarray,
+                           f: np.ndarray, *, threshold_px: float = 15.0, min_views: int = 2, ransac: bool = True,
+                           refine_iterations: int = 1, swap_detection: bool = True, swap_ratio: float = 0.5,
+                           method: str = "lstsq") -> PoseTriangulation:
+    """``triangulate_poses`` on view-major arrays: normalised x, y and weights, each (V, T, J)."""
+    V, T, J = w.shape
+    ok = np.isfinite(xu) & np.isfinite(xv) & (w > 0)
+    # private, zeroed copies (swap correction edits them)
+    xu = np.where(ok, xu, 0.0)
+    xv = np.where(ok, xv, 0.0)
+    wv = np.where(ok, w, 0.0)
     cam = _Views(R, t, np.asarray(f))
     X = np.empty((3, T, J))
     inl = np.zeros((V, T, J), dtype=bool)
