@@ -43,12 +43,10 @@ import pandas as pd  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from epipose import skeleton  # noqa: E402
 from epipose.camera import Rig, load_rig  # noqa: E402
 from epipose.data.pose_tables import KEYS, PSEUDO3D_VALUES, from_dense  # noqa: E402
-from epipose.data.simulate2d import NOISE_MODELS, simulate_pose2d  # noqa: E402
+from epipose.data.simulate2d import NOISE_MODELS, camera_frame_truth, procedural_motions, simulate_pose2d  # noqa: E402
 from epipose.data.synth.config import RigParams  # noqa: E402
-from epipose.data.synth.motion import generate_motion, random_body  # noqa: E402
 from epipose.data.synth.rig import synthetic_rig  # noqa: E402
 from epipose.geometry import triangulation as tri  # noqa: E402
 from epipose.geometry.camera_group import CameraGroup  # noqa: E402
@@ -67,22 +65,6 @@ def make_rig(name: str, subjects: list[str]) -> Rig:
             raise FileNotFoundError(f"real Human3.6M cameras not found: {H36M_CAMERAS}")
         return load_rig(H36M_CAMERAS)
     return synthetic_rig(RigParams(), subjects, image_size=500, seed=0)
-
-
-def make_motion(subjects: list[str], actions: list[str], n_frames: int, seed: int) -> dict:
-    seqs = {}
-    for i, s in enumerate(subjects):
-        rng = np.random.default_rng([seed, i])
-        body = random_body(rng)
-        for a in actions:
-            seqs[(s, a)] = skeleton.h36m32_to_mpii(generate_motion(a, n_frames, 50.0, body, rng))
-    return seqs
-
-
-def gt_lookup(seqs, cams):
-    def gt(s, a, c):
-        return cams[s][c].world_to_camera(seqs[(s, a)]) if (s, a) in seqs else None
-    return gt
 
 
 def baseline(df: pd.DataFrame, rig: Rig, kind: str, p: TriangulateParams) -> tuple[pd.DataFrame, float]:
@@ -110,7 +92,7 @@ def baseline(df: pd.DataFrame, rig: Rig, kind: str, p: TriangulateParams) -> tup
 
 
 def run_all(df, rig, seqs, cams, p: TriangulateParams, methods) -> dict:
-    gt = gt_lookup(seqs, cams)
+    gt = camera_frame_truth(seqs, cams)
     n_frames = len(df[["subject", "action", "frame"]].drop_duplicates())
     out = {}
     for m in methods:
@@ -242,7 +224,7 @@ def main() -> int:
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
     p = TriangulateParams()
     actions = list(ACTIONS[: args.actions])
-    seqs = make_motion(args.subjects, actions, args.frames, args.seed)
+    seqs = procedural_motions(args.subjects, actions, args.frames, args.seed)
     print(f"{len(args.subjects)} subjects × {len(actions)} actions × {args.frames} frames, 4 cameras; "
           f"params: triangulate defaults (per_frame: essential_method magsac)")
     results, speed = {}, None

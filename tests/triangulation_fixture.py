@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from epipose import skeleton
 from epipose.camera import Camera, Rig, look_at
-from epipose.data.synth.motion import generate_motion, random_body
+from epipose.data.simulate2d import camera_frame_truth, procedural_motions
 
 CAMERAS = ("cam_a", "cam_b", "cam_c", "cam_d")
 _DIST = (-0.20, 0.24, -0.0014, -0.0010, -0.003)
@@ -35,21 +34,11 @@ def make_rig(subjects=("S1", "S5"), seed: int = 0) -> Rig:
 def motions(subjects=("S1", "S5"), actions=("Walking 1", "Greeting 1"), n_frames: int = 150,
             seed: int = 0) -> dict[tuple[str, str], np.ndarray]:
     """{(subject, action): (n_frames, 16, 3) world mm, MPII order}."""
-    out = {}
-    for i, s in enumerate(subjects):
-        rng = np.random.default_rng([seed, i])
-        body = random_body(rng)
-        for a in actions:
-            out[(s, a)] = skeleton.h36m32_to_mpii(generate_motion(a, n_frames, 50.0, body, rng))
-    return out
+    return procedural_motions(subjects, actions, n_frames, seed)
 
 
 def cameras(rig: Rig, subjects) -> dict[str, dict[str, Camera]]:
     return {s: rig.cameras(s) for s in subjects}
 
 
-def gt_lookup(seqs, cams):
-    """``gt(subject, action, camera)`` for ``pipeline.evaluate_against_gt``."""
-    def gt(s, a, c):
-        return cams[s][c].world_to_camera(seqs[(s, a)]) if (s, a) in seqs else None
-    return gt
+gt_lookup = camera_frame_truth

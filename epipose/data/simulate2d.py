@@ -51,6 +51,29 @@ class Perturbation:
     swaps: np.ndarray      # (T, V) bool
 
 
+def procedural_motions(subjects, actions, n_frames: int, seed: int = 0, fps: float = 50.0) -> dict[tuple[str, str], np.ndarray]:
+    """Ground truth for simulations: {(subject, action): (n_frames, 16, 3)} world mm, MPII order, one random
+    body per subject (``epipose.data.synth.motion``), deterministic for a seed."""
+    from epipose.data.synth.motion import generate_motion, random_body
+
+    out = {}
+    for i, subject in enumerate(subjects):
+        rng = np.random.default_rng([seed, i])
+        body = random_body(rng)
+        for action in actions:
+            out[(subject, action)] = skeleton.h36m32_to_mpii(generate_motion(action, n_frames, fps, body, rng))
+    return out
+
+
+def camera_frame_truth(sequences: dict[tuple[str, str], np.ndarray], cameras: dict[str, dict[str, Camera]]):
+    """``gt(subject, action, camera)`` → the sequence in that camera's frame (for ``evaluate_against_gt``)."""
+    def gt(subject: str, action: str, camera: str) -> np.ndarray | None:
+        if (subject, action) not in sequences:
+            return None
+        return cameras[subject][camera].world_to_camera(sequences[(subject, action)])
+    return gt
+
+
 def project_views(poses_world: np.ndarray, cameras: list[Camera] | tuple[Camera, ...]) -> np.ndarray:
     """(T, J, 3) world poses → (T, V, J, 2) distorted pixels."""
     return np.stack([c.project(np.asarray(poses_world, dtype=np.float64)) for c in cameras], axis=1)
