@@ -289,8 +289,7 @@ def _triangulate_subject(sdf: pd.DataFrame, subject: str, rig: Rig, p: Triangula
         rep["extrinsics"] = "estimated (per_frame)"
         rep["reference_camera"] = cams[pf.reference]
         rep["failed_frame_pairs"] = pf.n_failed_pairs
-        # the per-frame cameras differ per frame; the report's camera errors use their median frame
-        group = None
+        group = None      # cameras differ per frame: the report gives per-pair medians over frames
         lost = present & ~pose_ok
         n = int(lost.sum()) * J
         if n:
