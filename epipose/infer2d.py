@@ -11,16 +11,21 @@ Predictions are mapped from crop pixels back to the original (distorted) image w
 ground truth is projected through each camera (lens distortion included) and the 2D error is
 reported: median / mean pixels overall and per joint, PCKh@0.5 (head size = 0.6 × the projected
 head_top–upper_neck distance, as ``epipose.data.mpii``), for the train and the test subjects.
+
+Under torchrun (``compute.nproc`` > 1) the shards are dealt round-robin to the processes; each
+writes its row groups to a hidden part file beside the output, the statistics are summed over
+the processes, and rank 0 copies the row groups into the output in the canonical order: the file
+is the one a single process writes.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -29,6 +34,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+import torch.distributed as dist
 from tqdm import tqdm
 
 from epipose import skeleton
@@ -40,7 +46,7 @@ from epipose.io import atomic_path
 from epipose.models.pose_net import load_pose_net
 from epipose.params import in_range
 from epipose.pose2d import predict_2d
-from epipose.train import amp_dtype
+from epipose.train import Runtime, amp_dtype, setup_runtime
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +204,44 @@ def ground_truth_2d(dataset: H36MDataset, key: tuple[str, str, str], frames: np.
     return dataset.rig.camera(subject, camera).project_camera(poses[frames])
 
 
+def _part_path(out_path: str | Path, rank: int) -> Path:
+    out = Path(out_path)
+    return out.with_name(f".{out.name}.rank{rank}.part")
+
+
+def _remove_parts(out_path: str | Path) -> None:
+    out = Path(out_path)
+    for stale in out.parent.glob(f".{out.name}.rank*.part"):
+        stale.unlink(missing_ok=True)
+
+
+def _merge_parts(out_path: str | Path, schema: pa.Schema, written: list[int], rt: Runtime,
+                 stats: dict[str, ErrorStats], n_frames: int) -> int:
+    """Distributed run: sum the statistics over the processes (in place) and let rank 0 copy every
+    process's row groups into ``out_path`` in global shard order. Returns the total frame count."""
+    for s in stats.values():
+        for name in ("hist", "sum", "pckh_ok", "pckh_n"):
+            t = torch.from_numpy(getattr(s, name)).to(rt.device)     # nccl reduces CUDA tensors only
+            dist.all_reduce(t)
+            setattr(s, name, t.cpu().numpy())
+    total = torch.tensor([n_frames], dtype=torch.int64, device=rt.device)
+    dist.all_reduce(total)
+    everyone: list = [None] * rt.world_size
+    dist.all_gather_object(everyone, written)
+    if rt.is_main:
+        order = sorted((index, rank, k) for rank, indices in enumerate(everyone) for k, index in enumerate(indices))
+        files = [pq.ParquetFile(_part_path(out_path, r)) for r in range(rt.world_size)]
+        with atomic_path(out_path) as tmp:
+            with pq.ParquetWriter(tmp, schema, compression="zstd") as writer:
+                for _, rank, k in order:
+                    writer.write_table(files[rank].read_row_group(k))
+        for f in files:
+            f.close()
+    dist.barrier()                                 # the output is complete before the parts go
+    _part_path(out_path, rt.rank).unlink(missing_ok=True)
+    return int(total.item())
+
+
 def run_infer_2d(frames_root: str | Path, model_path: str | Path, out_path: str | Path, p: Infer2DParams,
                  num_joints: int = skeleton.NUM_JOINTS, gt_root: str | Path | None = None,
                  progress: bool = True) -> dict:
@@ -206,11 +250,8 @@ def run_infer_2d(frames_root: str | Path, model_path: str | Path, out_path: str 
         raise ValueError(f"param model.num_joints is {num_joints}, but pose2d.parquet holds the "
                          f"{skeleton.NUM_JOINTS} MPII joints")
     shards = sorted_shards(frames_root)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cpu":
-        torch.set_num_threads(p.threads or len(os.sched_getaffinity(0)))
-    else:
-        torch.backends.cudnn.benchmark = True
+    rt = setup_runtime(p.threads)                  # device (param compute.device); torchrun's process group
+    device = rt.device
     model, meta = load_pose_net(model_path, num_joints=num_joints, map_location=device)
     memory_format = torch.channels_last if p.channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=memory_format).eval()
@@ -222,10 +263,22 @@ def run_infer_2d(frames_root: str | Path, model_path: str | Path, out_path: str 
     t0 = time.perf_counter()
     metadata = {b"model": str(Path(model_path).name).encode(), b"flip_test": str(p.flip_test).encode(),
                 b"input_size": str(model.config.input_size).encode()}
-    with atomic_path(out_path) as tmp, ThreadPoolExecutor(max(1, p.decode_workers)) as pool:
-        writer = pq.ParquetWriter(tmp, POSE2D_SCHEMA.with_metadata(metadata), compression="zstd")
+    schema = POSE2D_SCHEMA.with_metadata(metadata)
+    mine = list(enumerate(shards))[rt.rank :: rt.world_size]
+    written: list[int] = []                        # global shard index of each row group this process wrote
+    part = _part_path(out_path, rt.rank)
+    if rt.distributed:
+        if rt.is_main:
+            part.parent.mkdir(parents=True, exist_ok=True)
+            _remove_parts(out_path)                # of a killed run
+        dist.barrier()
+    # A single process writes the output (atomically); under torchrun each writes a hidden part.
+    with (atomic_path(out_path) if not rt.distributed else nullcontext(part)) as tmp, \
+            ThreadPoolExecutor(max(1, p.decode_workers)) as pool:
+        writer = pq.ParquetWriter(tmp, schema, compression="zstd")
         try:
-            for key, path in tqdm(shards, desc="infer_2d", unit="shard", file=sys.stderr, disable=not progress):
+            for index, (key, path) in tqdm(mine, desc="infer_2d", unit="shard", file=sys.stderr,
+                                           disable=not (progress and rt.is_main)):
                 shard = fr.read_shard(path)
                 shard = shard.sort_values("frame", kind="stable").reset_index(drop=True)
                 if len(shard) == 0:
@@ -239,6 +292,7 @@ def run_infer_2d(frames_root: str | Path, model_path: str | Path, out_path: str 
                 uv = fr.crop_to_original(xy, shard["x0"].to_numpy()[:, None], shard["y0"].to_numpy()[:, None],
                                          shard["size"].to_numpy()[:, None], crop_size)
                 writer.write_table(shard_table(key, frames, uv, conf))
+                written.append(index)
                 n_frames += len(frames)
                 if dataset is not None:
                     gt = ground_truth_2d(dataset, key, frames)
@@ -246,6 +300,8 @@ def run_infer_2d(frames_root: str | Path, model_path: str | Path, out_path: str 
                     stats["test_subjects" if key[0] in TEST_SUBJECTS else "train_subjects"].add(uv, gt)
         finally:
             writer.close()
+    if rt.distributed:
+        n_frames = _merge_parts(out_path, schema, written, rt, stats, n_frames)
     seconds = time.perf_counter() - t0
     log.info("infer_2d: %d frames from %d shards in %.1f s (%.1f frames/s)", n_frames, len(shards), seconds,
              n_frames / max(seconds, 1e-9))

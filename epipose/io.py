@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -56,6 +57,22 @@ def atomic_path(target: str | os.PathLike, directory: bool = False) -> Iterator[
         else:
             tmp.unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(target: str | os.PathLike) -> list[Path]:
+    """Delete the hidden temporaries that killed writers of file ``target`` left beside it.
+
+    Only for targets with a single writer (e.g. a training checkpoint): a concurrent writer's
+    temporary would be removed too. Returns the removed paths.
+    """
+    target = Path(target)
+    if not target.parent.is_dir():
+        return []
+    pattern = re.compile(rf"\.{re.escape(target.stem)}\.[A-Za-z0-9_]{{8}}\.tmp{re.escape(target.suffix)}")
+    removed = [p for p in target.parent.iterdir() if pattern.fullmatch(p.name) and p.is_file()]
+    for p in removed:
+        p.unlink(missing_ok=True)
+    return removed
 
 
 def write_json(obj, path: str | os.PathLike) -> None:

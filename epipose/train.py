@@ -17,8 +17,10 @@ gradient scaler) on CUDA and bf16 on CPUs with native bf16 (AMX / AVX512-BF16), 
 DataLoader workers and pinned memory; seeded (deterministic on CPU given the seed and thread
 count); a checkpoint every epoch, resumed on rerun (``persist: true`` in dvc.yaml) when its
 fingerprint (params, model config, data) matches; DistributedDataParallel when launched by
-``torchrun`` (gloo on CPU, nccl on GPU; the batch size is global); dvclive logging with
-``dvcyaml=False``; a tqdm progress bar on stderr.
+``torchrun`` (gloo on CPU, nccl on GPU; the batch size is global) with BatchNorm statistics
+synchronised over the processes (``sync_batchnorm``), so N processes train what one process
+trains with the same global batch (up to float rounding; the stage's augmentation draws its
+randomness per rank); dvclive logging with ``dvcyaml=False``; a tqdm progress bar on stderr.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
-from epipose.io import atomic_path
+from epipose.compute import use_cuda
+from epipose.io import atomic_path, remove_stale_temporaries
 from epipose.params import in_range
 
 log = logging.getLogger(__name__)
@@ -159,9 +162,10 @@ class Runtime:
 
 
 def setup_runtime(threads: int = 0) -> Runtime:
-    """Device and process group: DDP when launched by torchrun (``WORLD_SIZE`` > 1)."""
+    """Device and process group: DDP when launched by torchrun (``WORLD_SIZE`` > 1); CUDA or CPU
+    as ``compute.device`` says (``epipose.compute``; default: CUDA when available)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    cuda = torch.cuda.is_available()
+    cuda = use_cuda()
     if world > 1:
         rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
         if not dist.is_initialized():
@@ -180,6 +184,68 @@ def setup_runtime(threads: int = 0) -> Runtime:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     return Runtime(device, rank, world, local)
+
+
+class ProcessGroupBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training statistics are those of the global batch: the per-process sums are
+    all-reduced (autograd-aware, two passes for the variance). ``nn.SyncBatchNorm`` does this on
+    CUDA only; this one runs on any device (gloo on CPU). Outside a process group, or in eval
+    mode, it is a plain BatchNorm. Same parameters and buffers as the BatchNorm it replaces."""
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        from torch.distributed.nn.functional import all_reduce
+
+        c = x.shape[1]
+        dims = [0, *range(2, x.dim())]
+        shape = [1, c] + [1] * (x.dim() - 2)
+        xf = x.float()
+        local_n = torch.tensor([x.numel() // c], dtype=xf.dtype, device=x.device)
+        sums = all_reduce(torch.cat([xf.sum(dims), local_n]))
+        n = sums[c]
+        mean = sums[:c] / n
+        centred = xf - mean.view(shape)
+        var = all_reduce((centred * centred).sum(dims)) / n
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                self.running_mean.mul_(1 - m).add_(mean.detach().to(self.running_mean.dtype), alpha=m)
+                unbiased = var.detach() * (n / (n - 1).clamp_min(1))
+                self.running_var.mul_(1 - m).add_(unbiased.to(self.running_var.dtype), alpha=m)
+        y = centred * torch.rsqrt(var.view(shape) + self.eps)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y.to(x.dtype)
+
+
+def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
+    """Replace every BatchNorm of ``model`` (in place, same parameter objects) by one that uses the
+    global batch's statistics: ``nn.SyncBatchNorm`` on CUDA, ``ProcessGroupBatchNorm`` elsewhere."""
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+
+    def convert(module: nn.Module) -> nn.Module:
+        out = module
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, ProcessGroupBatchNorm):
+            out = ProcessGroupBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                                        module.track_running_stats)
+            if module.affine:
+                out.weight, out.bias = module.weight, module.bias
+            if module.track_running_stats:
+                out.running_mean, out.running_var = module.running_mean, module.running_var
+                out.num_batches_tracked = module.num_batches_tracked
+            out.train(module.training)
+        for name, child in module.named_children():
+            out.add_module(name, convert(child))
+        return out
+
+    return convert(model)
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -354,6 +420,8 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: LossFn, cfg: TrainParams, c
     dtype = amp_dtype(cfg.amp, device)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
     model = model.to(device=device, memory_format=memory_format)
+    if rt.distributed:
+        model = sync_batchnorm(model, device)
     config = getattr(model, "config", None)
     fp = fingerprint(cfg, config.to_dict() if hasattr(config, "to_dict") else repr(model), data_signature,
                      rt.world_size)
@@ -368,6 +436,8 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: LossFn, cfg: TrainParams, c
 
     # Resume.
     ckpt_path = Path(ckpt_dir) / CHECKPOINT_NAME
+    if rt.is_main:
+        remove_stale_temporaries(ckpt_path)         # of a run killed while saving
     start_epoch = 0
     ckpt = load_checkpoint(ckpt_path)
     if ckpt is not None and ckpt.get("fingerprint") != fp:

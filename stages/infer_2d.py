@@ -1,8 +1,15 @@
-"""Stage infer_2d: the 2D network on every frame shard → data/pose2d.parquet, and its 2D error."""
+"""Stage infer_2d: the 2D network on every frame shard → data/pose2d.parquet, and its 2D error.
+
+With ``compute.nproc: N`` > 1 run it as ``python -m epipose.launch stages/infer_2d.py ...`` (dvc.yaml
+does): the shards are split over N torchrun processes; rank 0 writes the outputs.
+"""
 
 import argparse
 import logging
 
+import torch.distributed as dist
+
+from epipose.compute import load_compute
 from epipose.infer2d import Infer2DParams, run_infer_2d
 from epipose.io import write_json
 from epipose.params import load_section, load_value
@@ -19,14 +26,18 @@ def main() -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    load_compute(args.params)
     params = load_section(Infer2DParams, "infer_2d", args.params)
     num_joints = load_value("model", "num_joints", int, args.params)
     metrics = run_infer_2d(args.frames, args.model, args.out, params, num_joints=num_joints, gt_root=args.gt_root,
                            progress=not args.no_progress)
-    write_json(metrics, args.metrics)
-    if "median_px" in metrics:
-        logging.info("infer_2d: %d frames, median 2D error %.2f px, PCKh@0.5 %.1f%%", metrics["frames"],
-                     metrics["median_px"], metrics["pckh@0.5"])
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        write_json(metrics, args.metrics)
+        if "median_px" in metrics:
+            logging.info("infer_2d: %d frames, median 2D error %.2f px, PCKh@0.5 %.1f%%", metrics["frames"],
+                         metrics["median_px"], metrics["pckh@0.5"])
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

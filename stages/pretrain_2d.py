@@ -1,7 +1,7 @@
 """Stage pretrain_2d: train the 2D pose network on MPII-layout data, report PCKh@0.5 on its valid split.
 
-Also runs under ``torchrun --nproc_per_node N stages/pretrain_2d.py ...`` (DistributedDataParallel);
-rank 0 writes the outputs.
+With ``compute.nproc: N`` > 1 run it as ``python -m epipose.launch stages/pretrain_2d.py ...`` (dvc.yaml
+does): torchrun, DistributedDataParallel; rank 0 writes the outputs.
 """
 
 import argparse
@@ -10,6 +10,7 @@ import time
 
 import torch.distributed as dist
 
+from epipose.compute import load_compute
 from epipose.data.transforms import AugmentParams
 from epipose.io import write_json
 from epipose.models.pose_net import load_model_params, save_pose_net
@@ -29,6 +30,7 @@ def main() -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    load_compute(args.params)
     model_params = load_model_params(args.params)        # not model.depth_bins: the 2D network has none
     params = load_section(Pretrain2DParams, "pretrain_2d", args.params)
     aug = load_section(AugmentParams, "augment", args.params)

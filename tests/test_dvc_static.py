@@ -60,8 +60,12 @@ def test_stage_depends_on_its_script_and_modules(name):
     script = ROOT / "stages" / f"{name.split('@')[0]}.py"
     scripts = [w for w in stage["cmd"].split() if w.startswith("stages/") and w.endswith(".py")]
     assert scripts, f"stage {name}: cmd runs no stages/<name>.py script"
-    for s in scripts:
-        assert s in deps, f"stage {name}: its script {s} is not in its deps"
+    words = stage["cmd"].split()
+    modules = [_module_file(words[i + 1]) for i, w in enumerate(words[:-1])      # python -m epipose.launch ...
+               if w == "-m" and words[i + 1].startswith("epipose.")]
+    assert None not in modules, f"stage {name}: cmd runs an epipose module that does not exist"
+    for s in scripts + [m.relative_to(ROOT).as_posix() for m in modules]:
+        assert s in deps, f"stage {name}: {s}, which its cmd runs, is not in its deps"
         missing = sorted(f.relative_to(ROOT).as_posix() for f in epipose_imports(ROOT / s)
                          if f.name != "__init__.py" and not _covered(f, deps))
         assert not missing, f"stage {name}: imports {missing} but does not depend on them"
