@@ -168,8 +168,10 @@ class H36MDataset:
     def sequences(self, subjects: list[str] | tuple[str, ...] | None = None) -> list[Sequence]:
         """Every (subject, action, camera) with both a pose file and a video, sorted.
 
-        Videos without poses, poses without a camera's video, and cameras absent from
-        cameras.json are skipped with a warning.
+        Videos without poses and poses without a camera's video are skipped with a warning (real
+        releases have both). A subject or a video's camera that cameras.json does not calibrate is
+        an error naming cameras.json: its crops cannot be computed, and skipping it would drop data
+        silently.
         """
         subjects = list(subjects) if subjects is not None else self.subjects()
         out: list[Sequence] = []
@@ -179,6 +181,9 @@ class H36MDataset:
             actions = set(self.actions(subject))
             if not actions:
                 log.warning("%s: no D3_Positions .cdf files, subject skipped", self.root / subject)
+            if actions and subject not in self.rig.extrinsics:
+                raise ValueError(f"{self.rig.source}: no extrinsics for subject {subject}, which has poses "
+                                 f"under {self.root / subject} (have {sorted(self.rig.extrinsics)})")
             cams = self.rig.extrinsics.get(subject, {})
             videos: dict[tuple[str, str], Path] = {}
             for video in sorted((self.root / subject / "Videos").glob("*.mp4")):
@@ -191,8 +196,8 @@ class H36MDataset:
                         log.warning("%s: no pose file for this video, skipped", video)
                     continue
                 if m["camera"] not in cams or m["camera"] not in self.rig.intrinsics:
-                    log.warning("%s: camera %s not in %s, skipped", video, m["camera"], self.rig.source)
-                    continue
+                    what = "intrinsics" if m["camera"] not in self.rig.intrinsics else f"extrinsics of {subject}"
+                    raise ValueError(f"{self.rig.source}: camera {m['camera']} of {video} is not in its {what}")
                 videos[(action, m["camera"])] = video
             for action in sorted(actions):
                 for cam in sorted(cams):

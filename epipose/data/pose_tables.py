@@ -54,7 +54,9 @@ def check_table(df: pd.DataFrame, schema: pa.Schema, source: str) -> None:
     counts = df.groupby(KEYS, sort=False, observed=True).size()
     if len(counts) and (counts != skeleton.NUM_JOINTS).any():
         key = counts[counts != skeleton.NUM_JOINTS].index[0]
-        raise TableError(f"{source}: frame {key} has {counts[key]} joint rows, expected {skeleton.NUM_JOINTS}")
+        subject, action, camera, frame = (k.item() if hasattr(k, "item") else k for k in key)
+        raise TableError(f"{source}: subject {subject} action {action!r} camera {camera} frame {frame} has "
+                         f"{counts[key]} joint rows, expected {skeleton.NUM_JOINTS}")
 
 
 def sort_rows(df: pd.DataFrame) -> pd.DataFrame:

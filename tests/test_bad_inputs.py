@@ -1,0 +1,236 @@
+"""Bad params and bad input files across the stages: each stage script, run as dvc runs it (its
+arguments, a params.yaml in the working directory), stops with an error that names the offending
+``section.key`` or file, and writes nothing.
+
+The scripts run in this process (``runpy``, as ``python stages/<name>.py``) to keep the matrix fast;
+their outputs all go under ``<tmp>/out``, which must stay empty.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import runpy
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from epipose import skeleton
+from epipose.camera import Rig
+from epipose.data.h36m import H36MDataset
+from epipose.data.pose_tables import write_pose2d
+from epipose.data.simulate2d import NOISE_MODELS, simulate_pose2d
+from h36m_fixture import make_root as make_video_root
+from mpii_fixture import make_mpii
+from test_infer_2d import _tiny_checkpoint, make_h36m_with_shards
+from test_pipeline import _deep_update
+
+CAMS = ("54138969", "55011271")
+BASE_PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, request):
+    """Valid inputs of every stage (tiny), shared read-only by the cases."""
+    from epipose.camera import load_rig
+    from conftest import REAL_CAMERAS
+
+    if not REAL_CAMERAS.exists():
+        pytest.skip("../shared/h36m/camera-parameters.json not present")
+    real = load_rig(REAL_CAMERAS)
+    rig = Rig({c: real.intrinsics[c] for c in CAMS}, {s: {c: real.extrinsics[s][c] for c in CAMS} for s in ("S1", "S9")})
+    root = tmp_path_factory.mktemp("world")
+    videos = make_video_root(root / "videos", rig, subjects=("S1", "S9"), actions=("Walking 1",), n_frames=4)
+    h36m, frames_root = make_h36m_with_shards(root, rig, subjects=("S1",), actions=("Walking 1",))
+    ds = H36MDataset(h36m)
+    poses = skeleton.h36m32_to_mpii(ds.poses_world("S1", "Walking 1"))
+    pose2d, _ = simulate_pose2d({("S1", "Walking 1"): poses[:6]}, {"S1": ds.rig.cameras("S1")}, NOISE_MODELS["exact"])
+    write_pose2d(pose2d, root / "pose2d.parquet")
+    return {
+        "rig": rig, "videos": videos, "h36m": h36m, "frames": frames_root, "pose2d": root / "pose2d.parquet",
+        "pose2d_df": pose2d, "mpii": make_mpii(root / "mpii", n_train=4, n_valid=2, image_size=96),
+        "ckpt": _tiny_checkpoint(root / "pose2d.pt"), "ckpt17": _tiny_checkpoint(root / "j17.pt", num_joints=17),
+    }
+
+
+# --- the stages' command lines (outputs under out/) ---------------------------------------------------------
+def synthesize(w, t):
+    return "synthesize", ["--h36m-out", "out/h36m", "--mpii-out", "out/mpii"]
+
+
+def extract_frames(w, t, h36m=None):
+    return "extract_frames", ["--h36m", str(h36m or w["videos"]), "--out", "out/frames"]
+
+
+def pretrain_2d(w, t, mpii=None):
+    return "pretrain_2d", ["--mpii", str(mpii or w["mpii"]), "--out", "out/pose2d.pt", "--metrics", "out/m.json",
+                           "--live-dir", "out/live", "--ckpt-dir", "out/ckpt", "--no-progress"]
+
+
+def infer_2d(w, t, frames=None, model=None, gt=None):
+    return "infer_2d", ["--frames", str(frames or w["frames"]), "--model", str(model or w["ckpt"]),
+                        "--out", "out/pose2d.parquet", "--metrics", "out/m.json", "--gt-root", str(gt or w["h36m"]),
+                        "--no-progress"]
+
+
+def triangulate(w, t, pose2d=None, cameras=None):
+    return "triangulate", ["--pose2d", str(pose2d or w["pose2d"]), "--cameras", str(cameras or w["h36m"] / "cameras.json"),
+                           "--out", "out/pseudo3d.parquet", "--metrics", "out/m.json"]
+
+
+# --- input breakers: copy an input into the case's folder and break it --------------------------------------
+def copy_tree(src: Path, t: Path) -> Path:
+    dst = t / "in" / src.name
+    shutil.copytree(src, dst)
+    return dst
+
+
+def cameras_without(w, t, subject=None, camera=None) -> Path:
+    root = copy_tree(w["videos"], t)
+    data = json.loads((root / "cameras.json").read_text())
+    if subject:
+        del data["extrinsics"][subject]
+    if camera:
+        del data["intrinsics"][camera]
+    (root / "cameras.json").write_text(json.dumps(data))
+    return root
+
+
+def truncated_video(w, t) -> Path:
+    root = copy_tree(w["videos"], t)
+    video = root / "S9" / "Videos" / f"Walking 1.{CAMS[1]}.mp4"
+    video.write_bytes(video.read_bytes()[:1500])
+    return root
+
+
+def broken_shard(w, t) -> Path:
+    root = copy_tree(w["frames"], t)
+    (root / "S1" / f"Walking 1.{CAMS[1]}.parquet").write_bytes(b"PAR1 truncated")
+    return root
+
+
+def without_cdf(w, t) -> Path:
+    root = copy_tree(w["h36m"], t)
+    (root / "S1" / "MyPoseFeatures" / "D3_Positions" / "Walking 1.cdf").unlink()
+    return root
+
+
+def pose2d_table(w, t, change: Callable) -> Path:
+    path = t / "in" / "pose2d.parquet"
+    path.parent.mkdir(parents=True)
+    change(w["pose2d_df"].copy()).to_parquet(path)
+    return path
+
+
+def mpii_without(w, t, key: str) -> Path:
+    root = copy_tree(w["mpii"], t)
+    annot = root / "annot" / "train.json"
+    entries = json.loads(annot.read_text())
+    del entries[2][key]
+    annot.write_text(json.dumps(entries))
+    return root
+
+
+def cameras_without_matrix(w, t) -> Path:
+    path = t / "in" / "cameras.json"
+    path.parent.mkdir(parents=True)
+    data = json.loads((w["h36m"] / "cameras.json").read_text())
+    del data["intrinsics"][CAMS[0]]["calibration_matrix"]
+    path.write_text(json.dumps(data))
+    return path
+
+
+@dataclass
+class Case:
+    id: str
+    command: Callable                     # (world, tmp) -> (stage, args)
+    message: str                          # regex the error must match ({tmp} and {world:...} are filled in)
+    params: dict = field(default_factory=dict)
+
+
+CASES = [
+    # params: type, range, choice, unknown key, per section; checked before anything runs
+    Case("synth-range", synthesize, r"param synth\.n_frames: -3 is below the minimum 1", {"synth": {"n_frames": -3}}),
+    Case("frames-type", extract_frames, r"param frames\.crop_size: expected an integer, got str 'big'",
+         {"frames": {"crop_size": "big"}}),
+    Case("model-choice", pretrain_2d, r"param model\.backbone: 19 is not one of \[18, 34, 50\]",
+         {"model": {"backbone": 19}}),
+    Case("pretrain-unknown", pretrain_2d, r"param pretrain_2d\.epoch: unknown key", {"pretrain_2d": {"epoch": 3}}),
+    Case("pretrain-type", pretrain_2d, r"param pretrain_2d\.lr: expected a number, got str 'fast'",
+         {"pretrain_2d": {"lr": "fast"}}),
+    Case("augment-bool", pretrain_2d, r"param augment\.flip: expected true/false", {"augment": {"flip": "maybe"}}),
+    Case("infer-range", infer_2d, r"param infer_2d\.batch_size: 0 is below the minimum 1", {"infer_2d": {"batch_size": 0}}),
+    Case("compute-choice", infer_2d, r"param compute\.device: 'tpu' is not one of \['auto', 'cpu', 'cuda'\]",
+         {"compute": {"device": "tpu"}}),
+    Case("compute-nproc-outside-torchrun", pretrain_2d, r"param compute\.nproc is 2 but this is a single process",
+         {"compute": {"nproc": 2}}),
+    Case("triangulate-choice", triangulate, r"param triangulate\.extrinsics: 'guessed' is not one of",
+         {"triangulate": {"extrinsics": "guessed"}}),
+    # input files: the error names the file
+    Case("cameras-missing-subject", lambda w, t: extract_frames(w, t, cameras_without(w, t, subject="S9")),
+         r"{tmp}/in/videos/cameras.json: no extrinsics for subject S9"),
+    Case("cameras-missing-camera", lambda w, t: extract_frames(w, t, cameras_without(w, t, camera=CAMS[1])),
+         rf"{{tmp}}/in/videos/cameras.json: camera {CAMS[1]} of .*Walking 1.{CAMS[1]}.mp4 is not in its intrinsics"),
+    Case("truncated-video", lambda w, t: extract_frames(w, t, truncated_video(w, t)),
+         rf"{{tmp}}/in/videos/S9/Videos/Walking 1.{CAMS[1]}.mp4: ", {"frames": {"workers": 1}}),
+    Case("unreadable-shard", lambda w, t: infer_2d(w, t, frames=broken_shard(w, t)),
+         rf"{{tmp}}/in/frames/S1/Walking 1.{CAMS[1]}.parquet: not a readable frame shard"),
+    Case("missing-frames", lambda w, t: infer_2d(w, t, frames=t / "nowhere"), r"frames folder not found: {tmp}/nowhere"),
+    Case("missing-checkpoint", lambda w, t: infer_2d(w, t, model=t / "models" / "pose2d.pt"),
+         r"model checkpoint not found: {tmp}/models/pose2d.pt"),
+    Case("checkpoint-joints", lambda w, t: infer_2d(w, t, model=w["ckpt17"]),
+         r"{world}/j17.pt: the checkpoint predicts 17 joints but param model.num_joints is 16"),
+    Case("missing-cdf", lambda w, t: infer_2d(w, t, gt=without_cdf(w, t)),
+         r"pose file not found: {tmp}/in/h36m/S1/MyPoseFeatures/D3_Positions/Walking 1.cdf"),
+    Case("pose2d-schema", lambda w, t: triangulate(w, t, pose2d_table(w, t, lambda d: d.drop(columns="conf"))),
+         r"{tmp}/in/pose2d.parquet: missing column\(s\) \['conf'\]"),
+    Case("pose2d-joint-names", lambda w, t: triangulate(
+        w, t, pose2d_table(w, t, lambda d: d.assign(joint=d["joint"].replace("l_wrist", "LeftHand")))),
+        r"{tmp}/in/pose2d.parquet: unknown joint name\(s\) \['LeftHand'\]"),
+    Case("pose2d-joint-count", lambda w, t: triangulate(
+        w, t, pose2d_table(w, t, lambda d: d[~((d["frame"] == 3) & (d["joint"] == "head_top"))])),
+        r"{tmp}/in/pose2d.parquet: subject S1 action 'Walking 1' camera \d+ frame 3 has 15 joint rows, expected 16"),
+    Case("pose2d-type", lambda w, t: triangulate(w, t, pose2d_table(w, t, lambda d: d.assign(u=d["u"].astype(str)))),
+         r"{tmp}/in/pose2d.parquet: column 'u' is not numeric"),
+    Case("cameras-json-field", lambda w, t: triangulate(w, t, cameras=cameras_without_matrix(w, t)),
+         rf"{{tmp}}/in/cameras.json: intrinsics\['{CAMS[0]}'\]: missing 'calibration_matrix'"),
+    Case("mpii-field", lambda w, t: pretrain_2d(w, t, mpii_without(w, t, "joints_vis")),
+         r"{tmp}/in/mpii/annot/train.json: entry 2: missing key\(s\) \['joints_vis'\]"),
+]
+
+
+def run_stage(stage: str, args: list[str], cwd: Path, monkeypatch, caplog) -> str:
+    """``python stages/<stage>.py ARGS`` in ``cwd``, in this process; the error it stopped with."""
+    monkeypatch.chdir(cwd)
+    monkeypatch.setattr(sys, "argv", [f"stages/{stage}.py", *args])
+    try:
+        runpy.run_path(str(ROOT / "stages" / f"{stage}.py"), run_name="__main__")
+    except SystemExit as exc:                         # the stages that log one line and exit 2
+        assert exc.code not in (0, None), f"{stage} exited {exc.code}"
+        return "\n".join(r.getMessage() for r in caplog.records)
+    except Exception as exc:                          # the stages that let the error propagate
+        return f"{type(exc).__name__}: {exc}"
+    raise AssertionError(f"stage {stage} succeeded on a bad input")
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input_names_it_and_writes_nothing(case, world, tmp_path, monkeypatch, caplog):
+    case_dir = tmp_path / "case"
+    case_dir.mkdir()
+    params = _deep_update(copy.deepcopy(BASE_PARAMS), case.params)
+    (case_dir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    stage, args = case.command(world, case_dir)
+    error = run_stage(stage, args, case_dir, monkeypatch, caplog)
+    tmp = re.escape(str(case_dir))
+    expected = case.message.replace("{tmp}", tmp).replace("{world}", re.escape(str(world["ckpt"].parent)))
+    assert re.search(expected, error), f"{stage}: expected /{expected}/ in:\n{error}"
+    out = case_dir / "out"
+    assert not out.exists() or not any(out.rglob("*")), f"{stage} wrote {sorted(out.rglob('*'))}"
+    assert not any(p.name.startswith(".") for p in case_dir.rglob("*") if "in" not in p.relative_to(case_dir).parts)
