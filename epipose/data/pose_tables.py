@@ -30,8 +30,17 @@ PSEUDO3D_SCHEMA = pa.schema(_KEY_FIELDS + [
     pa.field("x", pa.float32()), pa.field("y", pa.float32()), pa.field("z", pa.float32()),
     pa.field("reproj_err", pa.float32()), pa.field("n_views", pa.int8()),
 ])
+# ``epipose predict``'s output: subject = the input's file stem, action and camera "", frame = the
+# image's index in its input (a video's frame index); u, v in the input's pixels; x, y, z the
+# root-relative pose (pelvis at 0) in the camera's frame, mm; conf in [0, 1].
+PREDICTION_SCHEMA = pa.schema(_KEY_FIELDS + [
+    pa.field("u", pa.float32()), pa.field("v", pa.float32()),
+    pa.field("x", pa.float32()), pa.field("y", pa.float32()), pa.field("z", pa.float32()),
+    pa.field("conf", pa.float32()),
+])
 POSE2D_VALUES = ["u", "v", "conf"]
 PSEUDO3D_VALUES = ["x", "y", "z", "reproj_err", "n_views"]
+PREDICTION_VALUES = ["u", "v", "x", "y", "z", "conf"]
 
 
 class TableError(ValueError):
@@ -84,6 +93,11 @@ def read_pose2d(path: str | Path) -> pd.DataFrame:
 
 def read_pseudo3d(path: str | Path) -> pd.DataFrame:
     return read_table(path, PSEUDO3D_SCHEMA)
+
+
+def read_predictions(path: str | Path) -> pd.DataFrame:
+    """``epipose predict``'s table (PREDICTION_SCHEMA)."""
+    return read_table(path, PREDICTION_SCHEMA)
 
 
 def write_table(df: pd.DataFrame, path: str | Path, schema: pa.Schema, metadata: dict[str, str] | None = None) -> None:

@@ -1,0 +1,240 @@
+"""``epipose predict``: images, folders and videos through the trained 3D network's one inference path."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from epipose import skeleton
+from epipose.__main__ import main
+from epipose.data import frames as fr
+from epipose.data.synth.motion import generate_motion, random_body
+from epipose.data.pose_tables import read_predictions
+from epipose.models.pose_net import PoseNet, PoseNetConfig, save_pose_net
+from epipose.models.refiner import Refiner, save_refiner
+from epipose.predict import (BoxSpec, PersonDetector, PredictError, PredictOptions, default_camera, person_crop_box, predict,
+                             root_depth_from_box)
+from epipose.pose3d import infer_3d, root_relative
+from epipose.refine import refine_poses
+
+ROOT = __import__("conftest").ROOT
+CROP = 64
+FAST = PredictOptions(progress=False, amp="none", batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A tiny 3D network in train_3d's checkpoint format, and a matching and a mismatched refiner."""
+    tmp = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    net = PoseNet(PoseNetConfig(backbone=18, num_joints=16, depth_bins=4, deconv_channels=8, input_size=32))
+    for m in net.modules():                 # a head whose output depends on the image (not the init's ~uniform one)
+        if isinstance(m, (torch.nn.ConvTranspose2d, torch.nn.Conv2d)) and m.weight.shape[-1] != 7:
+            torch.nn.init.normal_(m.weight, std=(2.0 / m.weight[0].numel()) ** 0.5)
+    save_pose_net(net, tmp / "pose3d.pt", meta={"depth_range_mm": 2000.0, "target": "pseudo3d", "crop_size": CROP})
+    ref = Refiner(16, width=16, blocks=1, residual=True)
+    ref.out_std.fill_(50.0)                 # a refiner that visibly changes poses
+    save_refiner(ref, tmp / "refiner.pt")
+    save_refiner(Refiner(8, width=16, blocks=1), tmp / "refiner8.pt")
+    return tmp
+
+
+def person(n: int = 1, seed: int = 0) -> np.ndarray:
+    """(n, 16, 3) camera-frame mm: the synthetic data's walking person 4.5 m in front of the camera."""
+    rng = np.random.default_rng(seed)
+    world = skeleton.h36m32_to_mpii(generate_motion("Walking", 10 * n, 50.0, random_body(rng), rng)[::10])   # z up
+    pelvis = world[:, skeleton.PELVIS : skeleton.PELVIS + 1]
+    rel = world - pelvis
+    cam = np.stack([rel[..., 0], -rel[..., 2], rel[..., 1]], axis=-1)    # x right, y down, z forward
+    return cam + np.array([150.0, 80.0, 4500.0]) + np.linspace(0, 300, n)[:, None, None] * [1, 0, 0]
+
+
+def draw_frame(uv: np.ndarray, width: int, height: int) -> np.ndarray:
+    """BGR frame: a textured background and a stick figure with coloured joints at ``uv``."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    img = np.stack([(xx * 0.4) % 255, (yy * 0.6) % 255, np.full_like(xx, 90)], -1).astype(np.uint8)
+    for a, b in skeleton.BONES:
+        cv2.line(img, tuple(int(v) for v in uv[a].round()), tuple(int(v) for v in uv[b].round()), (230, 230, 230), 4)
+    for j, (u, v) in enumerate(uv):
+        cv2.circle(img, (int(round(u)), int(round(v))), 4, (j * 15 % 255, 40, 255 - j * 15 % 255), -1)
+    return img
+
+
+def scene(width: int, height: int, n: int = 1, seed: int = 0):
+    """Frames with known ground truth seen by the default camera, and their frame-shard crop squares."""
+    cam = default_camera(width, height)
+    gt = person(n, seed)
+    uv = cam.project_camera(gt)
+    boxes = fr.crop_boxes(gt[:, skeleton.PELVIS], cam, 2000.0)
+    return cam, gt, [draw_frame(uv[i], width, height) for i in range(n)], boxes
+
+
+def test_predict_recovers_the_evaluate_path_numbers(models, tmp_path):
+    cam, gt, images, boxes = scene(320, 240)
+    cv2.imwrite(str(tmp_path / "frame.png"), images[0])
+    pd.DataFrame({"x0": boxes[:, 0], "y0": boxes[:, 1], "size": boxes[:, 2]}).to_csv(tmp_path / "boxes.csv", index=False)
+    rc = main(["predict", str(tmp_path / "frame.png"), "--model", str(models / "pose3d.pt"), "--boxes",
+               str(tmp_path / "boxes.csv"), "--out", str(tmp_path / "out"), "--no-progress", "--amp", "none"])
+    assert rc == 0
+
+    # The evaluate stage's call: infer_3d on the shard-convention crop, back-projected at the true root depth.
+    from epipose.train3d import load_pose3d
+
+    net, meta = load_pose3d(models / "pose3d.pt")
+    crop = fr.crop_image(images[0][..., ::-1].copy(), *boxes[0], CROP)[None]
+    ref = infer_3d(net.to(memory_format=torch.channels_last), crop, boxes, cam, gt[:, skeleton.PELVIS, 2],
+                   depth_range_mm=meta["depth_range_mm"], amp="none", channels_last=True)
+    table = read_predictions(tmp_path / "out" / "predictions.parquet")
+    assert len(table) == 16 and set(table["subject"]) == {"frame"} and (table["frame"] == 0).all()
+    assert list(table["joint"]) == list(skeleton.MPII_NAMES)
+    np.testing.assert_allclose(table[["u", "v"]].to_numpy(), ref["uv"][0], rtol=1e-6, atol=1e-3)
+    np.testing.assert_allclose(table[["x", "y", "z"]].to_numpy(), root_relative(ref["pose_cam"])[0], atol=1e-2)
+    np.testing.assert_allclose(table["conf"].to_numpy(), ref["conf"][0], atol=1e-6)
+    # The root depth from the crop size is the true one (undistorted camera): focal x 2000 / side.
+    np.testing.assert_allclose(root_depth_from_box(cam.K[0, 0], boxes[:, 2], 2000.0), gt[:, skeleton.PELVIS, 2])
+    assert (tmp_path / "out" / "frame.png").stat().st_size > 5000
+
+    # The same through the Python API, with the refiner: exact arrays, refiner applied to the same poses.
+    out = predict([tmp_path / "frame.png"], models / "pose3d.pt", tmp_path / "api", models / "refiner.pt",
+                  BoxSpec(table=pd.read_csv(tmp_path / "boxes.csv").assign(source="", frame=0)),
+                  PredictOptions(progress=False, amp="none", figures=False))
+    r = out.results[0]
+    np.testing.assert_array_equal(r.uv, ref["uv"])
+    refined = refine_poses(_load_refiner(models / "refiner.pt"), root_relative(ref["pose_cam"]))
+    np.testing.assert_allclose(r.pose, refined, atol=1e-9)
+    assert np.abs(r.pose - root_relative(ref["pose_cam"])).max() > 1.0      # the refiner did something
+    assert [p.name for p in out.files] == ["predictions.parquet"]
+
+
+def _load_refiner(path):
+    from epipose.models.refiner import load_refiner
+
+    return load_refiner(path)[0]
+
+
+def test_person_box_matches_the_training_crop_framing():
+    cam, gt, _, boxes = scene(1000, 1000, n=5)
+    uv = cam.project_camera(gt)
+    for i in range(5):
+        x0, y0, size = person_crop_box((*uv[i].min(0), *uv[i].max(0)))
+        assert abs(size / boxes[i, 2] - 1) < 0.15
+        assert np.hypot(x0 - boxes[i, 0], y0 - boxes[i, 1]) < 0.1 * boxes[i, 2]
+
+
+def test_other_size_and_aspect_and_folder(models, tmp_path):
+    _, _, big, _ = scene(320, 240)
+    _, _, tall, _ = scene(180, 400, seed=3)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.jpg"), big[0])
+    cv2.imwrite(str(folder / "b.png"), tall[0])
+    (folder / "notes.txt").write_text("ignored")
+    out = predict([folder], models / "pose3d.pt", tmp_path / "out", opts=FAST)     # whole frame = the crop
+    assert sorted(out.table["subject"].unique()) == ["a", "b"] and len(out.table) == 32
+    r = {res.source.subject: res for res in out.results}
+    np.testing.assert_allclose(r["b"].boxes[0], [(180 - 400) / 2, 0, 400])     # square of the longer side
+    # Joints in original pixels within the crop square; root-relative: pelvis at 0.
+    uv = r["b"].uv[0]
+    assert (uv[:, 0] > -110 - 1).all() and (uv[:, 0] < 290 + 1).all() and (uv[:, 1] > -1).all()
+    assert np.abs(r["b"].pose[0, skeleton.PELVIS]).max() < 1e-6
+    png = cv2.imread(str(tmp_path / "out" / "b.png"))
+    assert png is not None and png.shape[:2] == (400, 800)
+
+
+def test_video_rows_per_frame_and_playable_mp4(models, tmp_path):
+    _, _, frames, _ = scene(160, 120, n=5)
+    path = tmp_path / "clip.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (160, 120))
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    rc = main(["predict", str(path), "--model", str(models / "pose3d.pt"), "--bbox", "30,10,130,110",
+               "--smooth", "1.5", "--out", str(tmp_path / "out"), "--no-progress", "--amp", "none", "--batch-size", "2"])
+    assert rc == 0
+    table = read_predictions(tmp_path / "out" / "predictions.parquet")
+    assert sorted(table["frame"].unique()) == [0, 1, 2, 3, 4] and len(table) == 5 * 16
+    cap = cv2.VideoCapture(str(tmp_path / "out" / "clip.mp4"))
+    n = 0
+    while True:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        assert frame.shape == (400, 800, 3)
+        n += 1
+    assert n == 5 and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+    # Smoothing: the same run without it differs, and smoothing reduces frame-to-frame change.
+    raw = predict([path], models / "pose3d.pt", tmp_path / "raw", boxes=BoxSpec(bbox=(30, 10, 130, 110)),
+                  opts=PredictOptions(progress=False, amp="none", figures=False)).results[0]
+    smooth = table[["x", "y", "z"]].to_numpy().reshape(5, 16, 3)
+    assert np.abs(np.diff(smooth, axis=0)).sum() < np.abs(np.diff(raw.pose, axis=0)).sum()
+
+
+def _error(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_bad_inputs_give_clear_errors(models, tmp_path, capsys):
+    _, _, images, _ = scene(160, 120)
+    good = tmp_path / "good.png"
+    cv2.imwrite(str(good), images[0])
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not a jpeg at all")
+    model, out = str(models / "pose3d.pt"), str(tmp_path / "out")
+
+    err = _error(["predict", str(bad), "--model", model, "--out", out], capsys)
+    assert "broken.jpg: not a readable image" in err
+    err = _error(["predict", str(good), "--model", model, "--out", out, "--bbox", "500,500,600,700"], capsys)
+    assert "good.png frame 0" in err and "outside the 160x120 image" in err
+    err = _error(["predict", str(good), "--model", model, "--out", out, "--bbox", "10,10,5,50"], capsys)
+    assert "--bbox '10,10,5,50': needs x1 > x0" in err
+    err = _error(["predict", str(good), "--model", model, "--refiner", str(models / "refiner8.pt"), "--out", out], capsys)
+    assert "refiner8.pt: the refiner is for 8 joints" in err and "predicts 16" in err
+    err = _error(["predict", str(good), "--model", str(tmp_path / "missing.pt"), "--out", out], capsys)
+    assert "not found" in err and "missing.pt" in err
+    err = _error(["predict", str(good), "--model", str(models / "refiner.pt"), "--out", out], capsys)
+    assert "refiner.pt" in err
+    err = _error(["predict", str(tmp_path / "nope.png"), "--model", model, "--out", out], capsys)
+    assert "input not found" in err and "nope.png" in err
+    (tmp_path / "boxes.json").write_text(json.dumps([{"frame": 3, "x0": 1, "y0": 1, "x1": 50, "y1": 90}]))
+    err = _error(["predict", str(good), "--model", model, "--out", out, "--boxes", str(tmp_path / "boxes.json")], capsys)
+    assert "no box for good.png frame 0" in err
+    err = _error(["predict", str(good), "--model", model, "--out", out, "--detector", str(tmp_path / "det.pt")], capsys)
+    assert "--detector: weights file not found" in err and "det.pt" in err
+    assert not (tmp_path / "out").exists()          # nothing written on error
+
+
+def test_console_entry_point(models, tmp_path):
+    _, _, images, _ = scene(160, 120)
+    cv2.imwrite(str(tmp_path / "p.png"), images[0])
+    run = subprocess.run([sys.executable, "-m", "epipose", "predict", str(tmp_path / "p.png"), "--model",
+                          str(models / "pose3d.pt"), "--out", str(tmp_path / "o"), "--no-figures", "--no-progress"],
+                         capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split() == [str(tmp_path / "o" / "predictions.parquet")]
+    assert len(pd.read_parquet(tmp_path / "o" / "predictions.parquet")) == 16
+
+
+def test_local_detector_file(models, tmp_path):
+    from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_320_fpn
+
+    torch.manual_seed(0)
+    det = fasterrcnn_mobilenet_v3_large_320_fpn(weights=None, weights_backbone=None, num_classes=91)
+    torch.save(det.state_dict(), tmp_path / "det.pth")
+    torch.save({"not": torch.zeros(1)}, tmp_path / "other.pth")
+    _, _, images, _ = scene(160, 120)
+    cv2.imwrite(str(tmp_path / "d.png"), images[0])
+    rc = main(["predict", str(tmp_path / "d.png"), "--model", str(models / "pose3d.pt"), "--detector",
+               str(tmp_path / "det.pth"), "--out", str(tmp_path / "out"), "--no-figures", "--no-progress"])
+    assert rc == 0 and len(read_predictions(tmp_path / "out" / "predictions.parquet")) == 16
+    with pytest.raises(PredictError, match="other.pth: not a torchvision Faster R-CNN"):
+        PersonDetector(tmp_path / "other.pth", torch.device("cpu"))
