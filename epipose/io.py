@@ -81,6 +81,17 @@ def write_json(obj, path: str | os.PathLike) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
+def write_torch(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` atomically, through a file object: torch then names the archive's inner folder
+    "archive" (given a path it takes the file's name, here the temporary's random one, and the bytes
+    would differ on every write)."""
+    import torch
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+
+
 def write_parquet(df: pd.DataFrame, path: str | os.PathLike, metadata: dict[str, str] | None = None,
                   schema: pa.Schema | None = None) -> None:
     """Write ``df`` without its index, zstd-compressed, with optional key/value file metadata."""

@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm import tqdm
 
 from epipose.compute import use_cuda
-from epipose.io import atomic_path, remove_stale_temporaries
+from epipose.io import remove_stale_temporaries, write_torch
 from epipose.params import in_range
 
 log = logging.getLogger(__name__)
@@ -373,8 +373,7 @@ def fingerprint(*parts: Any) -> str:
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    write_torch(state, path)
 
 
 def load_checkpoint(path: Path) -> dict | None:

@@ -255,15 +255,14 @@ def expand_depth(state: dict[str, torch.Tensor], config_2d: PoseNetConfig, depth
 # --- checkpoints of trained networks ----------------------------------------------------------
 def save_pose_net(model: PoseNet, path: str | Path, meta: dict | None = None) -> None:
     """Write ``{"config", "state_dict", "joint_names", "meta"}`` atomically (weights in float32)."""
-    from epipose.io import atomic_path
+    from epipose.io import write_torch
 
     state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
     payload = {"config": model.config.to_dict(), "state_dict": state,
                "joint_names": list(skeleton.MPII_NAMES[: model.config.num_joints])
                if model.config.num_joints == skeleton.NUM_JOINTS else None,
                "meta": meta or {}}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    write_torch(payload, path)
 
 
 def load_pose_net(path: str | Path, num_joints: int | None = None, map_location: str | torch.device = "cpu"

@@ -1,0 +1,202 @@
+"""Determinism and interruption, stage by stage, as dvc runs the stages (scripts in subprocesses,
+relative paths, a params.yaml in the working directory).
+
+* Every non-training stage, run twice on the same inputs and params in two different folders,
+  writes byte-identical outputs (data and metrics): dvc.lock stays stable and a cached output is
+  exactly what its inputs and params say, wherever (e.g. an experiment's temporary folder) it ran.
+* The training stage (pretrain_2d, tiny profile) run twice on CPU ends with identical weights.
+* Killed with SIGKILL after its first epoch's checkpoint, it leaves no model or metrics; rerun,
+  it resumes from that checkpoint and ends with the weights (and curves) of the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT
+from epipose import skeleton
+from epipose.data.h36m import H36MDataset
+from epipose.data.pose_tables import write_pose2d
+from epipose.data.simulate2d import NOISE_MODELS, simulate_pose2d
+from test_pipeline import _deep_update
+
+TINY = {
+    "synth": {"subjects": ["S1", "S9"], "actions": ["Walking"], "n_frames": 30, "image_size": 192, "workers": 1,
+              "mpii": {"n_train": 16, "n_valid": 4, "image_size": 96, "images_per_chunk": 8}},
+    "frames": {"stride": 3, "crop_size": 64, "workers": 1},
+    "model": {"input_size": 32, "deconv_channels": 8, "backbone": 18, "pretrained": None},
+    "pretrain_2d": {"epochs": 2, "batch_size": 8, "eval_batch_size": 8, "warmup_steps": 0, "log_every": 1},
+    "infer_2d": {"batch_size": 16, "flip_test": False},
+    "triangulate": {"min_pair_points": 50, "ba_max_frames": 30},
+}
+PRETRAIN = ["stages/pretrain_2d.py", "--mpii", "data/raw/mpii", "--out", "models/pose2d.pt", "--metrics",
+            "metrics/pretrain_2d.json", "--live-dir", "dvclive/pretrain_2d", "--ckpt-dir", "models/pretrain_2d"]
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": str(ROOT), "DVC_NO_ANALYTICS": "1"}
+
+
+def _cmd(script_and_args: list[str]) -> list[str]:
+    return [sys.executable, str(ROOT / script_and_args[0]), *script_and_args[1:], *(
+        ["--no-progress"] if script_and_args[0] in ("stages/pretrain_2d.py", "stages/infer_2d.py") else [])]
+
+
+def run(workdir: Path, *script_and_args: str) -> None:
+    proc = subprocess.run(_cmd(list(script_and_args)), cwd=workdir, env=_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, f"{script_and_args[0]} failed:\n{proc.stderr[-3000:]}"
+
+
+def new_workdir(path: Path) -> Path:
+    path.mkdir(parents=True)
+    params = _deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), copy.deepcopy(TINY))
+    (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def copy_in(src: Path, dst: Path, *rel: str) -> None:
+    for r in rel:
+        (dst / r).parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if (src / r).is_dir() else shutil.copy2)(src / r, dst / r)
+
+
+def digests(root: Path, *rel: str) -> dict[str, str]:
+    """sha256 of every file under the given paths (files or folders), keyed by relative path."""
+    out = {}
+    for r in rel:
+        files = [root / r] if (root / r).is_file() else sorted(p for p in (root / r).rglob("*") if p.is_file())
+        assert files, f"{root / r}: nothing written"
+        for f in files:
+            out[f.relative_to(root).as_posix()] = hashlib.sha256(f.read_bytes()).hexdigest()
+    return out
+
+
+SYNTHESIZE = ["stages/synthesize.py", "--h36m-out", "data/raw/h36m", "--mpii-out", "data/raw/mpii"]
+EXTRACT = ["stages/extract_frames.py", "--h36m", "data/raw/h36m", "--out", "data/frames"]
+INFER = ["stages/infer_2d.py", "--frames", "data/frames", "--model", "models/pose2d.pt", "--out", "data/pose2d.parquet",
+         "--metrics", "metrics/infer_2d.json", "--gt-root", "data/raw/h36m"]
+TRIANGULATE = ["stages/triangulate.py", "--pose2d", "data/pose2d_sim.parquet", "--cameras", "data/raw/h36m/cameras.json",
+               "--out", "data/pseudo3d.parquet", "--metrics", "metrics/triangulate.json"]
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("determinism")
+
+
+@pytest.fixture(scope="module")
+def chain(base) -> Path:
+    """Folder a: synthesize and extract_frames."""
+    a = new_workdir(base / "a")
+    run(a, *SYNTHESIZE)
+    run(a, *EXTRACT)
+    return a
+
+
+def rerun(a: Path, folder: Path, inputs: list[str], command: list[str]) -> Path:
+    """The stage again, in a new folder holding copies of a's inputs."""
+    b = new_workdir(folder)
+    copy_in(a, b, *inputs)
+    run(b, *command)
+    return b
+
+
+def test_synthesize_is_byte_identical(chain, base):
+    b = rerun(chain, base / "synthesize", [], SYNTHESIZE)
+    assert digests(chain, "data/raw") == digests(b, "data/raw")
+    assert len(digests(b, "data/raw/h36m")) == 2 * 4 + 2 + 1       # videos, cdfs, cameras.json
+
+
+def test_extract_frames_is_byte_identical(chain, base):
+    b = rerun(chain, base / "extract_frames", ["data/raw/h36m"], EXTRACT)
+    assert digests(chain, "data/frames") == digests(b, "data/frames")
+    assert len(digests(b, "data/frames")) == 2 * 4
+
+
+@pytest.fixture(scope="module")
+def trained(chain, base) -> tuple[Path, Path]:
+    """pretrain_2d, uninterrupted, in a and in a second folder on a copy of a's MPII data."""
+    run(chain, *PRETRAIN)
+    return chain, rerun(chain, base / "pretrain_2d", ["data/raw/mpii"], PRETRAIN)
+
+
+def _state(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def _assert_same_weights(x: Path, y: Path) -> None:
+    sx, sy = _state(x), _state(y)
+    assert sx.keys() == sy.keys()
+    different = [k for k in sx if not torch.equal(sx[k], sy[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+def test_training_is_deterministic_on_cpu(trained):
+    a, b = trained
+    _assert_same_weights(a / "models/pose2d.pt", b / "models/pose2d.pt")
+    assert (a / "models/pose2d.pt").read_bytes() == (b / "models/pose2d.pt").read_bytes()
+    ma, mb = (json.loads((w / "metrics/pretrain_2d.json").read_text()) for w in (a, b))
+    assert {k: v for k, v in ma.items() if "seconds" not in k} == {k: v for k, v in mb.items() if "seconds" not in k}
+
+
+def test_training_killed_after_a_checkpoint_resumes_to_the_same_weights(trained, tmp_path):
+    a, _ = trained
+    c = new_workdir(tmp_path / "c")
+    copy_in(a, c, "data/raw/mpii")
+    ckpt = c / "models/pretrain_2d/last.pt"
+    proc = subprocess.Popen(_cmd(PRETRAIN), cwd=c, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the training finished before it could be killed"
+    saved = torch.load(ckpt, weights_only=False)
+    assert 1 <= saved["epoch"] < TINY["pretrain_2d"]["epochs"] and "final" not in saved
+    # Nothing that looks complete: no model, no metrics.
+    assert not (c / "models/pose2d.pt").exists() and not (c / "metrics/pretrain_2d.json").exists()
+
+    run(c, *PRETRAIN)
+    metrics = json.loads((c / "metrics/pretrain_2d.json").read_text())
+    assert metrics["resumed_from_epoch"] == saved["epoch"]
+    _assert_same_weights(c / "models/pose2d.pt", a / "models/pose2d.pt")
+    # The curves: the killed run's rows after the checkpoint were dropped and logged again.
+    assert digests(c, "dvclive/pretrain_2d/plots") == digests(a, "dvclive/pretrain_2d/plots")
+    assert [p.name for p in (c / "models/pretrain_2d").iterdir()] == ["last.pt"]
+
+
+def test_infer_2d_is_byte_identical(trained, base):
+    a, _ = trained
+    run(a, *INFER)
+    b = rerun(a, base / "infer_2d", ["data/raw/h36m", "data/frames", "models/pose2d.pt"], INFER)
+    outs = ("data/pose2d.parquet", "metrics/infer_2d.json")
+    assert digests(a, *outs) == digests(b, *outs)
+
+
+def test_triangulate_is_byte_identical(chain, base):
+    """On 2D poses simulated from the synthetic ground truth with noise, outliers and left/right swaps,
+    so that the self-calibration (RANSAC, bundle adjustment) really runs."""
+    a = chain
+    ds = H36MDataset(a / "data/raw/h36m")
+    sequences = {(s, "Walking"): skeleton.h36m32_to_mpii(ds.poses_world(s, "Walking")) for s in ("S1", "S9")}
+    df, _ = simulate_pose2d(sequences, {s: ds.rig.cameras(s) for s in ("S1", "S9")}, NOISE_MODELS["outliers_swaps4"])
+    write_pose2d(df, a / "data/pose2d_sim.parquet")
+    run(a, *TRIANGULATE)
+    b = rerun(a, base / "triangulate", ["data/pose2d_sim.parquet", "data/raw/h36m/cameras.json"], TRIANGULATE)
+    outs = ("data/pseudo3d.parquet", "metrics/triangulate.json")
+    assert digests(a, *outs) == digests(b, *outs)
+    assert json.loads((a / "metrics/triangulate.json").read_text())["coverage"] > 0.5     # it did triangulate
