@@ -72,7 +72,7 @@ def test_pretrain_2d_on_two_gloo_processes_trains_what_one_process_trains(tmp_pa
     runs = {}
     for nproc in (1, 2):
         params = write_params(tmp_path / f"params{nproc}.yaml", nproc,
-                              model={"input_size": 64, "deconv_channels": 8, "backbone": 18, "pretrained": None},
+                              model={"input_size": 32, "deconv_channels": 8, "backbone": 18, "pretrained": None},
                               pretrain_2d={"epochs": 2, "batch_size": 8, "eval_batch_size": 8, "warmup_steps": 0,
                                            "amp": "none", "threads": 1},
                               augment=NO_AUG)
