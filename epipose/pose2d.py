@@ -37,6 +37,9 @@ class Pretrain2DParams(TrainParams):
     flip_test: bool = True                                   # average with the mirrored image at evaluation
     eval_batch_size: int = in_range(1, 65536, default=128)
     decode_workers: int = in_range(1, 64, default=2)
+    heatmap_weight: float = in_range(0.0, 100.0, default=0.0)  # auxiliary heatmap cross-entropy; 0 = L1 only (the paper)
+    heatmap_sigma: float = in_range(0.1, 10.0, default=1.0)    # its Gaussian target's sigma, heatmap cells
+    swap_tolerance: float = in_range(0.0, 1.0, default=0.0)    # weight of the left/right-tolerant L1 (l1_loss_2d)
 
 
 @dataclass
@@ -76,18 +79,61 @@ def build_cache(root: str | Path, split: str, input_size: int, p: Pretrain2DPara
     )
 
 
-def l1_loss_2d(xy: torch.Tensor, target: torch.Tensor, visible: torch.Tensor, input_size: int) -> torch.Tensor:
-    """Mean L1 of soft-argmax x, y over visible joints, in units of the input size (as the paper)."""
+def l1_loss_2d(xy: torch.Tensor, target: torch.Tensor, visible: torch.Tensor, input_size: int,
+               swap_tolerance: float = 0.0) -> torch.Tensor:
+    """Mean L1 of soft-argmax x, y over visible joints, in units of the input size (as the paper).
+
+    ``swap_tolerance`` w > 0 mixes in a left/right-tolerant term: per image, the smaller of the
+    L1 to the target and to the target with every left/right pair swapped,
+    ``loss = w · min(straight, swapped) + (1 − w) · straight``. A network that cannot yet tell
+    a person's left from right (a front from a back view) otherwise minimises the L1 by putting
+    both joints of each pair on their midpoint, and stays stuck there; the tolerant term pays
+    for separating the limbs first, the straight term then for naming them.
+    """
     w = visible.float()[..., None]
-    return ((xy.float() - target.float()).abs() * w).sum() / (w.sum() * 2).clamp_min(1.0) / input_size
+    per_image = ((xy.float() - target.float()).abs() * w).sum((1, 2))            # (B,)
+    norm = (w.sum() * 2).clamp_min(1.0) * input_size
+    if swap_tolerance <= 0:
+        return per_image.sum() / norm
+    perm = list(skeleton.FLIP_PERM)
+    ws = visible[:, perm].float()[..., None]
+    swapped = ((xy.float() - target[:, perm].float()).abs() * ws).sum((1, 2))
+    mixed = swap_tolerance * torch.minimum(per_image, swapped) + (1.0 - swap_tolerance) * per_image
+    return mixed.sum() / norm
+
+
+def heatmap_ce_loss(logits: torch.Tensor, target: torch.Tensor, visible: torch.Tensor, stride: float,
+                    sigma: float) -> torch.Tensor:
+    """Cross-entropy between each joint's 2D heatmap distribution (the softmax volume integrated
+    over depth) and a Gaussian of ``sigma`` cells at the target; mean over visible joints.
+
+    An auxiliary term (Integral regression's heatmap + integral variants; DSNT's regulariser):
+    it gives the diffuse heatmaps of a fresh network a strong gradient towards the joint, so the
+    L1 on the expectation starts working many steps sooner, and keeps the heatmaps unimodal.
+    """
+    b, j, d, h, w = logits.shape
+    logp = torch.log_softmax(logits.float().reshape(b, j, -1), dim=-1).reshape(b, j, d, h, w)
+    logp2d = torch.logsumexp(logp, dim=2) if d > 1 else logp[:, :, 0]
+    cells = (target[..., :2].float() - (stride - 1.0) / 2.0) / stride                # (B, J, 2) in cells
+    gx = torch.arange(w, device=logits.device, dtype=torch.float32)
+    gy = torch.arange(h, device=logits.device, dtype=torch.float32)
+    tx = torch.softmax(-((gx - cells[..., :1]) ** 2) / (2 * sigma**2), dim=-1)       # (B, J, W)
+    ty = torch.softmax(-((gy - cells[..., 1:2]) ** 2) / (2 * sigma**2), dim=-1)      # (B, J, H)
+    ce = -torch.einsum("bjh,bjw,bjhw->bj", ty, tx, logp2d)
+    wv = visible.float()
+    return (ce * wv).sum() / wv.sum().clamp_min(1.0)
 
 
 class Loss2D:
-    """The pretraining loss_fn for ``epipose.train.fit``: augment on the device, L1 on x, y."""
+    """The pretraining loss_fn for ``epipose.train.fit``: augment on the device, L1 on x, y
+    (as the paper), plus ``heatmap_weight`` × ``heatmap_ce_loss`` when that weight is > 0."""
 
-    def __init__(self, src_box: float, input_size: int, aug: AugmentParams, channels_last: bool = True):
+    def __init__(self, src_box: float, input_size: int, aug: AugmentParams, channels_last: bool = True,
+                 heatmap_weight: float = 0.0, heatmap_sigma: float = 1.0, swap_tolerance: float = 0.0):
         self.src_box, self.input_size, self.aug = src_box, input_size, aug
+        self.swap_tolerance = swap_tolerance
         self.channels_last = channels_last
+        self.heatmap_weight, self.heatmap_sigma = heatmap_weight, heatmap_sigma
         self.occluders = load_voc_occluders(aug.voc_root, aug.voc_max_objects) if aug.voc_root else None
 
     def __call__(self, model: nn.Module, batch: dict, gen: torch.Generator):
@@ -96,19 +142,24 @@ class Loss2D:
         x = normalise(images)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        out = model(x)
-        loss = l1_loss_2d(out["xy"], joints, vis, self.input_size)
-        return loss, {}
+        out = model(x, return_logits=self.heatmap_weight > 0)
+        l1 = l1_loss_2d(out["xy"], joints, vis, self.input_size, self.swap_tolerance)
+        if self.heatmap_weight <= 0:
+            return l1, {}
+        stride = self.input_size / out["logits"].shape[-1]
+        ce = heatmap_ce_loss(out["logits"], joints, vis, stride, self.heatmap_sigma)
+        return l1 + self.heatmap_weight * ce, {"l1": l1.detach(), "heatmap_ce": ce.detach()}
 
 
 @torch.inference_mode()
-def predict_2d(model: nn.Module, images: torch.Tensor, src_box: float, flip_test: bool = False,
-               amp: torch.dtype | None = None, channels_last: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """2D predictions for a batch of uint8 RGB crops (B, 3, S, S) on the model's device.
+def predict_pose(model: nn.Module, images: torch.Tensor, src_box: float, flip_test: bool = False,
+                 amp: torch.dtype | None = None, channels_last: bool = True) -> dict[str, torch.Tensor]:
+    """The network on a batch of uint8 RGB crops (B, 3, S, S) on the model's device.
 
-    The central ``src_box`` px of each crop are resized to the network's input. Returns ``xy``
-    (B, J, 2) in the crops' pixels and ``conf`` (B, J), averaged with the mirrored image when
-    ``flip_test`` (mirrored predictions are un-mirrored and their left/right slots swapped).
+    The central ``src_box`` px of each crop are resized to the network's input. Returns
+    ``{"xy": (B, J, 2) in the crops' pixels, "z": (B, J) relative depth (0 for a 2D network),
+    "conf": (B, J)}``, averaged with the mirrored image when ``flip_test`` (mirrored predictions
+    are un-mirrored and their left/right slots swapped; depth is not mirrored).
     """
     size = model.config.input_size
     device = images.device
@@ -180,7 +231,8 @@ def pretrain_2d(mpii_root: str | Path, model_params: ModelParams, p: Pretrain2DP
     torch.manual_seed(p.seed)
     model = PoseNet(config, pretrained=model_params.pretrained)
     dataset = TensorSet(images=train.images, joints=train.joints, visible=train.visible)
-    loss_fn = Loss2D(train.src_box, config.input_size, aug, p.channels_last)
+    loss_fn = Loss2D(train.src_box, config.input_size, aug, p.channels_last, p.heatmap_weight, p.heatmap_sigma,
+                     p.swap_tolerance)
 
     def evaluate(m: nn.Module) -> dict[str, float]:
         from epipose.train import amp_dtype
