@@ -164,7 +164,7 @@ def predict_pose(model: nn.Module, images: torch.Tensor, src_box: float, flip_te
     size = model.config.input_size
     device = images.device
     views = [False, True] if flip_test else [False]
-    xys, confs = [], []
+    outs: dict[str, list[torch.Tensor]] = {"xy": [], "z": [], "conf": []}
     for flip in views:
         warped, M = center_batch(images, src_box, size, flip=flip)
         x = normalise(warped)
@@ -173,11 +173,19 @@ def predict_pose(model: nn.Module, images: torch.Tensor, src_box: float, flip_te
         with autocast(device, amp):
             out = model(x)
         back = torch.linalg.inv(M)
-        xy = apply_to_points(back, out["xy"].float())
         flag = torch.full((len(images),), flip, dtype=torch.bool, device=device)
-        xys.append(flip_joints(xy, flag))
-        confs.append(flip_joints(out["conf"].float(), flag))
-    return torch.stack(xys).mean(0), torch.stack(confs).mean(0)
+        outs["xy"].append(flip_joints(apply_to_points(back, out["xy"].float()), flag))
+        outs["z"].append(flip_joints(out["z"].float(), flag))
+        outs["conf"].append(flip_joints(out["conf"].float(), flag))
+    return {k: torch.stack(v).mean(0) for k, v in outs.items()}
+
+
+def predict_2d(model: nn.Module, images: torch.Tensor, src_box: float, flip_test: bool = False,
+               amp: torch.dtype | None = None, channels_last: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """2D predictions for a batch of uint8 RGB crops (B, 3, S, S): ``(xy (B, J, 2) crop px, conf (B, J))``
+    (``predict_pose`` without the depth)."""
+    out = predict_pose(model, images, src_box, flip_test, amp, channels_last)
+    return out["xy"], out["conf"]
 
 
 def evaluate_pckh(model: nn.Module, cache: CropCache, batch_size: int = 128, flip_test: bool = True,
