@@ -279,10 +279,11 @@ def augment_batch(images: torch.Tensor, joints: torch.Tensor, visible: torch.Ten
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Random augmentation of cached crops.
 
-    images uint8 RGB (B, 3, S, S) on the training device; joints (B, J, 2) in its pixels;
-    visible (B, J) bool; ``src_box`` the person box side in those pixels. Returns float images
-    in [0, 255] (B, 3, out, out), joints in output pixels (flipped joints in swapped slots) and
-    visibility (False for joints that left the output).
+    images uint8 RGB (B, 3, S, S) on the training device; joints (B, J, 2) in its pixels —
+    or (B, J, 2 + C): channels after x, y (e.g. a relative depth) are carried along unchanged
+    but follow the left/right swap of flips; visible (B, J) bool; ``src_box`` the person box
+    side in those pixels. Returns float images in [0, 255] (B, 3, out, out), joints in output
+    pixels (flipped joints in swapped slots) and visibility (False for joints that left the output).
     """
     b = images.shape[0]
     scale = (1.0 + torch.randn(b, generator=gen) * aug.scale).clamp(1.0 - aug.scale, 1.0 + aug.scale)
@@ -292,9 +293,12 @@ def augment_batch(images: torch.Tensor, joints: torch.Tensor, visible: torch.Ten
     flip = (torch.rand(b, generator=gen) < 0.5) & aug.flip
     M = crop_transforms(images.shape[-1], src_box, out_size, scale, rot, shift, flip)
     out = warp_batch(images, M, out_size)
-    pts = flip_joints(apply_to_points(M, joints), flip)
+    pts = apply_to_points(M, joints[..., :2])
+    if joints.shape[-1] > 2:
+        pts = torch.cat([pts, joints[..., 2:].to(pts.dtype)], dim=-1)
+    pts = flip_joints(pts, flip)
     vis = flip_joints(visible, flip)
-    inside = ((pts >= 0) & (pts <= out_size - 1)).all(dim=-1)
+    inside = ((pts[..., :2] >= 0) & (pts[..., :2] <= out_size - 1)).all(dim=-1)
     vis = vis & inside
     if aug.occlusion_prob > 0:
         out = _occlude(out, aug, gen, occluders)
