@@ -265,6 +265,20 @@ def save_pose_net(model: PoseNet, path: str | Path, meta: dict | None = None) ->
     write_torch(payload, path)
 
 
+def read_model_file(path: Path, what: str, kind: str, writer: str, map_location: str | torch.device = "cpu") -> dict:
+    """The ``{"config", "state_dict", ...}`` payload of a model file; errors name the file and what
+    writes it (``what``: e.g. "model checkpoint"; ``kind``: what the payload must be)."""
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found: {path} (run {writer} first)")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable {what} ({type(exc).__name__}: {exc})") from None
+    if not isinstance(payload, dict) or "config" not in payload or "state_dict" not in payload:
+        raise ValueError(f"{path}: not a {kind} (expected keys 'config' and 'state_dict')")
+    return payload
+
+
 def load_pose_net(path: str | Path, num_joints: int | None = None, map_location: str | torch.device = "cpu"
                   ) -> tuple[PoseNet, dict]:
     """Rebuild a network from ``save_pose_net``'s file; returns (model in eval mode, meta).
@@ -273,14 +287,8 @@ def load_pose_net(path: str | Path, num_joints: int | None = None, map_location:
     checkpoint with another count is refused with an error naming both.
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"model checkpoint not found: {path} (run the stage that writes it first)")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path}: not a readable model checkpoint ({type(exc).__name__}: {exc})") from None
-    if not isinstance(payload, dict) or "config" not in payload or "state_dict" not in payload:
-        raise ValueError(f"{path}: not a pose network checkpoint (expected keys 'config' and 'state_dict')")
+    payload = read_model_file(path, "model checkpoint", "pose network checkpoint", "the stage that writes it",
+                              map_location)
     config = PoseNetConfig.from_dict(payload["config"])
     if num_joints is not None and config.num_joints != num_joints:
         raise ValueError(f"{path}: the checkpoint predicts {config.num_joints} joints but param "
@@ -309,5 +317,5 @@ def count_flops(model: nn.Module, input_size: int, batch: int = 1) -> int:
 
 __all__ = [
     "ModelParams", "load_model_params", "PoseNetConfig", "PoseNet", "soft_argmax", "normalise", "load_backbone_weights",
-    "expand_depth", "save_pose_net", "load_pose_net", "count_flops", "MEAN_RGB", "STD_RGB",
+    "expand_depth", "save_pose_net", "load_pose_net", "read_model_file", "count_flops", "MEAN_RGB", "STD_RGB",
 ]

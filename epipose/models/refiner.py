@@ -1,16 +1,26 @@
 """The refiner: a Martinez-style residual MLP that cleans the 3D network's root-relative poses.
 
-Input and output are (B, 16, 3) root-relative poses in mm; the model normalises them with
-per-coordinate statistics of its training inputs/targets, stored as buffers so a checkpoint
-carries them.
+Input and output are (B, J, 3) root-relative poses in mm (the root, the pelvis, stays at the
+origin). The model works on normalised poses: inputs are standardised with per-coordinate
+statistics of its training inputs, its output is de-standardised with those of its training
+targets — or, with ``residual=True``, of the corrections ``target − input``, which are added to
+the input (the MLP then only learns what to change). The statistics are buffers, so a
+checkpoint (``save_refiner``) carries them.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from epipose import skeleton
+from epipose.io import write_torch
+from epipose.models.pose_net import read_model_file
+
+# Standard deviations below this (mm) are treated as this: the root's coordinates are always 0.
+MIN_STD_MM = 1.0
 
 
 class ResidualBlock(nn.Module):
@@ -25,15 +35,26 @@ class ResidualBlock(nn.Module):
         return x + self.net(x)
 
 
+def _masked_stats(values: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-coordinate mean and std of (N, J, 3) values over the entries where ``mask`` (N, J)."""
+    w = mask.double()[..., None].expand_as(values)
+    v = torch.where(w > 0, values.double(), torch.zeros((), dtype=torch.float64))
+    n = w.sum(0).clamp_min(1.0)
+    mean = v.sum(0) / n
+    var = (((v - mean) * w) ** 2).sum(0) / (n - 1.0).clamp_min(1.0)
+    return mean.reshape(-1), var.sqrt().clamp_min(MIN_STD_MM).reshape(-1)
+
+
 class Refiner(nn.Module):
     """Linear → (BN, ReLU, dropout) → ``blocks`` residual blocks → linear, on normalised poses."""
 
     def __init__(self, num_joints: int = skeleton.NUM_JOINTS, width: int = 1024, blocks: int = 2,
-                 dropout: float = 0.5):
+                 dropout: float = 0.5, residual: bool = False, root: int = skeleton.PELVIS):
         super().__init__()
         dim = num_joints * 3
-        self.num_joints = num_joints
-        self.config = {"num_joints": num_joints, "width": width, "blocks": blocks, "dropout": dropout}
+        self.num_joints, self.residual, self.root = num_joints, residual, root
+        self.config = {"num_joints": num_joints, "width": width, "blocks": blocks, "dropout": dropout,
+                       "residual": residual, "root": root}
         self.inp = nn.Sequential(nn.Linear(dim, width), nn.BatchNorm1d(width), nn.ReLU(inplace=True), nn.Dropout(dropout))
         self.blocks = nn.Sequential(*[ResidualBlock(width, dropout) for _ in range(blocks)])
         self.out = nn.Linear(width, dim)
@@ -42,11 +63,21 @@ class Refiner(nn.Module):
         for name in ("in_std", "out_std"):
             self.register_buffer(name, torch.ones(dim))
 
-    def set_stats(self, inputs: torch.Tensor, targets: torch.Tensor, eps: float = 1e-3) -> None:
-        """Normalisation statistics from training inputs and targets, (N, J, 3) each."""
-        x, y = inputs.reshape(len(inputs), -1).double(), targets.reshape(len(targets), -1).double()
-        self.in_mean.copy_(x.mean(0)); self.in_std.copy_(x.std(0).clamp_min(eps))
-        self.out_mean.copy_(y.mean(0)); self.out_std.copy_(y.std(0).clamp_min(eps))
+    def set_stats(self, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """Normalisation statistics from training inputs and targets, (N, J, 3) mm each.
+
+        ``mask`` (N, J) bool: the target joints to use (all if None). Inputs use every frame
+        with any valid joint; standard deviations are at least ``MIN_STD_MM``.
+        """
+        if inputs.shape != targets.shape or inputs.shape[1:] != (self.num_joints, 3):
+            raise ValueError(f"inputs {tuple(inputs.shape)} and targets {tuple(targets.shape)} must both be "
+                             f"(N, {self.num_joints}, 3)")
+        mask = torch.ones(inputs.shape[:2], dtype=torch.bool) if mask is None else mask.bool()
+        frames = mask.any(1, keepdim=True).expand_as(mask)
+        in_mean, in_std = _masked_stats(inputs, frames)
+        out_mean, out_std = _masked_stats(targets - inputs if self.residual else targets, mask)
+        for name, value in (("in_mean", in_mean), ("in_std", in_std), ("out_mean", out_mean), ("out_std", out_std)):
+            getattr(self, name).copy_(value.to(getattr(self, name)))
 
     def normalise_input(self, poses: torch.Tensor) -> torch.Tensor:
         return (poses.reshape(len(poses), -1) - self.in_mean) / self.in_std
@@ -54,12 +85,42 @@ class Refiner(nn.Module):
     def denormalise_output(self, z: torch.Tensor) -> torch.Tensor:
         return (z * self.out_std + self.out_mean).reshape(len(z), self.num_joints, 3)
 
-    def normalise_target(self, poses: torch.Tensor) -> torch.Tensor:
-        return (poses.reshape(len(poses), -1) - self.out_mean) / self.out_std
-
     def forward_normalised(self, z: torch.Tensor) -> torch.Tensor:
         return self.out(self.blocks(self.inp(z)))
 
     def forward(self, poses: torch.Tensor) -> torch.Tensor:
-        """(B, J, 3) root-relative mm → refined (B, J, 3) mm."""
-        return self.denormalise_output(self.forward_normalised(self.normalise_input(poses)))
+        """(B, J, 3) root-relative mm → refined (B, J, 3) root-relative mm (the root at the origin)."""
+        out = self.denormalise_output(self.forward_normalised(self.normalise_input(poses)))
+        if self.residual:
+            out = poses + out
+        return out - out[:, self.root : self.root + 1]
+
+    def normalised_error(self, refined: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(refined − target) in units of the output statistics, (B, J, 3): the training residual."""
+        return (refined - targets) / self.out_std.reshape(self.num_joints, 3)
+
+
+# --- checkpoints ---------------------------------------------------------------------------------------
+def save_refiner(model: Refiner, path: str | Path, meta: dict | None = None) -> None:
+    """Write ``{"config", "state_dict" (with the statistics), "joint_names", "meta"}`` atomically."""
+    state = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.state_dict().items()}
+    names = list(skeleton.MPII_NAMES) if model.num_joints == skeleton.NUM_JOINTS else None
+    write_torch({"config": dict(model.config), "state_dict": state, "joint_names": names, "meta": meta or {}}, path)
+
+
+def load_refiner(path: str | Path, num_joints: int | None = None, map_location: str | torch.device = "cpu"
+                 ) -> tuple[Refiner, dict]:
+    """Rebuild a refiner from ``save_refiner``'s file → (model in eval mode, meta); a joint count
+    other than ``num_joints`` (param ``model.num_joints``) is refused naming both."""
+    path = Path(path)
+    payload = read_model_file(path, "refiner checkpoint", "refiner checkpoint", "the train_refiner stage", map_location)
+    config = dict(payload["config"])
+    if num_joints is not None and config.get("num_joints") != num_joints:
+        raise ValueError(f"{path}: the refiner is for {config.get('num_joints')} joints but param "
+                         f"model.num_joints is {num_joints}")
+    try:
+        model = Refiner(**config)
+        model.load_state_dict(payload["state_dict"])
+    except (TypeError, RuntimeError) as exc:
+        raise ValueError(f"{path}: weights do not match the stored config ({exc})") from None
+    return model.eval(), dict(payload.get("meta") or {})
