@@ -1,0 +1,201 @@
+"""The evaluation protocol on constructed cases, and the evaluate stage's outputs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from epipose import skeleton
+from epipose.camera import load_rig
+from epipose.data.h36m import H36MDataset
+from epipose.evaluate3d import (EvaluateParams, action_name, evaluate_predictions, figure_frames, per_action_tsv,
+                                pss_centroids, results_markdown)
+from epipose.models.pose_net import PoseNet, PoseNetConfig, save_pose_net
+from epipose.models.refiner import Refiner, save_refiner
+from epipose.pose3d import encode_pose, infer_3d, root_relative
+from epipose.train3d import cameras_of, gt_targets, key_groups, load_frames
+from pose3d_fixture import CROP, make_root, small_rig
+
+ROOT = __import__("conftest").ROOT
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from conftest import REAL_CAMERAS
+
+    if not REAL_CAMERAS.exists():
+        pytest.skip("../shared/h36m/camera-parameters.json not present")
+    tmp = tmp_path_factory.mktemp("eval")
+    rig = small_rig(load_rig(REAL_CAMERAS), subjects=("S1", "S9"))
+    h36m, frames_root = make_root(tmp, rig)
+    ds = H36MDataset(h36m)
+    cache = load_frames(frames_root, ["S9"], progress=False)
+    gt = gt_targets(cache.keys, ds).pose_cam
+    centroids = pss_centroids(ds, [5, 10], 10000)
+    return tmp, h36m, frames_root, ds, cache, gt, centroids
+
+
+def test_perfect_prediction_back_projected_with_the_gt_root_depth_recovers_the_truth(world):
+    _, _, _, ds, cache, gt, centroids = world
+    rig = ds.rig
+    pose = np.full(gt.shape, np.nan)
+    for (_, _, cam), idx in key_groups(cache.keys).items():
+        camera = rig.intrinsic_camera(cam)
+        uvd = encode_pose(gt[idx], camera, cache.boxes[idx], CROP)      # what a perfect network outputs
+        # The inference path's back-projection (the same one the evaluation uses).
+        net = _ConstNet(uvd, CROP)
+        out = infer_3d(net, cache.images[idx], cache.boxes[idx], camera, gt[idx, skeleton.PELVIS, 2], flip_test=False,
+                       amp="none", channels_last=False, batch_size=len(idx))
+        pose[idx] = out["pose_cam"]
+    np.testing.assert_allclose(pose, gt, atol=1e-3)          # mm: exact up to float32 network outputs
+    res = evaluate_predictions(cache.keys, {"perfect": root_relative(pose)}, root_relative(gt), centroids)["perfect"]
+    assert res["mpjpe"] < 1e-3 and res["p_mpjpe"] < 1e-3 and res["pck3d@150"] == 100.0
+    assert res["pss@5"] == 100.0 and res["pss@10"] == 100.0 and res["auc"] > 96.7
+
+
+class _ConstNet(torch.nn.Module):
+    """Returns given crop-pixel targets, mapped to the network input (a 'perfect' network for those crops)."""
+
+    def __init__(self, uvd, crop):
+        super().__init__()
+        self.config = PoseNetConfig(input_size=32, depth_bins=2)
+        self.uvd, self.crop = torch.from_numpy(uvd).float(), crop
+        self.p = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        xy = self.uvd[..., :2] * (32 / self.crop)     # center_batch maps crop px q → q · 32 / crop
+        return {"xy": xy, "z": self.uvd[..., 2], "conf": torch.ones(self.uvd.shape[:2])}
+
+
+def test_known_errors(world):
+    _, _, _, _, cache, gt, centroids = world
+    gt_rr = root_relative(gt)
+    keys = cache.keys
+    # Root-relative: a global offset of the prediction costs nothing.
+    shifted = root_relative(gt + np.array([120.0, -40.0, 300.0]))
+    # One joint 32 mm off: MPJPE = 32 / 16 = 2 mm.
+    one = gt_rr.copy()
+    one[:, skeleton.JOINT_INDEX["l_wrist"], 0] += 32.0
+    # Scaled by 1.2: MPJPE = 0.2 · mean joint distance to the root; N-MPJPE and P-MPJPE ≈ 0.
+    scaled = 1.2 * gt_rr
+    # Rotated by 30° about the camera's y axis: P-MPJPE ≈ 0, MPJPE = mean chord length.
+    a = np.radians(30.0)
+    R = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    rotated = gt_rr @ R.T
+    res = evaluate_predictions(keys, {"shifted": shifted, "one": one, "scaled": scaled, "rotated": rotated}, gt_rr,
+                               centroids)
+    dist = np.linalg.norm(gt_rr, axis=-1)
+    assert res["shifted"]["mpjpe"] == pytest.approx(0.0, abs=1e-9)
+    assert res["one"]["mpjpe"] == pytest.approx(2.0, abs=1e-3)
+    assert res["one"]["pck3d@150"] == 100.0
+    assert res["scaled"]["mpjpe"] == pytest.approx(0.2 * dist.mean(), abs=1e-3)
+    assert res["scaled"]["n_mpjpe"] < 1e-3 and res["scaled"]["p_mpjpe"] < 1e-3
+    chord = 2 * np.sin(a / 2) * np.linalg.norm(gt_rr[..., [0, 2]], axis=-1)
+    assert res["rotated"]["mpjpe"] == pytest.approx(chord.mean(), abs=1e-3)
+    assert res["rotated"]["p_mpjpe"] < 1e-3
+    # 200 mm off on every non-root joint: no joint within 150 mm but the root.
+    far = gt_rr + np.where(np.arange(16)[None, :, None] == skeleton.PELVIS, 0.0, [200.0, 0.0, 0.0])
+    r = evaluate_predictions(keys, {"far": far}, gt_rr, centroids)["far"]
+    assert r["pck3d@150"] == pytest.approx(100 / 16, abs=1e-3) and r["mpjpe"] == pytest.approx(200 * 15 / 16, abs=1e-3)
+
+
+def test_per_action_and_frame_averaged_overall(world):
+    _, _, _, _, cache, gt, centroids = world
+    gt_rr = root_relative(gt)
+    keys = cache.keys.copy()
+    assert action_name("Walking 1") == "Walking" and action_name("Greeting") == "Greeting"
+    # Errors of 10 mm on every joint of "Walking 1" frames, 40 mm on "Greeting"; drop some Greeting frames
+    # so that the overall (frame-averaged) differs from the mean of the action means.
+    keep = ~((keys.action == "Greeting") & (keys.frame >= 12))
+    keys, gt_rr = keys[keep].reset_index(drop=True), gt_rr[keep.to_numpy()]
+    err = np.where((keys.action == "Walking 1").to_numpy()[:, None, None], 10.0, 40.0)
+    direction = np.zeros((1, 16, 3))
+    direction[..., 1] = 1.0
+    pred = gt_rr + err * direction
+    res = evaluate_predictions(keys, {"m": pred}, gt_rr, centroids)["m"]
+    assert set(res["per_action"]) == {"Greeting", "Walking"}
+    assert res["per_action"]["Walking"]["mpjpe"] == pytest.approx(10.0)
+    assert res["per_action"]["Greeting"]["mpjpe"] == pytest.approx(40.0)
+    n_w, n_g = res["per_action"]["Walking"]["frames"], res["per_action"]["Greeting"]["frames"]
+    assert n_w != n_g and res["mpjpe"] == pytest.approx((10 * n_w + 40 * n_g) / (n_w + n_g))
+    with pytest.raises(ValueError, match="m: 1 test frames have non-finite predictions"):
+        bad = pred.copy()
+        bad[0, 3] = np.nan
+        evaluate_predictions(keys, {"m": bad}, gt_rr, centroids)
+
+
+def test_report_and_tsv(world, tmp_path):
+    _, _, _, _, cache, gt, centroids = world
+    gt_rr = root_relative(gt)
+    noise = np.random.default_rng(0).normal(scale=20.0, size=gt.shape)
+    preds = {"fully_supervised": gt_rr + noise, "self_supervised": gt_rr + 2 * noise,
+             "self_supervised+refiner": gt_rr + 1.5 * noise}
+    res = evaluate_predictions(cache.keys, preds, gt_rr, centroids)
+    per_action_tsv(res, tmp_path / "per_action.tsv")
+    tsv = pd.read_csv(tmp_path / "per_action.tsv", sep="\t")
+    assert len(tsv) == 3 * 3 and set(tsv.method) == set(preds)
+    row = tsv[(tsv.action == "all") & (tsv.method == "self_supervised")]
+    assert row.mpjpe.item() == pytest.approx(res["self_supervised"]["mpjpe"], abs=1e-3)
+    md = results_markdown(res, {"subjects": ["S9"], "stride": 4, "frames": len(cache), "cameras": 2,
+                                "h36m_root": "data/raw/h36m", "figures": ["figures/a.png"]})
+    ratio = res["self_supervised"]["mpjpe"] / res["fully_supervised"]["mpjpe"]
+    assert f"**{ratio:.3f}**" in md and "76.6" in md and "51.8" in md and "60.5" in md
+    assert "| Walking 1 |" not in md and "| Walking |" in md and "![a](figures/a.png)" in md
+    assert list(figure_frames(100, 4)) == [20, 40, 59, 79] and len(figure_frames(3, 10)) == 3
+    # A collapsed prediction (every joint at the root) has no scale/Procrustes fit: None in JSON, "–" in the report.
+    collapsed = evaluate_predictions(cache.keys, {"self_supervised": np.zeros_like(gt_rr)}, gt_rr, centroids)
+    assert collapsed["self_supervised"]["p_mpjpe"] is None and collapsed["self_supervised"]["mpjpe"] > 0
+    json.dumps(collapsed, allow_nan=False)
+    assert "| – |" in results_markdown(collapsed, {"subjects": ["S9"], "stride": 4, "frames": len(cache), "cameras": 2,
+                                                   "h36m_root": "x"})
+
+
+def test_evaluate_stage_end_to_end(world, tmp_path):
+    """The stage on a random 3D network + refiner: every output, numbers consistent with each other."""
+    _, h36m, frames_root, _, _, _, _ = world
+    torch.manual_seed(0)
+    net = PoseNet(PoseNetConfig(backbone=18, deconv_channels=8, input_size=32, depth_bins=4))
+    torch.nn.init.normal_(net.final.weight, std=0.5)          # not every joint at the centre
+    save_pose_net(net, tmp_path / "pose3d.pt", meta={"depth_range_mm": 2000.0, "target": "pseudo3d"})
+    save_pose_net(net, tmp_path / "pose3d_gt.pt", meta={"depth_range_mm": 2000.0, "target": "gt"})
+    ref = Refiner(width=16, blocks=1, residual=True)
+    ref.eval()
+    save_refiner(ref, tmp_path / "refiner.pt")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"]["h36m_root"] = str(h36m)
+    params["evaluate"] = {"subjects": ["S9"], "stride": 8, "pss_k": [5], "figures": 2, "flip_test": True, "amp": "none"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = tmp_path / "out"
+    cmd = [sys.executable, str(ROOT / "stages" / "evaluate.py"), "--frames", str(frames_root), "--model",
+           str(tmp_path / "pose3d.pt"), "--refiner", str(tmp_path / "refiner.pt"), "--baseline",
+           str(tmp_path / "pose3d_gt.pt"), "--metrics", str(out / "eval.json"), "--per-action",
+           str(out / "per_action.tsv"), "--figures", str(out / "reports" / "figures"), "--report",
+           str(out / "reports" / "results.md"), "--params", str(tmp_path / "params.yaml"), "--no-progress"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "eval.json").read_text())
+    assert list(metrics) == sorted(["protocol", "fully_supervised", "self_supervised", "self_supervised+refiner"])
+    assert metrics["protocol"]["frames"] == 2 * 2 * 3       # frames 0, 8, 16 of 2 actions × 2 cameras
+    # The same network twice: identical numbers; the refiner changes them.
+    assert metrics["fully_supervised"]["mpjpe"] == metrics["self_supervised"]["mpjpe"]
+    assert metrics["self_supervised+refiner"]["mpjpe"] != metrics["self_supervised"]["mpjpe"]
+    pngs = sorted((out / "reports" / "figures").glob("*.png"))
+    assert len(pngs) == 2 and all(p.stat().st_size > 10000 for p in pngs)
+    md = (out / "reports" / "results.md").read_text()
+    assert f"figures/{pngs[0].name}" in md and "Self-supervised + refiner" in md
+    # Rerun: byte-identical outputs (deterministic evaluation).
+    first = {p: p.read_bytes() for p in [out / "eval.json", out / "per_action.tsv", *pngs]}
+    assert subprocess.run(cmd, capture_output=True, cwd=tmp_path).returncode == 0
+    assert all(p.read_bytes() == b for p, b in first.items())
+    # A wrong joint count in params is refused naming the file and the key.
+    params["model"]["num_joints"] = 17
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode != 0 and "pose3d_gt.pt: the checkpoint predicts 16 joints but param model.num_joints is 17" in proc.stderr
