@@ -42,6 +42,7 @@ TINY = {
     "pretrain_2d": {"epochs": 2, "batch_size": 8, "eval_batch_size": 8, "warmup_steps": 0, "log_every": 1},
     "infer_2d": {"batch_size": 16, "flip_test": False},
     "triangulate": {"min_pair_points": 50, "ba_max_frames": 30},
+    "evaluate": {"subjects": ["S9"], "stride": 3, "pss_k": [4], "figures": 1, "batch_size": 16},
 }
 PRETRAIN = ["stages/pretrain_2d.py", "--mpii", "data/raw/mpii", "--out", "models/pose2d.pt", "--metrics",
             "metrics/pretrain_2d.json", "--live-dir", "dvclive/pretrain_2d", "--ckpt-dir", "models/pretrain_2d"]
@@ -53,7 +54,8 @@ def _env() -> dict:
 
 def _cmd(script_and_args: list[str]) -> list[str]:
     return [sys.executable, str(ROOT / script_and_args[0]), *script_and_args[1:], *(
-        ["--no-progress"] if script_and_args[0] in ("stages/pretrain_2d.py", "stages/infer_2d.py") else [])]
+        ["--no-progress"] if script_and_args[0] in ("stages/pretrain_2d.py", "stages/infer_2d.py",
+                                                   "stages/evaluate.py") else [])]
 
 
 def run(workdir: Path, *script_and_args: str) -> None:
@@ -90,6 +92,9 @@ SYNTHESIZE = ["stages/synthesize.py", "--h36m-out", "data/raw/h36m", "--mpii-out
 EXTRACT = ["stages/extract_frames.py", "--h36m", "data/raw/h36m", "--out", "data/frames"]
 INFER = ["stages/infer_2d.py", "--frames", "data/frames", "--model", "models/pose2d.pt", "--out", "data/pose2d.parquet",
          "--metrics", "metrics/infer_2d.json", "--gt-root", "data/raw/h36m"]
+EVALUATE = ["stages/evaluate.py", "--frames", "data/frames", "--model", "models/pose3d.pt", "--refiner", "models/refiner.pt",
+            "--metrics", "metrics/eval.json", "--per-action", "metrics/eval_per_action.tsv",
+            "--figures", "reports/figures", "--report", "reports/results.md"]
 TRIANGULATE = ["stages/triangulate.py", "--pose2d", "data/pose2d_sim.parquet", "--cameras", "data/raw/h36m/cameras.json",
                "--out", "data/pseudo3d.parquet", "--metrics", "metrics/triangulate.json"]
 
@@ -206,3 +211,22 @@ def test_triangulate_is_byte_identical(chain, base):
     outs = ("data/pseudo3d.parquet", "metrics/triangulate.json")
     assert digests(a, *outs) == digests(b, *outs)
     assert json.loads((a / "metrics/triangulate.json").read_text())["coverage"] > 0.5     # it did triangulate
+
+
+def test_evaluate_is_byte_identical(chain, base):
+    """On the test subject's frames, with a random 3D network and refiner: metrics, per-action TSV,
+    figure and report."""
+    from epipose.models.pose_net import PoseNet, PoseNetConfig, save_pose_net
+    from epipose.models.refiner import Refiner, save_refiner
+
+    a = chain
+    torch.manual_seed(0)
+    net = PoseNet(PoseNetConfig(backbone=18, deconv_channels=8, input_size=32, depth_bins=4))
+    torch.nn.init.normal_(net.final.weight, std=0.5)               # joints spread over the crop
+    save_pose_net(net, a / "models/pose3d.pt", meta={"depth_range_mm": 2000.0, "target": "pseudo3d"})
+    save_refiner(Refiner(width=16, blocks=1, residual=True).eval(), a / "models/refiner.pt")
+    run(a, *EVALUATE)
+    b = rerun(a, base / "evaluate", ["data/raw/h36m", "data/frames", "models/pose3d.pt", "models/refiner.pt"], EVALUATE)
+    outs = ("metrics/eval.json", "metrics/eval_per_action.tsv", "reports")
+    assert digests(a, *outs) == digests(b, *outs)
+    assert len(list((a / "reports/figures").glob("*.png"))) == 1

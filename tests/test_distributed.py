@@ -11,7 +11,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 import torch
 import yaml
 
@@ -19,8 +18,6 @@ from conftest import ROOT
 from epipose.data.pose_tables import read_pose2d
 from epipose.infer2d import Infer2DParams, run_infer_2d
 from epipose.launch import command, params_path
-from epipose.models.pose_net import PoseNet, load_pose_net
-from mpii_fixture import make_mpii
 
 BASE = yaml.safe_load((ROOT / "params.yaml").read_text())
 NO_AUG = {"scale": 0.0, "rotation": 0.0, "translate": 0.0, "flip": False, "color": 0.0, "occlusion_prob": 0.0}
@@ -57,41 +54,47 @@ def test_launcher_command():
     assert params_path(["--params=q.yaml"]) == "q.yaml" and params_path(["--out", "o"]) == "params.yaml"
 
 
-def _weights(path: Path) -> torch.Tensor:
-    state = torch.load(path, weights_only=True)["state_dict"]
+def _flat(state: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.cat([v.flatten().double() for k, v in state.items() if v.dtype.is_floating_point and "running" not in k])
 
 
-def test_pretrain_2d_on_two_gloo_processes_trains_what_one_process_trains(tmp_path):
-    """Same global batch (8 = 2 x 4), no augmentation (its randomness is drawn per rank): 4 steps on 2
-    processes end where 4 steps on 1 process end, up to float rounding (which Adam's first steps
-    amplify for weights with near-zero gradients). Unsynchronised BatchNorm statistics, a rank
-    training on its own half only, or another batch order would end about as far from the single
-    process as the whole training moved (measured: 1.05 without synchronised BatchNorm; 0.02 with)."""
-    mpii = make_mpii(tmp_path / "mpii", n_train=16, n_valid=4, image_size=96)
+def test_train_3d_on_two_gloo_processes_trains_what_one_process_trains(tmp_path, real_rig):
+    """Same global batch (8 = 2 x 4), no augmentation (its randomness is drawn per rank), every label
+    valid (the loss is a mean over valid joints per rank): 6 steps on 2 processes end where 6 steps on
+    1 process end, up to float rounding (which Adam's first steps amplify for weights with near-zero
+    gradients). Unsynchronised BatchNorm statistics, a rank training on its own half only, or another
+    batch order end about as far from the single process as the whole training moved (measured: 1.4
+    without synchronised BatchNorm, 0.025 with)."""
+    from epipose.models.pose_net import ModelParams
+    from epipose.train3d import init_from_2d
+    from pose3d_fixture import FRAMES, gt_table, make_root, small_rig, write_table
+    from test_train3d import _pose2d
+
+    h36m, frames_root = make_root(tmp_path, small_rig(real_rig))          # S1, S9 x 2 actions x 2 cameras
+    pseudo3d = write_table(gt_table(h36m, ("S1",)), tmp_path / "pseudo3d.parquet")
+    pose2d = _pose2d(tmp_path / "pose2d.pt", input_size=32)
+    model = {"backbone": 18, "input_size": 32, "deconv_channels": 8, "depth_bins": 8, "pretrained": None}
     runs = {}
     for nproc in (1, 2):
-        params = write_params(tmp_path / f"params{nproc}.yaml", nproc,
-                              model={"input_size": 32, "deconv_channels": 8, "backbone": 18, "pretrained": None},
-                              pretrain_2d={"epochs": 2, "batch_size": 8, "eval_batch_size": 8, "warmup_steps": 0,
-                                           "amp": "none", "threads": 1},
+        params = write_params(tmp_path / f"params{nproc}.yaml", nproc, data={"h36m_root": str(h36m)}, model=model,
+                              train_3d={"subjects": ["S1"], "epochs": 2, "batch_size": 8, "warmup_steps": 0,
+                                        "amp": "none", "threads": 1, "fit_frames": 0, "flip_test": False,
+                                        "eval_batch_size": 8, "decode_workers": 1},
                               augment=NO_AUG)
         out = tmp_path / f"n{nproc}"
-        launch("pretrain_2d.py", ["--mpii", mpii, "--out", out / "pose2d.pt", "--metrics", out / "m.json",
-                                  "--live-dir", out / "live", "--ckpt-dir", out / "ckpt", "--params", params,
-                                  "--no-progress"], tmp_path)
+        launch("train_3d.py", ["--frames", frames_root, "--pose2d", pose2d, "--pseudo3d", pseudo3d,
+                               "--out", out / "pose3d.pt", "--metrics", out / "m.json", "--live-dir", out / "live",
+                               "--ckpt-dir", out / "ckpt", "--params", params, "--no-progress"], tmp_path)
         runs[nproc] = out
-    model, _ = load_pose_net(runs[1] / "pose2d.pt")
-    torch.manual_seed(BASE["pretrain_2d"]["seed"])              # the stage's initialisation
-    init = torch.cat([v.flatten().double() for k, v in PoseNet(model.config).state_dict().items()
-                      if v.dtype.is_floating_point and "running" not in k])
-    one, two = _weights(runs[1] / "pose2d.pt"), _weights(runs[2] / "pose2d.pt")
+    init = _flat(init_from_2d(pose2d, ModelParams(**{**model, "num_joints": 16})).state_dict())
+    one, two = (_flat(torch.load(runs[n] / "pose3d.pt", weights_only=True)["state_dict"]) for n in (1, 2))
     moved = (one - init).norm()
     assert moved > 0.1
     assert (two - one).norm() / moved < 0.1
+    steps = 2 * 2 * len(FRAMES) // 8                                   # S1: 2 actions x 2 cameras x frames
     ckpt = torch.load(runs[2] / "ckpt" / "last.pt", weights_only=False)
-    assert ckpt["epoch"] == 2 and ckpt["step"] == 4                 # 16 images / global batch 8, 2 epochs
-    assert json.loads((runs[2] / "m.json").read_text())["train_images"] == 16
+    assert ckpt["epoch"] == 2 and ckpt["step"] == 2 * steps
+    assert json.loads((runs[2] / "m.json").read_text())["train_frames"] == 2 * 2 * len(FRAMES)
 
 
 def test_infer_2d_on_two_processes_writes_the_same_file(tmp_path, real_rig):
