@@ -85,6 +85,23 @@ def triangulate(w, t, pose2d=None, cameras=None):
                            "--out", "out/pseudo3d.parquet", "--metrics", "out/m.json"]
 
 
+def train_3d(w, t, pseudo3d=None):
+    return "train_3d", ["--frames", str(w["frames"]), "--pose2d", str(w["ckpt"]),
+                        "--pseudo3d", str(pseudo3d or w["pose2d"].parent / "pseudo3d.parquet"), "--out", "out/pose3d.pt",
+                        "--metrics", "out/m.json", "--live-dir", "out/live", "--ckpt-dir", "out/ckpt", "--no-progress"]
+
+
+def train_refiner(w, t):
+    return "train_refiner", ["--pred3d", str(t / "pred3d.parquet"), "--pseudo3d", str(t / "pseudo3d.parquet"),
+                             "--out", "out/refiner.pt", "--metrics", "out/m.json", "--live-dir", "out/live",
+                             "--ckpt-dir", "out/ckpt", "--no-progress"]
+
+
+def evaluate(w, t, model=None):
+    return "evaluate", ["--frames", str(w["frames"]), "--model", str(model or w["ckpt"]), "--metrics", "out/m.json",
+                        "--per-action", "out/per_action.tsv", "--no-progress"]
+
+
 # --- input breakers: copy an input into the case's folder and break it --------------------------------------
 def copy_tree(src: Path, t: Path) -> Path:
     dst = t / "in" / src.name
@@ -155,6 +172,9 @@ class Case:
     params: dict = field(default_factory=dict)
 
 
+# Params under which world's 2D checkpoint is train_3d's starting point and its h36m root the data.
+TINY_3D = {"model": {"input_size": 64, "deconv_channels": 8}, "train_3d": {"subjects": ["S1"]}}
+
 CASES = [
     # params: type, range, choice, unknown key, per section; checked before anything runs
     Case("synth-range", synthesize, r"param synth\.n_frames: -3 is below the minimum 1", {"synth": {"n_frames": -3}}),
@@ -203,6 +223,13 @@ CASES = [
          rf"{{tmp}}/in/cameras.json: intrinsics\['{CAMS[0]}'\]: missing 'calibration_matrix'"),
     Case("mpii-field", lambda w, t: pretrain_2d(w, t, mpii_without(w, t, "joints_vis")),
          r"{tmp}/in/mpii/annot/train.json: entry 2: missing key\(s\) \['joints_vis'\]"),
+    # the 3D stages
+    Case("train3d-choice", train_3d, r"param train_3d\.target: 'semi' is not one of", {"train_3d": {"target": "semi"}}),
+    Case("pseudo3d-missing", lambda w, t: train_3d(w, t, pseudo3d=t / "data" / "pseudo3d.parquet"),
+         r"pose table not found: {tmp}/data/pseudo3d.parquet", TINY_3D),
+    Case("refiner-range", train_refiner, r"param refiner\.dropout: 1\.5 is above the maximum 0\.95",
+         {"refiner": {"dropout": 1.5}}),
+    Case("evaluate-not-3d", evaluate, r"{world}/pose2d.pt: not a 3D network", {"evaluate": {"subjects": ["S1"], "stride": 3, "pss_k": [2]}}),
 ]
 
 
@@ -225,6 +252,7 @@ def test_bad_input_names_it_and_writes_nothing(case, world, tmp_path, monkeypatc
     case_dir = tmp_path / "case"
     case_dir.mkdir()
     params = _deep_update(copy.deepcopy(BASE_PARAMS), case.params)
+    params["data"]["h36m_root"] = str(world["h36m"])
     (case_dir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     stage, args = case.command(world, case_dir)
     error = run_stage(stage, args, case_dir, monkeypatch, caplog)
