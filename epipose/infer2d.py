@@ -43,7 +43,7 @@ from epipose.data.h36m import TEST_SUBJECTS, H36MDataset
 from epipose.data.mpii import HEAD_SIZE_FACTOR
 from epipose.data.pose_tables import POSE2D_SCHEMA
 from epipose.io import atomic_path
-from epipose.models.pose_net import load_pose_net
+from epipose.models.pose_net import fuse_for_inference, load_pose_net
 from epipose.params import in_range
 from epipose.pose2d import predict_2d
 from epipose.train import Runtime, amp_dtype, setup_runtime
@@ -254,7 +254,7 @@ def run_infer_2d(frames_root: str | Path, model_path: str | Path, out_path: str 
     device = rt.device
     model, meta = load_pose_net(model_path, num_joints=num_joints, map_location=device)
     memory_format = torch.channels_last if p.channels_last else torch.contiguous_format
-    model = model.to(device=device, memory_format=memory_format).eval()
+    model = fuse_for_inference(model).to(device=device, memory_format=memory_format).eval()
     amp = amp_dtype(p.amp, device)
     dataset = H36MDataset(gt_root) if gt_root is not None else None
     stats = {"all": ErrorStats(num_joints), "train_subjects": ErrorStats(num_joints),

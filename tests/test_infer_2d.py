@@ -86,6 +86,7 @@ class DotNet(nn.Module):
 def test_a_point_in_the_crop_maps_back_to_its_original_pixel(tmp_path, rig, monkeypatch, flip_test):
     h36m, frames_root = make_h36m_with_shards(tmp_path, rig, subjects=("S1",), actions=("Walking 1",))
     monkeypatch.setattr(infer2d, "load_pose_net", lambda path, num_joints, map_location: (DotNet(64), {}))
+    monkeypatch.setattr(infer2d, "fuse_for_inference", lambda model: model)
     out = tmp_path / "pose2d.parquet"
     run_infer_2d(frames_root, tmp_path / "unused.pt", out, Infer2DParams(batch_size=3, flip_test=flip_test),
                  progress=False)

@@ -3,8 +3,8 @@ import torch
 import torchvision
 from torch import nn
 
-from epipose.models.pose_net import (PoseNet, PoseNetConfig, count_flops, expand_depth, load_pose_net, save_pose_net,
-                                     soft_argmax)
+from epipose.models.pose_net import (PoseNet, PoseNetConfig, count_flops, expand_depth, fuse_for_inference,
+                                     load_pose_net, save_pose_net, soft_argmax)
 
 
 def _peaked(b, j, d, h, w, peaks, height=30.0):
@@ -137,3 +137,23 @@ def test_bad_config():
         PoseNet(PoseNetConfig(input_size=100))
     with pytest.raises(ValueError, match="backbone depth 101"):
         PoseNet(PoseNetConfig(backbone=101))
+
+
+def test_fused_inference_network_matches():
+    torch.manual_seed(0)
+    model = PoseNet(PoseNetConfig(backbone=18, deconv_channels=16, input_size=64))
+    nn.init.normal_(model.final.weight, std=0.3)
+    for m in model.modules():                      # non-trivial BatchNorm statistics and affine terms
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            nn.init.uniform_(m.weight, 0.5, 1.5)
+            nn.init.uniform_(m.bias, -0.2, 0.2)
+    model.eval()
+    fused = fuse_for_inference(model)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fused.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())         # the original is untouched
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        a, b = model(x), fused(x)
+    assert torch.allclose(a["xy"], b["xy"], atol=1e-3) and torch.allclose(a["conf"], b["conf"], atol=1e-4)

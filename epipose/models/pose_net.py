@@ -18,6 +18,7 @@ Nothing is downloaded: ``pretrained`` is a local torchvision ResNet state-dict f
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 from dataclasses import dataclass
@@ -302,6 +303,37 @@ def load_pose_net(path: str | Path, num_joints: int | None = None, map_location:
     return model, dict(payload.get("meta") or {})
 
 
+@torch.no_grad()
+def fuse_for_inference(model: PoseNet) -> PoseNet:
+    """A copy of ``model`` for inference with every BatchNorm folded into the convolution before it
+    (the backbone through torch.fx, the deconvolutions by hand): the same outputs (up to float
+    rounding) with fewer, cheaper ops — BatchNorm runs unfused and in fp32 under bf16 autocast."""
+    from torch.fx.experimental.optimization import fuse
+
+    fused = copy.deepcopy(model).eval()
+    fused.backbone = fuse(fused.backbone)
+    layers = list(fused.deconv)
+    out: list[nn.Module] = []
+    i = 0
+    while i < len(layers):
+        m = layers[i]
+        if isinstance(m, nn.ConvTranspose2d) and i + 1 < len(layers) and isinstance(layers[i + 1], nn.BatchNorm2d):
+            bn = layers[i + 1]
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            conv = nn.ConvTranspose2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
+                                      m.output_padding, bias=True)
+            conv.weight.copy_(m.weight * scale.view(1, -1, 1, 1))
+            bias = m.bias if m.bias is not None else torch.zeros_like(bn.running_mean)
+            conv.bias.copy_((bias - bn.running_mean) * scale + bn.bias)
+            out.append(conv)
+            i += 2
+        else:
+            out.append(m)
+            i += 1
+    fused.deconv = nn.Sequential(*out)
+    return fused
+
+
 def count_flops(model: nn.Module, input_size: int, batch: int = 1) -> int:
     """Forward FLOPs (multiply-adds counted as 2) for ``batch`` images, by torch's flop counter."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -317,5 +349,6 @@ def count_flops(model: nn.Module, input_size: int, batch: int = 1) -> int:
 
 __all__ = [
     "ModelParams", "load_model_params", "PoseNetConfig", "PoseNet", "soft_argmax", "normalise", "load_backbone_weights",
-    "expand_depth", "save_pose_net", "load_pose_net", "read_model_file", "count_flops", "MEAN_RGB", "STD_RGB",
+    "expand_depth", "save_pose_net", "load_pose_net", "fuse_for_inference", "read_model_file", "count_flops",
+    "MEAN_RGB", "STD_RGB",
 ]
