@@ -19,6 +19,14 @@ TINY = {
         "mpii": {"n_train": 48, "n_valid": 16, "image_size": 128, "images_per_chunk": 16},
     },
     "frames": {"stride": 3, "crop_size": 64},
+    "model": {"input_size": 32, "deconv_channels": 8, "depth_bins": 8},
+    "pretrain_2d": {"epochs": 1, "batch_size": 16, "eval_batch_size": 16, "warmup_steps": 0, "log_every": 1},
+    "infer_2d": {"batch_size": 32, "flip_test": False},
+    "triangulate": {"min_pair_points": 50, "ba_max_frames": 30},
+    "train_3d": {"subjects": ["S1"], "epochs": 1, "batch_size": 16, "warmup_steps": 0, "fit_frames": 16,
+                 "eval_batch_size": 32, "log_every": 1},
+    "refiner": {"width": 32, "epochs": 2, "batch_size": 16, "eval_every": 1, "log_every": 1},
+    "evaluate": {"subjects": ["S9"], "stride": 3, "pss_k": [4], "figures": 1, "batch_size": 32},
 }
 
 
@@ -103,3 +111,35 @@ def test_stages_read_exactly_the_params_they_list(repo):
         assert not unused, f"stage {name} lists {unused} under params but never reads them"
         checked.append(name)
     assert {"synthesize", "extract_frames"} <= set(checked), checked
+
+
+def test_full_repro_then_a_train_3d_param_reruns_only_what_follows(repo):
+    """The whole chain on the tiny profile: every output with its schema, a clean ``dvc status``, and a
+    changed ``train_3d`` param reruns train_3d and later stages only."""
+    import json
+
+    import pandas as pd
+
+    from epipose.data import pose_tables
+
+    repo, env = repo
+    _run(["dvc", "repro"], repo, env)
+    for out in ("models/pose2d.pt", "models/pose3d.pt", "models/refiner.pt", "metrics/eval.json",
+                "metrics/triangulate.json", "reports/results.md"):
+        assert (repo / out).is_file(), out
+    pose_tables.read_pose2d(repo / "data" / "pose2d.parquet")
+    pseudo = pose_tables.read_pseudo3d(repo / "data" / "pseudo3d.parquet")
+    assert pseudo.columns.tolist() == pose_tables.PSEUDO3D_SCHEMA.names
+    assert set(pseudo["subject"]) <= {"S1", "S9"} and len(pd.read_parquet(repo / "data" / "pose2d.parquet"))
+    assert "mpjpe" in json.dumps(json.loads((repo / "metrics" / "eval.json").read_text())).lower()
+    status = _run(["dvc", "status"], repo, env)
+    assert "up to date" in status, status
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["train_3d"]["lr"] = 0.002
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    again = _run(["dvc", "repro"], repo, env)
+    for stage in ("synthesize", "extract_frames", "pretrain_2d", "infer_2d", "triangulate"):
+        assert f"Running stage '{stage}'" not in again, stage
+    for stage in ("train_3d", "train_refiner", "evaluate"):
+        assert f"Running stage '{stage}'" in again, stage
