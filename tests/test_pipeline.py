@@ -80,39 +80,6 @@ def _listed(key: str, listed: set[str]) -> bool:
     return any(key == p or key.startswith(p + ".") for p in listed)
 
 
-def test_stages_read_exactly_the_params_they_list(repo):
-    """After the repros above: every params key a stage read (recorded by ``epipose.params`` through
-    ``EPIPOSE_PARAMS_TRACE``) or interpolates (``${...}`` in its cmd, deps, outs) is listed under its
-    ``params:`` in dvc.yaml, so changing it reruns the stage; and every listed key is used, so
-    changing another key does not rerun it for nothing."""
-    import re
-
-    repo, env = repo
-    trace = repo.parent / "params-trace.txt"
-    if not trace.exists():                      # this test alone: run the cheapest stages first
-        _run(["dvc", "repro", "extract_frames"], repo, env)
-    read: dict[str, set[str]] = {}
-    for line in trace.read_text().splitlines():
-        script, key = line.split()
-        read.setdefault(script, set()).add(key)
-    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
-    checked = []
-    for name, stage in stages.items():
-        scripts = [Path(w).stem for w in stage["cmd"].split() if w.startswith("stages/") and w.endswith(".py")]
-        if not any(s in read for s in scripts):
-            continue                            # not run by the repros of this module
-        used = set().union(*(read.get(s, set()) for s in scripts))
-        text = yaml.safe_dump({k: stage.get(k) for k in ("cmd", "deps", "outs")})
-        used |= set(re.findall(r"\$\{\s*([\w.]+)\s*\}", text))
-        listed = {p for p in stage.get("params", []) if isinstance(p, str)}
-        unlisted = sorted(k for k in used if not _listed(k, listed))
-        assert not unlisted, f"stage {name} reads {unlisted} but does not list them under params"
-        unused = sorted(p for p in listed if not any(_listed(k, {p}) or p.startswith(k + ".") for k in used))
-        assert not unused, f"stage {name} lists {unused} under params but never reads them"
-        checked.append(name)
-    assert {"synthesize", "extract_frames"} <= set(checked), checked
-
-
 def test_full_repro_then_a_train_3d_param_reruns_only_what_follows(repo):
     """The whole chain on the tiny profile: every output with its schema, a clean ``dvc status``, and a
     changed ``train_3d`` param reruns train_3d and later stages only."""
@@ -143,3 +110,36 @@ def test_full_repro_then_a_train_3d_param_reruns_only_what_follows(repo):
         assert f"Running stage '{stage}'" not in again, stage
     for stage in ("train_3d", "train_refiner", "evaluate"):
         assert f"Running stage '{stage}'" in again, stage
+
+
+def test_stages_read_exactly_the_params_they_list(repo):
+    """After the repros above (the whole chain): every params key a stage read (recorded by ``epipose.params`` through
+    ``EPIPOSE_PARAMS_TRACE``) or interpolates (``${...}`` in its cmd, deps, outs) is listed under its
+    ``params:`` in dvc.yaml, so changing it reruns the stage; and every listed key is used, so
+    changing another key does not rerun it for nothing."""
+    import re
+
+    repo, env = repo
+    trace = repo.parent / "params-trace.txt"
+    if not trace.exists():                      # this test alone: run the cheapest stages first
+        _run(["dvc", "repro", "extract_frames"], repo, env)
+    read: dict[str, set[str]] = {}
+    for line in trace.read_text().splitlines():
+        script, key = line.split()
+        read.setdefault(script, set()).add(key)
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    checked = []
+    for name, stage in stages.items():
+        scripts = [Path(w).stem for w in stage["cmd"].split() if w.startswith("stages/") and w.endswith(".py")]
+        if not any(s in read for s in scripts):
+            continue                            # not run by the repros of this module
+        used = set().union(*(read.get(s, set()) for s in scripts))
+        text = yaml.safe_dump({k: stage.get(k) for k in ("cmd", "deps", "outs")})
+        used |= set(re.findall(r"\$\{\s*([\w.]+)\s*\}", text))
+        listed = {p for p in stage.get("params", []) if isinstance(p, str)}
+        unlisted = sorted(k for k in used if not _listed(k, listed))
+        assert not unlisted, f"stage {name} reads {unlisted} but does not list them under params"
+        unused = sorted(p for p in listed if not any(_listed(k, {p}) or p.startswith(k + ".") for k in used))
+        assert not unused, f"stage {name} lists {unused} under params but never reads them"
+        checked.append(name)
+    assert {"synthesize", "extract_frames"} <= set(checked), checked
