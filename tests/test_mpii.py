@@ -71,3 +71,42 @@ def test_pckh_mpii_protocol():
     vis[1, skeleton.HEAD_TOP] = False
     heads = mpii.head_sizes(gt, vis)
     assert np.isnan(heads[1]) and pckh(pred, gt, vis, heads)["count"] == 14 * 3 - 1
+
+
+def _write_gt(root, split, boxes, joints_shift=0.0, order=None):
+    s = mpii.load_split(root, split)
+    idx = np.arange(len(s)) if order is None else np.asarray(order)
+    data = mpii.gt_mat_bytes(s.joints[idx] + joints_shift, s.visible[idx], boxes[idx])
+    mpii.gt_path(root, split).write_bytes(data)
+    return data
+
+
+def test_gt_mat_head_boxes(tmp_path):
+    """gt_<split>.mat (the lineage's evaluation file) gives PCKh its head boxes: 0.6 x the diagonal."""
+    root = make_mpii(tmp_path / "mpii", n_train=2, n_valid=3)
+    boxes = np.array([[[10, 20], [40, 60]], [[0, 0], [30, 40]], [[5, 5], [11, 13]]], dtype=np.float64)
+    data = _write_gt(root, "valid", boxes)
+    assert data == mpii.gt_mat_bytes(*(lambda s: (s.joints, s.visible))(mpii.load_split(root, "valid")), boxes)
+    s = mpii.load_split(root, "valid")
+    assert np.allclose(s.head_boxes, boxes) and np.allclose(s.head_sizes(), 0.6 * np.array([50.0, 50.0, 10.0]))
+    # The file follows MATLAB's 1-based convention, as the original.
+    from scipy.io import loadmat
+    gt = loadmat(mpii.gt_path(root, "valid"))
+    assert np.allclose(gt["headboxes_src"][:, :, 1], [[1, 1], [31, 41]])
+    assert np.allclose(gt["pos_gt_src"].transpose(2, 0, 1) - 1, s.joints) and not gt["jnt_missing"].any()
+    assert mpii.load_split(root, "train").head_boxes is None       # no gt_train.mat: the head segment
+
+
+def test_gt_mat_mismatch_is_an_error(tmp_path):
+    root = make_mpii(tmp_path / "mpii", n_train=2, n_valid=3)
+    boxes = np.tile([[[0.0, 0.0], [30.0, 40.0]]], (3, 1, 1))
+    _write_gt(root, "valid", boxes, order=[1, 0, 2])
+    with pytest.raises(ValueError, match=r"gt_valid.mat: pos_gt_src of annotation 0 differs .* not in the same order"):
+        mpii.load_split(root, "valid")
+    s = mpii.load_split(root, "train")
+    mpii.gt_path(root, "valid").write_bytes(mpii.gt_mat_bytes(s.joints, s.visible, boxes[:2]))
+    with pytest.raises(ValueError, match=r"gt_valid.mat: headboxes_src \(2, 2, 2\).*json's 3 annotations"):
+        mpii.load_split(root, "valid")
+    mpii.gt_path(root, "valid").write_bytes(b"not a mat file")
+    with pytest.raises(ValueError, match="gt_valid.mat: not a readable MATLAB file"):
+        mpii.load_split(root, "valid")

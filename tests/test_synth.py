@@ -254,6 +254,12 @@ def test_stills_joints_lie_on_the_person():
         inside = (uv >= 1).all(-1) & (uv < 127).all(-1)
         for u, v in uv[inside]:
             assert s.mask[v - 1:v + 2, u - 1:u + 2].any()
+        # The head box (MPII's PCKh normaliser) holds the head joints and is about a head in size.
+        lo, hi = s.head_box
+        head = s.joints[[skeleton.HEAD_TOP, skeleton.UPPER_NECK]]
+        assert ((head >= lo - 1) & (head <= hi + 1)).all()
+        segment = np.linalg.norm(head[0] - head[1])
+        assert 1.2 * segment < np.linalg.norm(hi - lo) < 6 * segment
         heights.append(np.ptp(s.joints, axis=0).max())
     assert 0.35 * 128 < np.median(heights) < 1.0 * 128 and np.ptp(heights) > 20
 
@@ -304,6 +310,13 @@ def test_synthesize_writes_native_layouts_deterministically(tmp_path):
             assert e["joints_vis"] == [int(v) for v in inside]
             n_hidden += 16 - sum(e["joints_vis"])
     assert n_hidden > 0  # some people are truncated
+    # The valid split's evaluation file: head boxes, in the json's order, around the heads.
+    from epipose.data.mpii import load_split
+    valid = load_split(mpii, "valid")
+    assert not (mpii / "annot" / "gt_train.mat").exists() and valid.head_boxes.shape == (5, 2, 2)
+    assert (valid.head_boxes[:, 1] > valid.head_boxes[:, 0]).all()
+    segment = np.linalg.norm(valid.joints[:, skeleton.HEAD_TOP] - valid.joints[:, skeleton.UPPER_NECK], axis=-1)
+    assert (valid.head_sizes() > 0.6 * segment).all()
     # Same params → byte-identical files, whatever the number of workers (mp4 included).
     synthesize(_tiny(workers=2), tmp_path / "b" / "h36m", tmp_path / "b" / "mpii")
     for sub in ("h36m", "mpii"):

@@ -25,7 +25,8 @@ from epipose.data.synth.motion import Body, base_action, generate_motion, load_m
 from epipose.data.synth.render import random_scene, render_background, render_frames
 from epipose.data.synth.rig import load_given_rig, synthetic_rig
 from epipose.data.synth.stills import render_stills
-from epipose.data.synth.writers import mpii_entry, video_path, write_jpeg, write_mpii_annotations, write_poses, write_video
+from epipose.data.synth.writers import (mpii_entry, video_path, write_jpeg, write_mpii_annotations, write_mpii_gt,
+                                       write_poses, write_video)
 from epipose.io import atomic_path
 from epipose.params import ParamError
 
@@ -108,8 +109,8 @@ def still_name(split: str, index: int) -> str:
     return f"synth_{split}_{index:06d}.jpg"
 
 
-def run_stills_task(task: StillsTask) -> list[dict]:
-    """Render, write and annotate one chunk of MPII-layout images."""
+def run_stills_task(task: StillsTask) -> list[tuple[dict, np.ndarray]]:
+    """Render, write and annotate one chunk of MPII-layout images: (json entry, head box) each."""
     p = task.params.mpii
     rng = rng_for(task.params.seed, "mpii", task.split, task.chunk)
     stills = render_stills(rng, task.count, p, (task.params.n_objects[0], task.params.n_objects[1]))
@@ -117,7 +118,7 @@ def run_stills_task(task: StillsTask) -> list[dict]:
     for k, still in enumerate(stills):
         name = still_name(task.split, task.first + k)
         write_jpeg(Path(task.out_root) / "images" / name, still.image, p.jpeg_quality)
-        entries.append(mpii_entry(name, still.joints, p.image_size, p.image_size))
+        entries.append((mpii_entry(name, still.joints, p.image_size, p.image_size), np.round(still.head_box, 2)))
     return entries
 
 
@@ -161,7 +162,7 @@ def synthesize(params: SynthParams, h36m_out: str | Path, mpii_out: str | Path) 
         (Path(mpii_tmp) / "annot").mkdir(parents=True, exist_ok=True)
         tasks += _stills_tasks(params, mpii_tmp)
         summary = {"videos": 0, "frames": 0, "sequences": n_sequences, "images": {"train": 0, "valid": 0}}
-        entries: dict[str, list[dict]] = {"train": [], "valid": []}
+        entries: dict[str, list[tuple[dict, np.ndarray]]] = {"train": [], "valid": []}
         bar = tqdm(total=len(tasks), desc="synthesize", unit="task", disable=None)
         if params.workers == 1 or len(tasks) == 1:
             _init_worker()
@@ -184,9 +185,11 @@ def synthesize(params: SynthParams, h36m_out: str | Path, mpii_out: str | Path) 
             if pool is not None:
                 pool.terminate()
                 pool.join()
-        for split, split_entries in entries.items():
-            write_mpii_annotations(mpii_tmp, split, split_entries)
-            summary["images"][split] = len(split_entries)
+        for split, pairs in entries.items():
+            write_mpii_annotations(mpii_tmp, split, [e for e, _ in pairs])
+            if split == "valid":   # the lineage's evaluation file (head boxes for PCKh)
+                write_mpii_gt(mpii_tmp, split, [e for e, _ in pairs], {e["image"]: box for e, box in pairs})
+            summary["images"][split] = len(pairs)
         summary["h36m_bytes"] = sum(f.stat().st_size for f in Path(h36m_tmp).rglob("*") if f.is_file())
         summary["mpii_bytes"] = sum(f.stat().st_size for f in Path(mpii_tmp).rglob("*") if f.is_file())
     summary["seconds"] = round(time.perf_counter() - start, 2)

@@ -28,6 +28,10 @@ class Still:
     image: np.ndarray          # (S, S, 3) BGR
     joints: np.ndarray         # (16, 2) pixels, MPII order (may lie outside the image)
     mask: np.ndarray | None = None  # (S, S) bool person pixels, with ``render_stills(with_masks=True)``
+    head_box: np.ndarray | None = None  # (2, 2) [[x0, y0], [x1, y1]] px: the drawn head and hair
+
+
+HEAD_PARTS = ("head", "hair")
 
 
 def background_views(rng: np.random.Generator, size: int, n_views: int, n_objects: tuple[int, int]) -> list[np.ndarray]:
@@ -136,6 +140,8 @@ def render_stills(rng: np.random.Generator, count: int, params: MpiiParams, n_ob
         pts = silhouettes(prims, np.zeros(3), light[idx])
         uv = pts[..., :2] / pts[..., 2:] * f[idx, None, None, None, None] + principal[idx, None, None, None, :]
         proj: Projected = to_projected(prims, uv, 0.5 * (prims.a + prims.b)[..., 2])
+        head_uv = uv[:, [prims.names.index(name) for name in HEAD_PARTS]].reshape(len(idx), -1, 2)
+        head_boxes = np.stack([head_uv.min(axis=1), head_uv.max(axis=1)], axis=1)   # (k, 2, 2)
         for k, i in enumerate(idx):
             image = backgrounds[i].copy()
             draw_person(image, proj, k)
@@ -144,6 +150,6 @@ def render_stills(rng: np.random.Generator, count: int, params: MpiiParams, n_ob
                 mask = np.zeros((size, size), np.uint8)
                 draw_person(mask, proj, k, flat_colours=np.full((len(prims.names), 1), 255))
                 mask = mask > 0
-            stills[i] = Still(image, mpii_n[i] * f[i] + principal[i], mask)
+            stills[i] = Still(image, mpii_n[i] * f[i] + principal[i], mask, head_boxes[k])
     return stills
 

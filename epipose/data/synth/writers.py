@@ -5,7 +5,7 @@
 <h36m_root>/<S>/Videos/<Action>.<camera>.mp4
 <h36m_root>/<S>/MyPoseFeatures/D3_Positions/<Action>.cdf
 <mpii_root>/images/<name>.jpg
-<mpii_root>/annot/train.json, valid.json
+<mpii_root>/annot/train.json, valid.json, gt_valid.mat
 ```
 Every file is written beside its target and renamed into place (``epipose.io.atomic_path``).
 The mp4 files come from OpenCV's FFmpeg 'mp4v' encoder, which writes byte-identical files for
@@ -24,6 +24,7 @@ import numpy as np
 
 from epipose import skeleton
 from epipose.data.h36m import write_pose_cdf
+from epipose.data.mpii import gt_mat_bytes, gt_path
 from epipose.io import atomic_path
 
 FOURCC = "mp4v"
@@ -112,4 +113,16 @@ def write_mpii_annotations(root: str | Path, split: str, entries: list[dict]) ->
     ordered = sorted(entries, key=lambda e: e["image"])
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(ordered, separators=(",", ":")) + "\n")
+    return path
+
+
+def write_mpii_gt(root: str | Path, split: str, entries: list[dict], head_boxes: dict[str, np.ndarray]) -> Path:
+    """``<root>/annot/gt_<split>.mat`` with the head boxes (by image name), in the json's order."""
+    path = gt_path(root, split)
+    ordered = sorted(entries, key=lambda e: e["image"])
+    joints = np.array([e["joints"] for e in ordered], dtype=np.float64).reshape(-1, skeleton.NUM_JOINTS, 2)
+    visible = np.array([e["joints_vis"] for e in ordered], dtype=bool).reshape(-1, skeleton.NUM_JOINTS)
+    boxes = np.array([head_boxes[e["image"]] for e in ordered], dtype=np.float64).reshape(-1, 2, 2)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(gt_mat_bytes(joints, visible, boxes))
     return path
