@@ -22,6 +22,7 @@ class TriangulateParams:
     swap_detection: bool = True                                   # fix left/right-swapped legs/arms per view
     swap_ratio: float = in_range(0.0, 1.0, default=0.5)          # mirrored error must be below ratio × error
     essential_method: Literal["magsac", "lo_ransac"] = "lo_ransac"
+    essential_points: Literal["swap_invariant", "joints"] = "swap_invariant"   # pooled: E + chaining points
     essential_px: float = in_range(0.1, None, default=4.0)       # essential-matrix inlier threshold
     essential_confidence: float = in_range(0.5, 0.999999, default=0.9999)
     essential_max_points: int = in_range(100, None, default=20000)  # correspondences per pair (pooled)
