@@ -55,6 +55,8 @@ def repo(tmp_path_factory):
     params = _deep_update(yaml.safe_load((repo / "params.yaml").read_text()), TINY)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / "dvc.lock").unlink(missing_ok=True)
+    for committed in ("metrics", "reports"):     # the default run's metrics: every output must come from this run
+        shutil.rmtree(repo / committed, ignore_errors=True)
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(repo.parent / "site-cache"),
            "EPIPOSE_PARAMS_TRACE": str(repo.parent / "params-trace.txt"),
            "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}

@@ -286,3 +286,19 @@ def test_pooled_on_real_detector_output():
         assert _rel_rotation_errors(robust, rig, s).max() < 8.0
     assert _rel_rotation_errors(naive, rig, "S7").max() > 20.0
     assert _rel_rotation_errors(naive, rig, "S11").max() > 90.0
+
+
+def test_pseudo_label_accuracy_counts_incomplete_frames(data):
+    """Complete frames alone can be a biased sample; mpjpe_mm_all_joints scores every triangulated joint."""
+    rig, seqs, cams = data
+    one = {k: v[:40] for k, v in seqs.items() if k == ("S1", "Walking 1")}
+    df, _ = simulate_pose2d(one, cams, NOISE_MODELS["exact"])
+    table = _run(df, rig, extrinsics="known").table.copy()
+    odd = (table["frame"] % 2 == 1).to_numpy()
+    table.loc[odd & (table["joint"] == "head_top").to_numpy(), ["x", "y", "z"]] = np.nan   # missing in odd frames
+    table.loc[odd & (table["joint"] == "l_wrist").to_numpy(), "x"] += 30.0                 # 30 mm off there
+    e = evaluate_against_gt(table, gt_lookup(one, cams))
+    n_rows = len(table) // 16                                                               # (camera, frame) rows
+    assert e["frames_evaluated"] == n_rows // 2 and e["mpjpe_mm"] < 1e-3                     # blind to the wrist
+    assert e["joints_scored_all_joints"] == n_rows * 15 - n_rows // 2
+    assert e["mpjpe_mm_all_joints"] == pytest.approx(30.0 * (n_rows // 2) / e["joints_scored_all_joints"], rel=1e-3)
