@@ -1,10 +1,12 @@
 """infer_2d: the 2D network on every frame shard → ``data/pose2d.parquet`` (+ its 2D error).
 
-Streaming: shards are read one at a time, their JPEG crops decoded batch by batch (the next
-batch decoded on worker threads while the network runs on the current one), and each shard's
-rows appended to the Parquet file as one row group, in the table's canonical order (shards
-sorted by subject, action, camera; frames sorted). Memory does not grow with the number of
-shards: the error statistics are fixed-size histograms and counters.
+Streaming: shards are read one at a time and their JPEG crops flow through the network in
+batches of ``infer_2d.batch_size`` that run across shard boundaries (the next batch decoded on
+worker threads while the network runs on the current one); each shard's rows are appended to the
+Parquet file as one row group as soon as its last crop is predicted, in the table's canonical
+order (shards sorted by subject, action, camera; frames sorted). Peak memory is set by the batch,
+not by the number or the length of the shards: the error statistics are fixed-size histograms
+and counters.
 
 Predictions are mapped from crop pixels back to the original (distorted) image with the shard's
 ``x0, y0, size`` (``epipose.data.frames.crop_to_original``). With a Human3.6M-layout root the
@@ -23,14 +25,17 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
+from itertools import groupby, islice
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
@@ -124,57 +129,90 @@ def sorted_shards(frames_root: str | Path) -> list[tuple[tuple[str, str, str], P
     return sorted(shards, key=lambda kp: kp[0])
 
 
-def decode_batch(jpegs: list[bytes], source: Path, frames: list[int] | None = None) -> np.ndarray:
-    """JPEG crops → uint8 RGB (B, S, S, 3); errors name the shard and frame."""
+def decode_batch(jpegs: list[bytes], source: Path | list[Path], frames: list[int] | None = None) -> np.ndarray:
+    """JPEG crops → uint8 RGB (B, S, S, 3); errors name the shard (``source``: one, or one per crop) and frame."""
+    sources = source if isinstance(source, list) else [source] * len(jpegs)
     images = []
     for i, data in enumerate(jpegs):
         try:
             images.append(fr.decode_jpeg(data)[..., ::-1])
         except Exception as exc:
             which = f"frame {frames[i]}" if frames is not None else f"item {i}"
-            raise ValueError(f"{source}: {which}: undecodable JPEG crop ({exc})") from None
+            raise ValueError(f"{sources[i]}: {which}: undecodable JPEG crop ({exc})") from None
     shapes = sorted({im.shape for im in images})
     if len(shapes) != 1 or shapes[0][0] != shapes[0][1]:
-        raise ValueError(f"{source}: crops must be square and all of one size, got shapes {shapes[:3]}")
+        where = ", ".join(sorted({str(sources[i]) for i, im in enumerate(images) if im.shape != images[0].shape}
+                                 | {str(sources[0])}))
+        raise ValueError(f"{where}: crops must be square and all of one size (one frames.crop_size), "
+                         f"got shapes {shapes[:3]}")
     return np.ascontiguousarray(np.stack(images))
 
 
-def _batches(jpegs: list[bytes], frames: list[int], batch_size: int, pool: ThreadPoolExecutor, workers: int,
-             source: Path) -> Iterator[np.ndarray]:
-    """Decoded batches; the next batch decodes on ``workers`` threads while the caller works."""
-    def submit(start: int) -> list:
-        stop = min(start + batch_size, len(jpegs))
-        step = -(-(stop - start) // workers)
-        return [pool.submit(decode_batch, jpegs[a : min(a + step, stop)], source, frames[a : min(a + step, stop)])
-                for a in range(start, stop, step)]
-
-    starts = list(range(0, len(jpegs), batch_size))
-    pending = submit(starts[0]) if starts else []
-    for k in range(len(starts)):
-        parts = [f.result() for f in pending]
-        if k + 1 < len(starts):
-            pending = submit(starts[k + 1])
-        if len({p.shape[1:] for p in parts}) != 1:
-            raise ValueError(f"{source}: crops of different sizes {sorted({p.shape[1:] for p in parts})}")
-        yield parts[0] if len(parts) == 1 else np.concatenate(parts)
+@dataclass
+class _OpenShard:
+    tag: object
+    shard: pd.DataFrame
+    path: Path
+    xy: list
+    conf: list
+    remaining: int
 
 
-def predict_shard(model: torch.nn.Module, shard, batch_size: int, flip_test: bool, amp, channels_last: bool,
-                  pool: ThreadPoolExecutor, workers: int, source: Path) -> tuple[np.ndarray, np.ndarray, int]:
-    """One shard's crops → (xy (F, J, 2) crop px, conf (F, J), crop size)."""
+def predict_shards(model: torch.nn.Module, shards: Iterable[tuple[object, pd.DataFrame, Path]], batch_size: int,
+                   flip_test: bool, amp, channels_last: bool, pool: ThreadPoolExecutor, workers: int
+                   ) -> Iterator[tuple[object, pd.DataFrame, np.ndarray, np.ndarray, int]]:
+    """The network over the crops of a stream of (tag, shard, path), in batches of ``batch_size``
+    crops that run across shard boundaries (every batch full but the last, whatever the shards'
+    lengths: peak memory is set by the batch, and small shards do not starve a GPU). The next
+    batch is decoded on ``workers`` threads while the network runs on the current one. Yields
+    (tag, shard, xy (F, J, 2) crop px, conf (F, J), crop size) per shard, in input order."""
     device = next(model.parameters()).device
-    xys, confs = [], []
+    opened: deque[_OpenShard] = deque()
+
+    def crops() -> Iterator[tuple[_OpenShard, bytes, int]]:
+        for tag, shard, path in shards:
+            entry = _OpenShard(tag, shard, path, [], [], len(shard))
+            opened.append(entry)
+            yield from ((entry, jpeg, int(f)) for jpeg, f in zip(shard["jpeg"], shard["frame"]))
+
+    def chunks() -> Iterator[list[tuple[_OpenShard, bytes, int]]]:
+        it = crops()
+        while chunk := list(islice(it, batch_size)):
+            yield chunk
+
+    def submit(chunk: list) -> list:
+        step = -(-len(chunk) // workers)
+        return [pool.submit(decode_batch, [c[1] for c in part], [c[0].path for c in part], [c[2] for c in part])
+                for part in (chunk[a : a + step] for a in range(0, len(chunk), step))]
+
     crop_size = None
-    for images in _batches(list(shard["jpeg"]), shard["frame"].tolist(), batch_size, pool, workers, source):
-        if crop_size is None:
-            crop_size = images.shape[1]
-        elif images.shape[1] != crop_size:
-            raise ValueError(f"{source}: crops of different sizes ({crop_size} and {images.shape[1]} px)")
+    batches = chunks()
+    chunk = next(batches, None)
+    pending = submit(chunk) if chunk else []
+    while chunk:
+        parts = [f.result() for f in pending]
+        following = next(batches, None)
+        pending = submit(following) if following else []
+        if len({p.shape[1:] for p in parts}) != 1 or (crop_size is not None and parts[0].shape[1] != crop_size):
+            names = sorted({str(c[0].path) for c in chunk})
+            raise ValueError(f"crops of different sizes in {', '.join(names[:4])}: all shards must come from one "
+                             f"frames.crop_size")
+        images = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        crop_size = images.shape[1]
         t = torch.from_numpy(images).permute(0, 3, 1, 2).to(device, non_blocking=True)
         xy, conf = predict_2d(model, t, float(crop_size), flip_test, amp, channels_last)
-        xys.append(xy.cpu().numpy())
-        confs.append(conf.cpu().numpy())
-    return np.concatenate(xys), np.concatenate(confs), int(crop_size)
+        xy, conf = xy.cpu().numpy(), conf.cpu().numpy()
+        start = 0
+        for entry, group in groupby(chunk, key=lambda c: c[0]):   # consecutive runs of one shard
+            n = sum(1 for _ in group)
+            entry.xy.append(xy[start : start + n])
+            entry.conf.append(conf[start : start + n])
+            entry.remaining -= n
+            start += n
+        while opened and opened[0].remaining == 0:
+            done = opened.popleft()
+            yield done.tag, done.shard, np.concatenate(done.xy), np.concatenate(done.conf), int(crop_size)
+        chunk = following
 
 
 def shard_table(key: tuple[str, str, str], frames: np.ndarray, uv: np.ndarray, conf: np.ndarray) -> pa.Table:
@@ -242,6 +280,19 @@ def _merge_parts(out_path: str | Path, schema: pa.Schema, written: list[int], rt
     return int(total.item())
 
 
+def _read_shards(mine: list) -> Iterator[tuple[tuple[int, tuple, Path], pd.DataFrame, Path]]:
+    """Each shard read, frames sorted and checked; empty shards skipped with a warning."""
+    for index, (key, path) in mine:
+        shard = fr.read_shard(path)
+        shard = shard.sort_values("frame", kind="stable").reset_index(drop=True)
+        if len(shard) == 0:
+            log.warning("%s: empty shard, skipped", path)
+            continue
+        if shard["frame"].duplicated().any():
+            raise ValueError(f"{path}: duplicate frame indices")
+        yield (index, key, path), shard, path
+
+
 def run_infer_2d(frames_root: str | Path, model_path: str | Path, out_path: str | Path, p: Infer2DParams,
                  num_joints: int = skeleton.NUM_JOINTS, gt_root: str | Path | None = None,
                  progress: bool = True) -> dict:
@@ -277,27 +328,23 @@ def run_infer_2d(frames_root: str | Path, model_path: str | Path, out_path: str 
             ThreadPoolExecutor(max(1, p.decode_workers)) as pool:
         writer = pq.ParquetWriter(tmp, schema, compression="zstd")
         try:
-            for index, (key, path) in tqdm(mine, desc="infer_2d", unit="shard", file=sys.stderr,
-                                           disable=not (progress and rt.is_main)):
-                shard = fr.read_shard(path)
-                shard = shard.sort_values("frame", kind="stable").reset_index(drop=True)
-                if len(shard) == 0:
-                    log.warning("%s: empty shard, skipped", path)
-                    continue
-                if shard["frame"].duplicated().any():
-                    raise ValueError(f"{path}: duplicate frame indices")
-                xy, conf, crop_size = predict_shard(model, shard, p.batch_size, p.flip_test, amp, p.channels_last,
-                                                    pool, p.decode_workers, path)
+            bar = tqdm(total=len(mine), desc="infer_2d", unit="shard", file=sys.stderr,
+                       disable=not (progress and rt.is_main))
+            for (index, key, path), shard, xy, conf, crop_size in predict_shards(
+                    model, _read_shards(mine), p.batch_size, p.flip_test, amp, p.channels_last, pool,
+                    max(1, p.decode_workers)):
                 frames = shard["frame"].to_numpy(np.int64)
                 uv = fr.crop_to_original(xy, shard["x0"].to_numpy()[:, None], shard["y0"].to_numpy()[:, None],
                                          shard["size"].to_numpy()[:, None], crop_size)
                 writer.write_table(shard_table(key, frames, uv, conf))
                 written.append(index)
                 n_frames += len(frames)
+                bar.update(1)
                 if dataset is not None:
                     gt = ground_truth_2d(dataset, key, frames)
                     stats["all"].add(uv, gt)
                     stats["test_subjects" if key[0] in TEST_SUBJECTS else "train_subjects"].add(uv, gt)
+            bar.close()
         finally:
             writer.close()
     if rt.distributed:

@@ -138,6 +138,10 @@ def test_pose2d_table_schema_order_and_metrics(tmp_path, rig):
     out2 = tmp_path / "again.parquet"
     run_infer_2d(frames_root, ckpt, out2, Infer2DParams(batch_size=7), gt_root=h36m, progress=False)
     assert out.read_bytes() == out2.read_bytes()
+    # Batches run across shards (5 and 7 split them anywhere; 1000 is one batch of all): same file.
+    out3 = tmp_path / "one_batch.parquet"
+    run_infer_2d(frames_root, ckpt, out3, Infer2DParams(batch_size=1000), gt_root=h36m, progress=False)
+    assert out.read_bytes() == out3.read_bytes()
 
 
 def test_error_stats_median():
