@@ -172,3 +172,20 @@ def test_bone_length_scale_realistic_proportions():
     P[:10, 0] = np.nan                                 # missing joints do not matter
     assert np.isfinite(bone_length_scale(P, skeleton.MEAN_BONE_LENGTHS_MM).scale)
     assert np.isnan(bone_length_scale(np.full((3, 16, 3), np.nan), skeleton.MEAN_BONE_LENGTHS_MM).scale)
+
+
+def test_swap_invariant_points_ignore_left_right_swaps():
+    from epipose import skeleton
+    from epipose.geometry.relative_pose import swap_invariant_points
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 3, 16, 2))
+    valid = rng.random((5, 3, 16)) > 0.2
+    xs, vs = swap_invariant_points(x, valid)
+    perm = list(skeleton.FLIP_PERM)
+    xs2, vs2 = swap_invariant_points(x[..., perm, :], valid[..., perm])
+    assert xs.shape == (5, 3, 4 + 6, 2) and np.allclose(xs, xs2) and (vs == vs2).all()
+    # centre joints first (pelvis, thorax, upper_neck, head_top), then the pair midpoints (r/l ankle first)
+    assert np.allclose(xs[..., 0, :], x[..., skeleton.PELVIS, :])
+    assert np.allclose(xs[..., 4, :], 0.5 * (x[..., 0, :] + x[..., 5, :]))
+    assert (vs[..., 4] == (valid[..., 0] & valid[..., 5])).all()
