@@ -71,9 +71,10 @@ def estimate_cameras_pooled(x: np.ndarray, w: np.ndarray, focal: np.ndarray, opt
     invariant = opts.essential_points == "swap_invariant"
     xe, ve = rp.swap_invariant_points(x, valid) if invariant else (x, valid)
     pairs = rp.pooled_pairs(x, valid, focal, swap_invariant=invariant, threshold_px=opts.essential_px,
-                            method=opts.essential_method, confidence=opts.essential_confidence, max_points=opts.essential_max_points,
-                            min_points=opts.min_pair_points, min_inlier_ratio=opts.min_inlier_ratio,
-                            min_parallax_deg=opts.min_parallax_deg, seed=opts.seed)
+                            method=opts.essential_method, confidence=opts.essential_confidence,
+                            max_points=opts.essential_max_points, min_points=opts.min_pair_points,
+                            min_inlier_ratio=opts.min_inlier_ratio, min_parallax_deg=opts.min_parallax_deg,
+                            seed=opts.seed)
     chain = rp.chain_cameras(pairs, xe, ve, focal, opts.view_ransac_px, names)
     notes = list(chain.notes)
     V = x.shape[1]

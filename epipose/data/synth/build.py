@@ -118,7 +118,8 @@ def run_stills_task(task: StillsTask) -> list[tuple[dict, np.ndarray]]:
     for k, still in enumerate(stills):
         name = still_name(task.split, task.first + k)
         write_jpeg(Path(task.out_root) / "images" / name, still.image, p.jpeg_quality)
-        entries.append((mpii_entry(name, still.joints, p.image_size, p.image_size), np.round(still.head_box, 2)))
+        entry = mpii_entry(name, still.joints, p.image_size, p.image_size)
+        entries.append((entry, np.round(still.head_box, 2)))
     return entries
 
 
