@@ -144,22 +144,21 @@ def swap_invariant_points(x: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray,
 
 def pooled_pairs(x: np.ndarray, valid: np.ndarray, focal: np.ndarray, *, threshold_px: float, method: str,
                  confidence: float, max_points: int, min_points: int, min_inlier_ratio: float,
-                 min_parallax_deg: float, seed: int, swap_invariant: bool = False,
+                 min_parallax_deg: float, seed: int, invariant: tuple[np.ndarray, np.ndarray] | None = None,
                  min_thickness: float = 0.05) -> dict[tuple[int, int], RelativePose]:
     """Every view pair (a < b) from all confident correspondences of all frames.
 
-    With ``swap_invariant``, from ``swap_invariant_points``; a pair whose points are nearly planar
-    there (``min_thickness``: a person who barely moves has its centre line in one plane) or that
-    fails otherwise is estimated from the joints instead.
+    With ``invariant`` (``swap_invariant_points(x, valid)``), from those points; a pair whose
+    points are nearly planar there (``min_thickness``: a person who barely moves has its centre
+    line in one plane) or that fails otherwise is estimated from the joints instead.
     """
-    xi, vi = swap_invariant_points(x, valid) if swap_invariant else (x, valid)
     out = {}
     for a, b in combinations(range(x.shape[1]), 2):
         thr = threshold_px / float(np.sqrt(focal[a] * focal[b]))
         kw = dict(method=method, confidence=confidence, seed=seed, min_points=min_points,
                   min_inlier_ratio=min_inlier_ratio, min_parallax_deg=min_parallax_deg)
-        if swap_invariant:
-            xa, xb, _ = pair_points(xi, vi, a, b, max_points)
+        if invariant is not None:
+            xa, xb, _ = pair_points(*invariant, a, b, max_points)
             pose = replace(estimate_pair(xa, xb, thr, min_thickness=min_thickness, **kw), points="swap_invariant")
             if pose.ok:
                 out[(a, b)] = pose

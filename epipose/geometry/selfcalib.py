@@ -68,9 +68,9 @@ def estimate_cameras_pooled(x: np.ndarray, w: np.ndarray, focal: np.ndarray, opt
     valid = w > 0
     # Essential matrices and chaining from swap-proof points (params: triangulate.essential_points);
     # the bundle adjustment below fits every joint, with swaps corrected.
-    invariant = opts.essential_points == "swap_invariant"
-    xe, ve = rp.swap_invariant_points(x, valid) if invariant else (x, valid)
-    pairs = rp.pooled_pairs(x, valid, focal, swap_invariant=invariant, threshold_px=opts.essential_px,
+    invariant = rp.swap_invariant_points(x, valid) if opts.essential_points == "swap_invariant" else None
+    xe, ve = invariant if invariant is not None else (x, valid)
+    pairs = rp.pooled_pairs(x, valid, focal, invariant=invariant, threshold_px=opts.essential_px,
                             method=opts.essential_method, confidence=opts.essential_confidence,
                             max_points=opts.essential_max_points, min_points=opts.min_pair_points,
                             min_inlier_ratio=opts.min_inlier_ratio, min_parallax_deg=opts.min_parallax_deg,
