@@ -129,25 +129,6 @@ def sorted_shards(frames_root: str | Path) -> list[tuple[tuple[str, str, str], P
     return sorted(shards, key=lambda kp: kp[0])
 
 
-def decode_batch(jpegs: list[bytes], source: Path | list[Path], frames: list[int] | None = None) -> np.ndarray:
-    """JPEG crops → uint8 RGB (B, S, S, 3); errors name the shard (``source``: one, or one per crop) and frame."""
-    sources = source if isinstance(source, list) else [source] * len(jpegs)
-    images = []
-    for i, data in enumerate(jpegs):
-        try:
-            images.append(fr.decode_jpeg(data)[..., ::-1])
-        except Exception as exc:
-            which = f"frame {frames[i]}" if frames is not None else f"item {i}"
-            raise ValueError(f"{sources[i]}: {which}: undecodable JPEG crop ({exc})") from None
-    shapes = sorted({im.shape for im in images})
-    if len(shapes) != 1 or shapes[0][0] != shapes[0][1]:
-        where = ", ".join(sorted({str(sources[i]) for i, im in enumerate(images) if im.shape != images[0].shape}
-                                 | {str(sources[0])}))
-        raise ValueError(f"{where}: crops must be square and all of one size (one frames.crop_size), "
-                         f"got shapes {shapes[:3]}")
-    return np.ascontiguousarray(np.stack(images))
-
-
 @dataclass
 class _OpenShard:
     tag: object
@@ -182,7 +163,8 @@ def predict_shards(model: torch.nn.Module, shards: Iterable[tuple[object, pd.Dat
 
     def submit(chunk: list) -> list:
         step = -(-len(chunk) // workers)
-        return [pool.submit(decode_batch, [c[1] for c in part], [c[0].path for c in part], [c[2] for c in part])
+        return [pool.submit(fr.decode_shard_crops, [c[1] for c in part], [c[0].path for c in part],
+                            [c[2] for c in part])
                 for part in (chunk[a : a + step] for a in range(0, len(chunk), step))]
 
     crop_size = None

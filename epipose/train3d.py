@@ -96,16 +96,6 @@ class FrameCache:
         return h.hexdigest()[:16]
 
 
-def _decode(jpegs: list[bytes], source: Path) -> np.ndarray:
-    out = []
-    for i, data in enumerate(jpegs):
-        try:
-            out.append(fr.decode_jpeg(data)[..., ::-1])
-        except ValueError as exc:
-            raise ValueError(f"{source}: row {i}: {exc}") from None
-    return np.stack(out)
-
-
 def load_frames(frames_root: str | Path, subjects: list[str] | tuple[str, ...], stride: int = 1, workers: int = 2,
                 progress: bool = True) -> FrameCache:
     """Decode the crops of ``subjects``' shards under ``frames_root`` once.
@@ -130,7 +120,7 @@ def load_frames(frames_root: str | Path, subjects: list[str] | tuple[str, ...], 
         df = df[df["frame"] % stride == 0]
         if df["frame"].duplicated().any():
             raise ValueError(f"{path}: duplicate frame indices")
-        images = _decode(list(df["jpeg"]), path) if len(df) else None
+        images = fr.decode_shard_crops(list(df["jpeg"]), path, df["frame"].tolist()) if len(df) else None
         k = pd.DataFrame({"subject": subject, "action": action, "camera": camera,
                           "frame": df["frame"].to_numpy(np.int32)})
         return images, k, df[["x0", "y0", "size"]].to_numpy(np.float64), path

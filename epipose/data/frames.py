@@ -95,6 +95,26 @@ def decode_jpeg(data: bytes) -> np.ndarray:
     return image
 
 
+def decode_shard_crops(jpegs: list[bytes], source: Path | list[Path], frames: list[int] | None = None) -> np.ndarray:
+    """JPEG crops of a shard (or of several: ``source`` per crop) → uint8 RGB (B, S, S, 3); errors name
+    the shard and the frame."""
+    sources = source if isinstance(source, list) else [source] * len(jpegs)
+    images = []
+    for i, data in enumerate(jpegs):
+        try:
+            images.append(decode_jpeg(data)[..., ::-1])
+        except Exception as exc:
+            which = f"frame {frames[i]}" if frames is not None else f"item {i}"
+            raise ValueError(f"{sources[i]}: {which}: undecodable JPEG crop ({exc})") from None
+    shapes = sorted({im.shape for im in images})
+    if len(shapes) != 1 or shapes[0][0] != shapes[0][1]:
+        where = ", ".join(sorted({str(sources[i]) for i, im in enumerate(images) if im.shape != images[0].shape}
+                                 | {str(sources[0])}))
+        raise ValueError(f"{where}: crops must be square and all of one size (one frames.crop_size), "
+                         f"got shapes {shapes[:3]}")
+    return np.ascontiguousarray(np.stack(images))
+
+
 # --- shard I/O ------------------------------------------------------------------------------
 def shard_path(root: str | Path, subject: str, action: str, camera: str) -> Path:
     return Path(root) / subject / f"{action}.{camera}.parquet"
