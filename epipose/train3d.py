@@ -279,7 +279,7 @@ def init_from_2d(pose2d_path: str | Path, model_params: ModelParams) -> PoseNet:
     """The 3D network initialised from the 2D one (same architecture, ``model.depth_bins`` bins)."""
     net2d, _ = load_pose_net(pose2d_path, num_joints=model_params.num_joints)
     c2 = net2d.config
-    for key in ("backbone", "input_size", "deconv_channels"):
+    for key in ("backbone", "backbone_stages", "input_size", "deconv_layers", "deconv_channels"):
         if getattr(c2, key) != getattr(model_params, key):
             raise ValueError(f"{pose2d_path}: the 2D network has {key} {getattr(c2, key)} but param model.{key} is "
                              f"{getattr(model_params, key)} (rerun pretrain_2d)")

@@ -56,6 +56,27 @@ def test_output_shapes_every_backbone(depth):
     assert ((out["z"] >= -0.5) & (out["z"] <= 0.5)).all()
 
 
+@pytest.mark.parametrize("depth,stages,deconvs,channels,heat", [(18, 3, 2, 256, 16), (18, 3, 3, 256, 32),
+                                                               (50, 3, 2, 1024, 16), (34, 4, 2, 512, 8)])
+def test_backbone_stages_and_deconv_layers(depth, stages, deconvs, channels, heat):
+    cfg = PoseNetConfig(backbone=depth, num_joints=5, depth_bins=2, deconv_channels=8, input_size=64,
+                        backbone_stages=stages, deconv_layers=deconvs)
+    model = PoseNet(cfg).eval()
+    assert cfg.backbone_channels == channels and cfg.heatmap_size == heat
+    assert len(model.backbone) == 4 + stages           # stem (conv, bn, relu, pool) + the ResNet stages used
+    with torch.no_grad():
+        out = model(torch.randn(1, 3, 64, 64), return_logits=True)
+    assert out["logits"].shape == (1, 5, 2, heat, heat) and out["xy"].shape == (1, 5, 2)
+    with pytest.raises(ValueError, match="multiple of 16"):
+        PoseNet(PoseNetConfig(backbone=18, input_size=72, backbone_stages=3))
+
+
+def test_old_checkpoints_without_the_new_keys_load_as_four_stages():
+    cfg = PoseNetConfig.from_dict({"backbone": 18, "num_joints": 16, "depth_bins": 1, "deconv_channels": 8,
+                                   "deconv_layers": 3, "deconv_kernel": 4, "input_size": 64, "conf_radius": 2.0})
+    assert cfg.backbone_stages == 4 and cfg.heatmap_size == 16
+
+
 class _FixedLogits(nn.Module):
     """Stands in for the final conv: a peak at heatmap cell (row 3, col 5) for every joint."""
 

@@ -1,4 +1,4 @@
-"""The pose network: torchvision ResNet + 3 deconvolutions + integral (soft-argmax) regression.
+"""The pose network: torchvision ResNet + deconvolutions (3 in the paper) + integral (soft-argmax) regression.
 
 The head predicts ``J × D`` volumetric heatmaps (``D`` depth bins; ``D = 1`` for the 2D network).
 A softmax over each joint's whole volume turns the logits into a probability volume whose
@@ -35,8 +35,8 @@ from epipose.params import ParamError, from_dict, in_range, load_value, read_par
 
 log = logging.getLogger(__name__)
 
-BACKBONE_CHANNELS = {18: 512, 34: 512, 50: 2048}
-BACKBONE_STRIDE = 32
+BACKBONE_CHANNELS = {18: 512, 34: 512, 50: 2048}   # out of layer4; each earlier stage has half
+BACKBONE_STRIDE = 32                                 # with all four stages; 16 with three
 # ImageNet statistics, RGB, for inputs in [0, 1] (torchvision's backbones expect them).
 MEAN_RGB = (0.485, 0.456, 0.406)
 STD_RGB = (0.229, 0.224, 0.225)
@@ -49,6 +49,8 @@ class ModelParams:
     backbone: Literal[18, 34, 50] = 18
     pretrained: str | None = None          # local torchvision ResNet weights (.pth), or none
     input_size: int = in_range(32, 1024, default=256)
+    backbone_stages: int = in_range(3, 4, default=4)   # ResNet stages used: 4 (stride 32, the paper) or 3 (stride 16, no layer4)
+    deconv_layers: int = in_range(1, 4, default=3)     # each doubles the resolution (the paper: 3)
     deconv_channels: int = in_range(8, 1024, default=256)
     depth_bins: int = in_range(1, 256, default=64)   # the 3D network's; the 2D network uses 1
     num_joints: int = in_range(1, 64, default=skeleton.NUM_JOINTS)
@@ -77,13 +79,22 @@ class PoseNetConfig:
     depth_bins: int = 1
     deconv_channels: int = 256
     deconv_layers: int = 3
+    backbone_stages: int = 4
     deconv_kernel: int = 4
     input_size: int = 256
     conf_radius: float = 2.0
 
     @property
+    def backbone_stride(self) -> int:
+        return BACKBONE_STRIDE // 2 ** (4 - self.backbone_stages)
+
+    @property
+    def backbone_channels(self) -> int:
+        return BACKBONE_CHANNELS[self.backbone] // 2 ** (4 - self.backbone_stages)
+
+    @property
     def heatmap_size(self) -> int:
-        return self.input_size // BACKBONE_STRIDE * 2 ** self.deconv_layers
+        return self.input_size // self.backbone_stride * 2 ** self.deconv_layers
 
     @property
     def stride(self) -> float:
@@ -93,7 +104,8 @@ class PoseNetConfig:
     @classmethod
     def from_params(cls, p: ModelParams, depth_bins: int = 1, **overrides) -> "PoseNetConfig":
         return cls(backbone=p.backbone, num_joints=p.num_joints, depth_bins=depth_bins,
-                   deconv_channels=p.deconv_channels, input_size=p.input_size, **overrides)
+                   deconv_channels=p.deconv_channels, deconv_layers=p.deconv_layers,
+                   backbone_stages=p.backbone_stages, input_size=p.input_size, **overrides)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -107,8 +119,11 @@ class PoseNetConfig:
 def _check_config(cfg: PoseNetConfig) -> None:
     if cfg.backbone not in BACKBONE_CHANNELS:
         raise ValueError(f"backbone depth {cfg.backbone} not supported (choose from {sorted(BACKBONE_CHANNELS)})")
-    if cfg.input_size % BACKBONE_STRIDE:
-        raise ValueError(f"input size {cfg.input_size} must be a multiple of {BACKBONE_STRIDE}")
+    if cfg.backbone_stages not in (3, 4):
+        raise ValueError(f"backbone_stages {cfg.backbone_stages} not supported (3 or 4)")
+    if cfg.input_size % cfg.backbone_stride:
+        raise ValueError(f"input size {cfg.input_size} must be a multiple of {cfg.backbone_stride} "
+                         f"(the backbone's stride with {cfg.backbone_stages} stages)")
     if cfg.deconv_kernel not in (2, 3, 4):
         raise ValueError(f"deconvolution kernel {cfg.deconv_kernel} not supported (2, 3 or 4)")
 
@@ -148,6 +163,11 @@ def soft_argmax(logits: torch.Tensor, conf_radius: float = 2.0) -> tuple[torch.T
 class PoseNet(nn.Module):
     """ResNet backbone → deconvolutions → 1×1 conv to J·D logits → soft-argmax.
 
+    ``backbone_stages = 3`` stops the ResNet after layer3 (stride 16). On small inputs that is
+    most of the speed: at 96 px layer4 runs on 3×3 maps, where a CPU's convolutions (its backward
+    above all) are several times less efficient than on larger maps, and it holds 3/4 of the
+    ResNet-18's weights.
+
     ``forward`` takes normalised RGB images (B, 3, S, S) (see ``normalise``) and returns a dict
     ``{"xy", "z", "conf"}`` (module docstring); ``forward(x, return_logits=True)`` adds
     ``"logits"`` (B, J, D, H, W).
@@ -160,12 +180,10 @@ class PoseNet(nn.Module):
         resnet = getattr(torchvision.models, f"resnet{config.backbone}")(weights=None)
         if pretrained is not None:
             load_backbone_weights(resnet, pretrained)
-        self.backbone = nn.Sequential(
-            resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool,
-            resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4,
-        )
+        stages = [resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4][: config.backbone_stages]
+        self.backbone = nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu, resnet.maxpool, *stages)
         layers: list[nn.Module] = []
-        c_in = BACKBONE_CHANNELS[config.backbone]
+        c_in = config.backbone_channels
         pad, out_pad = _deconv_padding(config.deconv_kernel)
         for _ in range(config.deconv_layers):
             layers += [
