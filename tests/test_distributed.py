@@ -73,7 +73,8 @@ def test_train_3d_on_two_gloo_processes_trains_what_one_process_trains(tmp_path,
     h36m, frames_root = make_root(tmp_path, small_rig(real_rig))          # S1, S9 x 2 actions x 2 cameras
     pseudo3d = write_table(gt_table(h36m, ("S1",)), tmp_path / "pseudo3d.parquet")
     pose2d = _pose2d(tmp_path / "pose2d.pt", input_size=32)
-    model = {"backbone": 18, "input_size": 32, "deconv_channels": 8, "depth_bins": 8, "pretrained": None}
+    model = {"backbone": 18, "input_size": 32, "deconv_channels": 8, "depth_bins": 8, "pretrained": None,
+             "backbone_stages": 4, "deconv_layers": 3}                    # _pose2d's (PoseNetConfig's defaults)
     runs = {}
     for nproc in (1, 2):
         params = write_params(tmp_path / f"params{nproc}.yaml", nproc, data={"h36m_root": str(h36m)}, model=model,

@@ -101,7 +101,9 @@ def test_a_point_in_the_crop_maps_back_to_its_original_pixel(tmp_path, rig, monk
 
 def _tiny_checkpoint(path, num_joints=16):
     torch.manual_seed(0)
-    model = PoseNet(PoseNetConfig(backbone=18, num_joints=num_joints, deconv_channels=8, input_size=64))
+    # params.yaml's layout (3 ResNet stages, 2 deconvolutions), so train_3d accepts it as its 2D network
+    model = PoseNet(PoseNetConfig(backbone=18, num_joints=num_joints, deconv_channels=8, input_size=64,
+                                  backbone_stages=3, deconv_layers=2))
     nn.init.normal_(model.final.weight, std=0.05)
     save_pose_net(model, path)
     return path
