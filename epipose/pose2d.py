@@ -21,7 +21,7 @@ from epipose.data.transforms import (AugmentParams, apply_to_points, augment_bat
 from epipose.metrics import pckh
 from epipose.models.pose_net import ModelParams, PoseNet, PoseNetConfig, normalise
 from epipose.params import in_range
-from epipose.train import TensorSet, TrainParams, autocast, fit
+from epipose.train import TensorSet, TrainParams, amp_dtype, autocast, fit
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +228,9 @@ def pretrain_2d(mpii_root: str | Path, model_params: ModelParams, p: Pretrain2DP
                 ckpt_dir: str | Path, live_dir: str | Path | None = None, progress: bool = True):
     """Train the 2D network on ``mpii_root``'s train split.
 
-    Returns (FitResult, the valid split's CropCache, info: image counts and decoding time).
+    Returns (FitResult, ``evaluate_pckh``'s report of the returned weights on the valid split —
+    None on the processes of a distributed run other than the main one —, info: image counts and
+    decoding time).
     """
     config = PoseNetConfig.from_params(model_params, depth_bins=1)
     t0 = time.perf_counter()
@@ -242,15 +244,23 @@ def pretrain_2d(mpii_root: str | Path, model_params: ModelParams, p: Pretrain2DP
     loss_fn = Loss2D(train.src_box, config.input_size, aug, p.channels_last, p.heatmap_weight, p.heatmap_sigma,
                      p.swap_tolerance)
 
-    def evaluate(m: nn.Module) -> dict[str, float]:
-        from epipose.train import amp_dtype
+    def report_of(m: nn.Module) -> dict:
         dev = next(m.parameters()).device
-        r = evaluate_pckh(m, valid, p.eval_batch_size, p.flip_test, amp_dtype(p.amp, dev), p.channels_last)
-        return {"pckh": r["pckh@0.5"]}
+        return evaluate_pckh(m, valid, p.eval_batch_size, p.flip_test, amp_dtype(p.amp, dev), p.channels_last)
+
+    reports: list[dict] = []
+
+    def evaluate(m: nn.Module) -> dict[str, float]:
+        reports.append(report_of(m))
+        return {"pckh": reports[-1]["pckh@0.5"]}
 
     signature = {"train": _split_signature(train), "valid": _split_signature(valid), "augment": aug}
     result = fit(model, dataset, loss_fn, p, ckpt_dir, live_dir, evaluate, signature, progress=progress)
-    return result, valid, info
+    report = None
+    if result.runtime is None or result.runtime.is_main:
+        # fit's last evaluation scored the weights it returns; a run resumed complete evaluated nothing
+        report = reports[-1] if result.epochs_run > 0 else report_of(result.model)
+    return result, report, info
 
 
 def _split_signature(cache: CropCache) -> str:

@@ -10,7 +10,8 @@ What a stage supplies:
 * ``loss_fn(model, batch, gen) -> (loss, logs)``: moves/augments the batch (on the device, with
   the CPU generator ``gen`` seeded per step and rank, so augmentation is reproducible), runs the
   model and returns the scalar loss plus a dict of scalar tensors to log;
-* ``evaluate(model) -> dict[str, float]`` (optional): validation metrics, logged each epoch.
+* ``evaluate(model) -> dict[str, float]`` (optional): validation metrics, logged every ``eval_every``
+  epochs; the last epoch's scores the weights ``fit`` returns (EMA / BN recalibration applied).
 
 Engineering: Adam with a step or cosine schedule (+ linear warm-up); AMP (bf16, or fp16 with a
 gradient scaler) on CUDA and bf16 on CPUs with native bf16 (AMX / AVX512-BF16), channels_last;
@@ -519,9 +520,11 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: LossFn, cfg: TrainParams, c
             raise FloatingPointError(f"training diverged in epoch {epoch + 1} (loss is not finite); lower the lr")
 
         done = epoch + 1
+        if done == cfg.epochs:           # the weights to keep; the last evaluation scores them
+            final = _finalise(eval_model(), cfg, loader, sampler, loss_fn, device, dtype, epoch)
         metrics: dict[str, float] = {}
         if evaluate is not None and rt.is_main and (done % cfg.eval_every == 0 or done == cfg.epochs):
-            m = eval_model()
+            m = final if done == cfg.epochs else eval_model()
             m.eval()
             metrics = {k: float(v) for k, v in evaluate(m).items()}
             model.train()
@@ -538,7 +541,6 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: LossFn, cfg: TrainParams, c
             "rng": rng_state(), "history": history,
         }
         if done == cfg.epochs:
-            final = _finalise(eval_model(), cfg, loader, sampler, loss_fn, device, dtype, epoch)
             state["final"] = final.state_dict()
         if rt.is_main:
             save_checkpoint(ckpt_path, state)

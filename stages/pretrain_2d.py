@@ -15,8 +15,7 @@ from epipose.data.transforms import AugmentParams
 from epipose.io import write_json
 from epipose.models.pose_net import load_model_params, save_pose_net
 from epipose.params import load_section
-from epipose.pose2d import Pretrain2DParams, evaluate_pckh, pretrain_2d
-from epipose.train import amp_dtype
+from epipose.pose2d import Pretrain2DParams, pretrain_2d
 
 
 def main() -> None:
@@ -36,12 +35,9 @@ def main() -> None:
     aug = load_section(AugmentParams, "augment", args.params)
 
     t0 = time.perf_counter()
-    result, valid, info = pretrain_2d(args.mpii, model_params, params, aug, args.ckpt_dir, args.live_dir,
-                                progress=not args.no_progress)
-    if result.runtime is None or result.runtime.is_main:
-        device = next(result.model.parameters()).device
-        report = evaluate_pckh(result.model, valid, params.eval_batch_size, params.flip_test,
-                               amp_dtype(params.amp, device), params.channels_last)
+    result, report, info = pretrain_2d(args.mpii, model_params, params, aug, args.ckpt_dir, args.live_dir,
+                                       progress=not args.no_progress)
+    if report is not None:                      # the main process
         seconds = time.perf_counter() - t0
         metrics = {**report, **info, "seconds": round(seconds, 1), "epochs": params.epochs,
                    "resumed_from_epoch": result.resumed_from}
