@@ -262,7 +262,7 @@ def _merge_parts(out_path: str | Path, schema: pa.Schema, written: list[int], rt
     return int(total.item())
 
 
-def _read_shards(mine: list) -> Iterator[tuple[tuple[int, tuple, Path], pd.DataFrame, Path]]:
+def _read_shards(mine: list) -> Iterator[tuple[tuple[int, tuple], pd.DataFrame, Path]]:
     """Each shard read, frames sorted and checked; empty shards skipped with a warning."""
     for index, (key, path) in mine:
         shard = fr.read_shard(path)
@@ -272,7 +272,7 @@ def _read_shards(mine: list) -> Iterator[tuple[tuple[int, tuple, Path], pd.DataF
             continue
         if shard["frame"].duplicated().any():
             raise ValueError(f"{path}: duplicate frame indices")
-        yield (index, key, path), shard, path
+        yield (index, key), shard, path
 
 
 def run_infer_2d(frames_root: str | Path, model_path: str | Path, out_path: str | Path, p: Infer2DParams,
@@ -312,7 +312,7 @@ def run_infer_2d(frames_root: str | Path, model_path: str | Path, out_path: str 
         try:
             bar = tqdm(total=len(mine), desc="infer_2d", unit="shard", file=sys.stderr,
                        disable=not (progress and rt.is_main))
-            for (index, key, path), shard, xy, conf, crop_size in predict_shards(
+            for (index, key), shard, xy, conf, crop_size in predict_shards(
                     model, _read_shards(mine), p.batch_size, p.flip_test, amp, p.channels_last, pool,
                     max(1, p.decode_workers)):
                 frames = shard["frame"].to_numpy(np.int64)

@@ -234,7 +234,8 @@ def _triangulate_subject(sdf: pd.DataFrame, subject: str, rig: Rig, p: Triangula
         est = estimate_cameras_pooled(x, w, intr.focal, p, cams)
         rep["pairs"] = {f"{cams[a]}-{cams[b]}": {
             "points": q.n_points, "correspondences": q.points, "inliers": q.n_inliers,
-            "parallax_deg": _json_float(q.parallax_deg, 3), "usable": q.ok, **({"reason": q.reason} if q.reason else {})} for (a, b), q in est.pairs.items()}
+            "parallax_deg": _json_float(q.parallax_deg, 3), "usable": q.ok,
+            **({"reason": q.reason} if q.reason else {})} for (a, b), q in est.pairs.items()}
         if est.notes:
             rep["notes"] = list(est.notes)
             for note in est.notes:
