@@ -1,6 +1,6 @@
 """Benchmark: infer_2d's path against a naive loop, on the same frames, and against the machine's peak.
 
-* **infer_2d path**: ``epipose.infer2d.run_infer_2d`` as the stage runs it (batched, JPEG decoding
+* **infer_2d path**: ``epipose.pipeline.infer_2d.run_infer_2d`` as the stage runs it (batched, JPEG decoding
   on threads overlapping the network, ``torch.inference_mode``, AMP where the hardware has it,
   channels_last, streamed Parquet output) on a subset of the frame shards;
 * **naive loop**: the same shards, frame by frame: decode one JPEG, one fp32 forward pass
@@ -34,12 +34,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from epipose.compute import amp_dtype  # noqa: E402
 from epipose.data import frames as fr  # noqa: E402
-from epipose.infer2d import Infer2DParams, run_infer_2d, sorted_shards  # noqa: E402
 from epipose.models.pose_net import (PoseNet, PoseNetConfig, count_flops, load_model_params, load_pose_net,  # noqa: E402
                                      normalise, save_pose_net)
 from epipose.params import load_section  # noqa: E402
-from epipose.train import amp_dtype  # noqa: E402
+from epipose.pipeline.infer_2d import Infer2DParams, run_infer_2d, sorted_shards  # noqa: E402
 
 
 def pick_shards(frames_root: Path, max_frames: int) -> list[tuple[tuple[str, str, str], Path]]:

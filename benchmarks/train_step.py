@@ -6,7 +6,7 @@ network against the paper's layout at the same input size, in the same run.
 * **baseline**: the same input and deconvolution width with the paper's layout (all four ResNet
   stages, 3 deconvolutions) and the per-tensor (foreach) Adam;
 
-both on the same random crops, through ``epipose.pose2d.Loss2D`` (the stage's augmentation and
+both on the same random crops, through ``epipose.pipeline.pretrain_2d.Loss2D`` (the stage's augmentation and
 loss) under the stage's autocast and memory format. Steps per second is what the 2D accuracy
 tracks at a fixed time budget (README: the 2D network).
 
@@ -31,11 +31,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from epipose.compute import amp_dtype, autocast  # noqa: E402
 from epipose.data.transforms import AugmentParams  # noqa: E402
-from epipose.models.pose_net import PoseNet, PoseNetConfig, load_model_params, ModelParams  # noqa: E402
+from epipose.models.pose_net import ModelParams, PoseNet, PoseNetConfig, load_model_params  # noqa: E402
 from epipose.params import load_section  # noqa: E402
-from epipose.pose2d import Loss2D, Pretrain2DParams  # noqa: E402
-from epipose.train import amp_dtype, autocast  # noqa: E402
+from epipose.pipeline.pretrain_2d import Loss2D, Pretrain2DParams  # noqa: E402
 
 
 def time_steps(model_params: ModelParams, p: Pretrain2DParams, aug: AugmentParams, fused: bool, steps: int,

@@ -2,7 +2,7 @@
 
 Multi-view 2D is made by projecting procedural ground-truth motion (``epipose.data.synth.motion``)
 through the synthetic rig (``epipose.data.synth.rig``, the default data's cameras) and through the
-real Human3.6M rig (../shared/h36m/camera-parameters.json), under the noise models of
+real Human3.6M rig (resources/h36m/camera-parameters.json), under the noise models of
 ``epipose.data.simulate2d``: exact, Gaussian 2 px, 4 px with 5 % outlier joints and 3 % of views
 left/right-swapped with a confidence that drops for the perturbed joints, and the same with the
 detector confident on its swaps. Side by side:
@@ -50,10 +50,10 @@ from epipose.data.synth.config import RigParams  # noqa: E402
 from epipose.data.synth.rig import synthetic_rig  # noqa: E402
 from epipose.geometry import triangulation as tri  # noqa: E402
 from epipose.geometry.camera_group import CameraGroup  # noqa: E402
-from epipose.geometry.config import TriangulateParams  # noqa: E402
-from epipose.geometry.pipeline import SubjectViews, evaluate_against_gt, triangulate_table  # noqa: E402
+from epipose.pipeline.triangulate import (SubjectViews, TriangulateParams, evaluate_against_gt,  # noqa: E402
+                                          triangulate_table)
 
-H36M_CAMERAS = ROOT.parent / "shared" / "h36m" / "camera-parameters.json"
+H36M_CAMERAS = ROOT / "resources" / "h36m" / "camera-parameters.json"
 METHODS = ("plain_dlt", "bound", "known", "per_frame", "pooled")
 ACTIONS = ("Walking 1", "Directions 1", "Greeting 1", "Phoning 1", "Posing 1", "Purchases 1", "SittingDown 1",
            "Waiting 1", "Discussion 1")

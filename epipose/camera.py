@@ -114,6 +114,13 @@ class Rig:
         K, dist = self.intrinsics[cam]
         return Camera(K, dist, name=cam)
 
+    def intrinsic_cameras(self, names) -> list[Camera]:
+        """``intrinsic_camera`` of each name of ``names`` (e.g. a frame table's camera column), one
+        shared object per distinct camera."""
+        names = list(names)
+        cams = {name: self.intrinsic_camera(name) for name in dict.fromkeys(names)}
+        return [cams[c] for c in names]
+
     def has_extrinsics(self, subject: str, cam: str) -> bool:
         return cam in self.extrinsics.get(subject, {})
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -11,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -92,6 +95,22 @@ def write_torch(obj, path: str | os.PathLike) -> None:
             torch.save(obj, f)
 
 
+def read_model_file(path: Path, what: str, kind: str, writer: str, map_location="cpu") -> dict:
+    """The ``{"config", "state_dict", ...}`` payload of a model file; errors name the file and what
+    writes it (``what``: e.g. "model checkpoint"; ``kind``: what the payload must be)."""
+    import torch
+
+    if not path.exists():
+        raise FileNotFoundError(f"{what} not found: {path} (run {writer} first)")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable {what} ({type(exc).__name__}: {exc})") from None
+    if not isinstance(payload, dict) or "config" not in payload or "state_dict" not in payload:
+        raise ValueError(f"{path}: not a {kind} (expected keys 'config' and 'state_dict')")
+    return payload
+
+
 def write_parquet(df: pd.DataFrame, path: str | os.PathLike, metadata: dict[str, str] | None = None,
                   schema: pa.Schema | None = None) -> None:
     """Write ``df`` without its index, zstd-compressed, with optional key/value file metadata."""
@@ -108,3 +127,55 @@ def read_parquet_metadata(path: str | os.PathLike) -> dict[str, str]:
     """The key/value metadata of a Parquet file, decoded (pandas' own entry dropped)."""
     md = pq.read_schema(path).metadata or {}
     return {k.decode(): v.decode() for k, v in md.items() if k != b"pandas"}
+
+
+# --- content hashes ----------------------------------------------------------------------------------
+def content_hash(*parts, length: int = 16) -> str:
+    """A SHA-256 hex digest (first ``length`` characters) of the full content of ``parts``.
+
+    The one hash of the project (training fingerprints, data signatures). Each part may be a numpy
+    array or torch tensor (dtype, shape and every byte), ``bytes``, a ``pathlib.Path`` (the file's
+    bytes), a pandas DataFrame (column names and every value), a dataclass, or a JSON-like value
+    (dict, list, tuple, str, number, bool, None) of these.
+    """
+    h = hashlib.sha256()
+    for part in parts:
+        _hash_into(h, part)
+    return h.hexdigest()[:length]
+
+
+def _hash_into(h, x) -> None:
+    if type(x).__module__.startswith("torch") and hasattr(x, "detach"):
+        import torch
+
+        t = x.detach().cpu().contiguous()
+        h.update(f"tensor {t.dtype} {tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    elif isinstance(x, np.ndarray):
+        h.update(f"ndarray {x.dtype.str} {x.shape}|".encode())
+        h.update(np.ascontiguousarray(x).data)
+    elif isinstance(x, (bytes, bytearray, memoryview)):
+        h.update(b"bytes|")
+        h.update(x)
+    elif isinstance(x, Path):
+        h.update(b"file|")
+        with open(x, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    elif isinstance(x, pd.DataFrame):
+        h.update(f"frame {list(map(str, x.columns))}|".encode())
+        h.update(pd.util.hash_pandas_object(x, index=False).to_numpy().data)
+    elif dataclasses.is_dataclass(x) and not isinstance(x, type):
+        h.update(f"{type(x).__name__}|".encode())
+        _hash_into(h, {f.name: getattr(x, f.name) for f in dataclasses.fields(x)})
+    elif isinstance(x, dict):
+        h.update(f"dict {len(x)}|".encode())
+        for k in sorted(x, key=str):
+            _hash_into(h, str(k))
+            _hash_into(h, x[k])
+    elif isinstance(x, (list, tuple)):
+        h.update(f"list {len(x)}|".encode())
+        for v in x:
+            _hash_into(h, v)
+    else:
+        h.update(f"{type(x).__name__} {json.dumps(x, default=str)}|".encode())

@@ -1,4 +1,4 @@
-"""Run a stage script on ``compute.nproc`` processes.
+"""How a stage runs: on ``compute.nproc`` processes, and with one way of failing.
 
     python -m epipose.launch stages/<name>.py [stage arguments ...]
 
@@ -7,15 +7,24 @@ Reads section ``compute`` of the params file the stage will read (its ``--params
 with N > 1 with ``torchrun --standalone --nproc_per_node N stages/<name>.py ...`` (the stage
 then runs DistributedDataParallel / split inference; gloo on CPU, nccl on CUDA). Either way the
 launcher's process becomes the stage's, so exit codes and signals pass through unchanged.
+
+Every stage script ends with ``sys.exit(run_stage(main))``: logging goes to stderr under the
+stage's name; a bad param or input — a ``ValueError`` (``ParamError``, ``TableError``, ...), an
+``OSError`` (a missing or unwritable file) or a diverged training — stops the stage with one line
+that names the ``section.key`` or the file and exit status 2; outputs are written atomically at
+the end, so nothing is left half-written. Under torchrun every process leaves the process group
+on the way out.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
-from epipose.compute import ComputeParams
-from epipose.params import ParamError, from_dict, read_params
+from epipose.params import ParamError, load_value
 
 
 def params_path(args: list[str]) -> str:
@@ -35,6 +44,30 @@ def command(script: str, args: list[str], nproc: int) -> list[str]:
             script, *args]
 
 
+# --- running a stage script --------------------------------------------------------------------------
+INPUT_ERRORS = (ValueError, OSError, FloatingPointError)
+
+
+def stage_logger() -> logging.Logger:
+    """The running stage's logger (named as its script: ``train_3d``, ``triangulate``, ...)."""
+    return logging.getLogger(Path(sys.argv[0]).stem or "epipose")
+
+
+def run_stage(main: Callable[[], None]) -> int:
+    """Run a stage's ``main`` → its exit status: 0, or 2 after one error line for a bad param or input."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        main()
+    except INPUT_ERRORS as exc:
+        stage_logger().error("%s", " ".join(str(exc).split()) or type(exc).__name__)
+        return 2
+    finally:
+        dist = sys.modules.get("torch.distributed")   # only a stage that imported torch can have a process group
+        if dist is not None and dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or not argv[0].endswith(".py"):
@@ -42,15 +75,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     script, args = argv[0], argv[1:]
     path = params_path(args)
-    try:
-        section = read_params(path).get("compute")
-        if section is None:
-            raise ParamError(f"param compute: section missing from {path}")
-        p = from_dict(ComputeParams, section, "compute")     # the stage validates and records it again
+    try:   # only what the launch needs (it stays free of torch): the stage validates the whole section
+        nproc = load_value("compute", "nproc", int, path)
+        if nproc < 1:
+            raise ParamError(f"param compute.nproc: {nproc} is below the minimum 1")
     except (ParamError, FileNotFoundError) as exc:
         print(f"epipose.launch: {exc}", file=sys.stderr)
         return 2
-    cmd = command(script, args, p.nproc)
+    cmd = command(script, args, nproc)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(cmd[0], cmd)

@@ -3,6 +3,9 @@ PCK3D, AUC, Pose Structure Score.
 
 3D functions follow VideoPose3D's ``common/loss.py``: pure numpy, vectorised over frames, poses
 (..., J, 3) in mm, no root-centring inside (use ``root_relative`` first for Protocol #1-style numbers).
+P-MPJPE's Procrustes alignment: ``similarity_transform(A, B)`` finds s, R, t minimising
+Σ‖s·R·aᵢ + t − bᵢ‖² (Umeyama 1991, with the reflection fix so R is a proper rotation); NaN points
+(or a given mask) are left out of the fit.
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from __future__ import annotations
 import numpy as np
 
 from epipose import skeleton
-from epipose.geometry.procrustes import align
 
 # MPII's total leaves out pelvis and thorax (they are nearly always right and would inflate it).
 PCKH_EXCLUDED = (skeleton.PELVIS, skeleton.THORAX)
@@ -59,6 +61,52 @@ def pixel_errors(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray | None = 
     return err
 
 
+# --- Procrustes alignment ---------------------------------------------------------------------
+def similarity_transform(source: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None,
+                         scale: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(..., N, 3) point sets → s (...), R (..., 3, 3), t (..., 3) with target ≈ s·R·source + t."""
+    A = np.asarray(source, dtype=np.float64)
+    B = np.asarray(target, dtype=np.float64)
+    if A.shape != B.shape or A.shape[-1] != 3:
+        raise ValueError(f"source {A.shape} and target {B.shape} must both be (..., N, 3)")
+    m = np.isfinite(A).all(-1) & np.isfinite(B).all(-1)
+    if mask is not None:
+        m &= np.asarray(mask, dtype=bool)
+    wts = m.astype(np.float64)[..., None]
+    n = np.maximum(wts.sum(-2), 1.0)                                   # (..., 1)
+    A0 = np.where(m[..., None], A, 0.0)
+    B0 = np.where(m[..., None], B, 0.0)
+    mu_a = A0.sum(-2) / n
+    mu_b = B0.sum(-2) / n
+    Ac = (A0 - mu_a[..., None, :]) * wts
+    Bc = (B0 - mu_b[..., None, :]) * wts
+    C = np.swapaxes(Bc, -1, -2) @ Ac                                     # (..., 3, 3) Σ b aᵀ
+    U, S, Vt = np.linalg.svd(C)
+    d = np.sign(np.linalg.det(U @ Vt))
+    d = np.where(d == 0, 1.0, d)
+    D = np.ones(S.shape)
+    D[..., 2] = d
+    R = (U * D[..., None, :]) @ Vt
+    var_a = (Ac ** 2).sum(axis=(-1, -2))
+    if scale:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s = (S * D).sum(-1) / var_a
+    else:
+        s = np.ones(var_a.shape)
+    t = mu_b - s[..., None] * (R @ mu_a[..., None])[..., 0]
+    few = m.sum(-1) < 3
+    if np.any(few):
+        s = np.where(few, np.nan, s)
+    return s, R, t
+
+
+def align(source: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None, scale: bool = True) -> np.ndarray:
+    """``source`` moved onto ``target`` by the best similarity (rigid if ``scale=False``) transform."""
+    s, R, t = similarity_transform(source, target, mask, scale)
+    A = np.asarray(source, dtype=np.float64)
+    return s[..., None, None] * (A @ np.swapaxes(R, -1, -2)) + t[..., None, :]
+
+
 # --- 3D --------------------------------------------------------------------------------------
 def _pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     pred, gt = np.asarray(pred, dtype=np.float64), np.asarray(gt, dtype=np.float64)
@@ -67,9 +115,11 @@ def _pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return pred, gt
 
 
-def root_relative(poses: np.ndarray, root: int = skeleton.PELVIS) -> np.ndarray:
-    """Poses (..., J, 3) with the root joint moved to the origin."""
-    poses = np.asarray(poses, dtype=np.float64)
+def root_relative(poses, root: int = skeleton.PELVIS):
+    """Poses (..., J, 3) with the root joint moved to the origin (numpy: as float64; a torch tensor
+    stays a tensor of its dtype)."""
+    if not hasattr(poses, "detach"):
+        poses = np.asarray(poses, dtype=np.float64)
     return poses - poses[..., root : root + 1, :]
 
 
@@ -77,6 +127,13 @@ def joint_errors(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """Euclidean error per joint (..., J)."""
     pred, gt = _pair(pred, gt)
     return np.linalg.norm(pred - gt, axis=-1)
+
+
+def masked_mpjpe(pred: np.ndarray, gt: np.ndarray, mask: np.ndarray) -> float:
+    """Mean joint error over the joints where ``mask`` (..., J) holds and both are finite (NaN if none)."""
+    err = np.linalg.norm(np.asarray(pred, dtype=np.float64) - np.asarray(gt, dtype=np.float64), axis=-1)
+    ok = mask & np.isfinite(err)
+    return float(err[ok].mean()) if ok.any() else float("nan")
 
 
 def mpjpe(pred: np.ndarray, gt: np.ndarray, per_frame: bool = False):

@@ -1,8 +1,10 @@
-"""Typed, validated access to params.yaml.
+"""Typed, validated access to params.yaml, the one source of truth for params.
 
 Each stage declares the sections it reads as dataclasses; ``load_section`` checks every key
-(unknown keys, types, ``Literal`` choices, ranges from ``field(metadata={"min": .., "max": ..})``)
-and names the offending ``section.key`` in its error.
+(missing and unknown keys, types, ``Literal`` choices, ranges from ``field(metadata={"min": ..,
+"max": ..})``) and names the offending ``section.key`` in its error. A key missing from
+params.yaml is an error, never a silent fallback: the dataclasses' defaults are params.yaml's
+values (``tests/test_params.py`` holds them equal) for code that builds a section itself.
 """
 
 from __future__ import annotations
@@ -90,8 +92,9 @@ def _check(value: Any, tp: Any, key: str) -> Any:
     raise TypeError(f"unsupported param type {tp!r} for {key}")
 
 
-def from_dict(cls: type[T], data: Any, section: str) -> T:
-    """Build dataclass ``cls`` from ``data``, validating every key under the name ``section``."""
+def from_dict(cls: type[T], data: Any, section: str, optional: frozenset[str] | set[str] = frozenset()) -> T:
+    """Build dataclass ``cls`` from ``data``, validating every key under the name ``section``; every
+    field must be given, except those in ``optional`` (they keep their defaults)."""
     if not isinstance(data, dict):
         raise ParamError(f"param {section}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
@@ -103,7 +106,7 @@ def from_dict(cls: type[T], data: Any, section: str) -> T:
     for name, f in fields.items():
         key = f"{section}.{name}"
         if name not in data:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            if name not in optional:
                 raise ParamError(f"param {key}: missing")
             continue
         value = _check(data[name], hints[name], key)
@@ -161,3 +164,12 @@ def param_keys(cls: type, section: str) -> list[str]:
 def in_range(lo: float | None = None, hi: float | None = None, **kw) -> Any:
     """``dataclasses.field`` with a validated range."""
     return dataclasses.field(metadata={"min": lo, "max": hi}, **kw)
+
+
+def redefault(base: type, name: str, value: Any) -> Any:
+    """Field ``name`` of dataclass ``base`` (its validated range) with another default: a section
+    that extends a shared one (``epipose.train.TrainParams``) states its own params.yaml values."""
+    f = {f.name: f for f in dataclasses.fields(base)}[name]
+    if isinstance(value, list):
+        return dataclasses.field(default_factory=lambda: list(value), metadata=f.metadata)
+    return dataclasses.field(default=value, metadata=f.metadata)

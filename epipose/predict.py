@@ -1,8 +1,8 @@
 """``epipose predict``: the trained 3D network (and refiner) on a user's images, folders or videos.
 
 One RGB image is enough. Each image (or video frame) is cut into the square person crop the
-network was trained on, run through ``epipose.pose3d.infer_3d`` — the one inference path, also
-used by train_3d and the evaluate stage — optionally refined (``epipose.refine.refine_poses``)
+network was trained on, run through ``epipose.models.inference.infer_3d`` — the one inference path,
+also used by train_3d and the evaluate stage — optionally refined (``epipose.models.refiner.refine_poses``)
 and, for videos, optionally smoothed over time.
 
 **The person crop.** The training crops (frame shards) are the projection of a 2000 mm square
@@ -48,13 +48,14 @@ from tqdm import tqdm
 
 from epipose import skeleton
 from epipose.camera import Camera
+from epipose.compute import select_device
 from epipose.data.frames import crop_image
 from epipose.data.pose_tables import KEYS, PREDICTION_SCHEMA, PREDICTION_VALUES, from_dense, write_table
 from epipose.io import atomic_path
-from epipose.models.refiner import load_refiner
-from epipose.pose3d import infer_3d, root_relative
-from epipose.refine import refine_poses
-from epipose.train3d import load_pose3d
+from epipose.metrics import root_relative
+from epipose.models.inference import infer_3d
+from epipose.models.pose_net import load_pose3d
+from epipose.models.refiner import load_refiner, refine_poses
 from epipose.viz import close_figure, figure_rgb, half_extent, pose_figure, save_figure
 
 log = logging.getLogger(__name__)
@@ -365,11 +366,11 @@ class Models:
 
 
 def pick_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise PredictError(f"--device {device}: CUDA is not available here")
-    return torch.device(device)
+    """``--device``: auto | cpu | cuda | cuda:N (``epipose.compute.select_device``)."""
+    try:
+        return select_device(device)
+    except ValueError as exc:
+        raise PredictError(f"--{exc}") from None
 
 
 def load_models(model_path: str | Path, refiner_path: str | Path | None = None, device: str = "auto") -> Models:
@@ -388,8 +389,6 @@ def load_models(model_path: str | Path, refiner_path: str | Path | None = None, 
                                f"{model_path} predicts {joints}: not a matching pair")
         refiner = refiner.to(dev)
     model = model.to(dev, memory_format=torch.channels_last)     # as the evaluate stage runs it
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True
     return Models(model, meta, refiner, dev)
 
 

@@ -1,17 +1,16 @@
 """Stage evaluate: the 3D network (+ refiner, + optionally a second network such as the fully supervised
-baseline) on the test subjects with the paper's protocol → metrics JSON, per-action TSV, figures, report."""
+baseline) on the test subjects with the paper's protocol → metrics JSON, per-action TSV, figures, report.
+One process, whatever ``compute.nproc``; on ``compute.device``."""
 
 import argparse
-import logging
+import sys
 from pathlib import Path
 from typing import Literal
 
-import torch
-
-from epipose.compute import ComputeParams, use_cuda
-from epipose.evaluate3d import EvaluateParams, per_action_tsv, results_markdown, run_evaluation
+from epipose.launch import run_stage
 from epipose.io import atomic_path, write_json
-from epipose.params import ParamError, load_section, load_value
+from epipose.params import load_section, load_value
+from epipose.pipeline.evaluate import EvaluateParams, per_action_tsv, results_markdown, run_evaluation
 
 
 def main() -> None:
@@ -27,17 +26,13 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_section(EvaluateParams, "evaluate", args.params)
     num_joints = load_value("model", "num_joints", int, args.params)
     h36m_root = load_value("data", "h36m_root", str, args.params)
-    device = load_value("compute", "device", Literal["auto", "cpu", "cuda"], args.params)   # one process, whatever compute.nproc
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ParamError("param compute.device is cuda but no CUDA device is available (use auto or cpu)")
+    device = load_value("compute", "device", Literal["auto", "cpu", "cuda"], args.params)
 
     results, info = run_evaluation(args.frames, h36m_root, args.model, params, num_joints, args.refiner,
-                                   args.baseline, args.figures, use_cuda=use_cuda(ComputeParams(device=device)),
-                                   progress=not args.no_progress)
+                                   args.baseline, args.figures, device=device, progress=not args.no_progress)
     write_json({"protocol": info, **results}, args.metrics)
     per_action_tsv(results, args.per_action)
     if args.report:
@@ -48,4 +43,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_stage(main))

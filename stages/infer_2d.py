@@ -5,14 +5,13 @@ does): the shards are split over N torchrun processes; rank 0 writes the outputs
 """
 
 import argparse
-import logging
+import sys
 
-import torch.distributed as dist
-
-from epipose.compute import load_compute
-from epipose.infer2d import Infer2DParams, run_infer_2d
+from epipose.launch import run_stage, stage_logger
+from epipose.compute import load_compute, setup_runtime
 from epipose.io import write_json
 from epipose.params import load_section, load_value
+from epipose.pipeline.infer_2d import Infer2DParams, run_infer_2d
 
 
 def main() -> None:
@@ -25,20 +24,18 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    load_compute(args.params)
+    compute = load_compute(args.params)
     params = load_section(Infer2DParams, "infer_2d", args.params)
     num_joints = load_value("model", "num_joints", int, args.params)
+    rt = setup_runtime(compute, params.threads)
     metrics = run_infer_2d(args.frames, args.model, args.out, params, num_joints=num_joints, gt_root=args.gt_root,
-                           progress=not args.no_progress)
-    if not dist.is_initialized() or dist.get_rank() == 0:
+                           runtime=rt, progress=not args.no_progress)
+    if rt.is_main:
         write_json(metrics, args.metrics)
         if "median_px" in metrics:
-            logging.info("infer_2d: %d frames, median 2D error %.2f px, PCKh@0.5 %.1f%%", metrics["frames"],
-                         metrics["median_px"], metrics["pckh@0.5"])
-    if dist.is_initialized():
-        dist.destroy_process_group()
+            stage_logger().info("%d frames, median 2D error %.2f px, PCKh@0.5 %.1f%%", metrics["frames"],
+                                metrics["median_px"], metrics["pckh@0.5"])
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_stage(main))

@@ -5,17 +5,16 @@ does): torchrun, DistributedDataParallel; rank 0 writes the outputs.
 """
 
 import argparse
-import logging
+import sys
 import time
 
-import torch.distributed as dist
-
-from epipose.compute import load_compute
+from epipose.launch import run_stage, stage_logger
+from epipose.compute import load_compute, setup_runtime
 from epipose.data.transforms import AugmentParams
 from epipose.io import write_json
 from epipose.models.pose_net import load_model_params, save_pose_net
 from epipose.params import load_section
-from epipose.pose2d import Pretrain2DParams, pretrain_2d
+from epipose.pipeline.pretrain_2d import Pretrain2DParams, pretrain_2d
 
 
 def main() -> None:
@@ -28,26 +27,23 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    load_compute(args.params)
+    compute = load_compute(args.params)
     model_params = load_model_params(args.params)        # not model.depth_bins: the 2D network has none
     params = load_section(Pretrain2DParams, "pretrain_2d", args.params)
     aug = load_section(AugmentParams, "augment", args.params)
 
     t0 = time.perf_counter()
     result, report, info = pretrain_2d(args.mpii, model_params, params, aug, args.ckpt_dir, args.live_dir,
-                                       progress=not args.no_progress)
+                                       runtime=setup_runtime(compute, params.threads), progress=not args.no_progress)
     if report is not None:                      # the main process
         seconds = time.perf_counter() - t0
         metrics = {**report, **info, "seconds": round(seconds, 1), "epochs": params.epochs,
                    "resumed_from_epoch": result.resumed_from}
         save_pose_net(result.model, args.out, meta={"pckh@0.5": report["pckh@0.5"], "mpii_root": str(args.mpii)})
         write_json(metrics, args.metrics)
-        logging.info("pretrain_2d: PCKh@0.5 %.2f%% on %d valid joints, %.0f s → %s",
-                     report["pckh@0.5"], report["count"], seconds, args.out)
-    if dist.is_initialized():
-        dist.destroy_process_group()
+        stage_logger().info("PCKh@0.5 %.2f%% on %d valid joints, %.0f s → %s", report["pckh@0.5"], report["count"],
+                            seconds, args.out)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_stage(main))

@@ -10,19 +10,20 @@ does): torchrun, DistributedDataParallel; rank 0 predicts and writes the outputs
 
 import argparse
 import dataclasses
-import logging
+import sys
 import time
 
 import numpy as np
-import torch.distributed as dist
 
 from epipose.camera import load_rig
+from epipose.launch import run_stage, stage_logger
+from epipose.compute import load_compute, setup_runtime
+from epipose.data.pose_tables import write_pred3d
 from epipose.data.transforms import AugmentParams
-from epipose.compute import load_compute
 from epipose.io import write_json
 from epipose.models.pose_net import ModelParams, save_pose_net
 from epipose.params import load_section, load_value
-from epipose.train3d import Train3DParams, predict_frames, target_mpjpe, train_3d, write_pred3d
+from epipose.pipeline.train_3d import Train3DParams, predict_frames, target_mpjpe, train_3d
 
 
 def main() -> None:
@@ -40,47 +41,42 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    load_compute(args.params)
+    compute = load_compute(args.params)
     model_params = load_section(ModelParams, "model", args.params)
     params = load_section(Train3DParams, "train_3d", args.params)
     aug = load_section(AugmentParams, "augment", args.params)
     h36m_root = load_value("data", "h36m_root", str, args.params)
-    target = args.target or params.target
-    if target != params.target:
-        params = dataclasses.replace(params, target=target)
+    params = dataclasses.replace(params, target=args.target or params.target)
     rig = load_rig(f"{h36m_root}/cameras.json")
 
     t0 = time.perf_counter()
     run = train_3d(args.frames, args.pose2d, rig, model_params, params, aug, args.ckpt_dir, args.live_dir,
-                   pseudo3d_path=args.pseudo3d, h36m_root=h36m_root if target == "gt" else None,
-                   progress=not args.no_progress)
+                   pseudo3d_path=args.pseudo3d, h36m_root=h36m_root if params.target == "gt" else None,
+                   runtime=setup_runtime(compute, params.threads), progress=not args.no_progress)
     train_seconds = time.perf_counter() - t0
-    if run.fit.runtime is None or run.fit.runtime.is_main:
-        model = run.fit.model
-        pred = predict_frames(model, run.cache, rig, run.targets.root_depth, params.depth_range_mm,
-                              params.eval_batch_size, params.flip_test, params.amp, params.channels_last,
-                              progress=not args.no_progress)
-        fit_mpjpe = target_mpjpe(pred["pose_cam"], run.targets)
-        meta = {"depth_range_mm": params.depth_range_mm, "target": target, "crop_size": run.cache.crop_size,
-                "subjects": list(params.subjects), "train_target_mpjpe_mm": round(fit_mpjpe, 2)}
-        save_pose_net(model, args.out, meta=meta)
-        if args.pred_out:
-            write_pred3d(args.pred_out, run.cache.keys, pred["pose_cam"], pred["conf"],
-                         metadata={"model": args.out, "target": target, "flip_test": str(params.flip_test),
-                                   "root_depth": f"the {target} labels' pelvis depth"})
-        history = run.fit.history
-        metrics = {**run.info, "epochs": params.epochs, "resumed_from_epoch": run.fit.resumed_from,
-                   "final_train_loss": round(history[-1]["train_loss"], 6) if history else None,
-                   "train_target_mpjpe_mm": round(fit_mpjpe, 2),
-                   "predicted_frames": int(np.isfinite(pred["pose_cam"]).all(axis=(1, 2)).sum()),
-                   "train_seconds": round(train_seconds, 1), "seconds": round(time.perf_counter() - t0, 1)}
-        write_json(metrics, args.metrics)
-        logging.info("train_3d (%s): %d frames, root-relative error vs its labels %.1f mm, %.0f s → %s", target,
-                     len(run.cache), fit_mpjpe, metrics["seconds"], args.out)
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    if not run.fit.runtime.is_main:
+        return
+    model = run.fit.model
+    pred = predict_frames(model, run.cache, rig, run.targets.root_depth, params.depth_range_mm, params.eval_batch_size,
+                          params.flip_test, params.amp, params.channels_last, progress=not args.no_progress)
+    fit_mpjpe = target_mpjpe(pred["pose_cam"], run.targets)
+    meta = {"depth_range_mm": params.depth_range_mm, "target": params.target, "crop_size": run.cache.crop_size,
+            "subjects": list(params.subjects), "train_target_mpjpe_mm": round(fit_mpjpe, 2)}
+    save_pose_net(model, args.out, meta=meta)
+    if args.pred_out:
+        write_pred3d(args.pred_out, run.cache.keys, pred["pose_cam"], pred["conf"],
+                     metadata={"model": args.out, "target": params.target, "flip_test": str(params.flip_test),
+                               "root_depth": f"the {params.target} labels' pelvis depth"})
+    history = run.fit.history
+    metrics = {**run.info, "epochs": params.epochs, "resumed_from_epoch": run.fit.resumed_from,
+               "final_train_loss": round(history[-1]["train_loss"], 6) if history else None,
+               "train_target_mpjpe_mm": round(fit_mpjpe, 2),
+               "predicted_frames": int(np.isfinite(pred["pose_cam"]).all(axis=(1, 2)).sum()),
+               "train_seconds": round(train_seconds, 1), "seconds": round(time.perf_counter() - t0, 1)}
+    write_json(metrics, args.metrics)
+    stage_logger().info("%s: %d frames, root-relative error vs its labels %.1f mm, %.0f s → %s", params.target,
+                        len(run.cache), fit_mpjpe, metrics["seconds"], args.out)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_stage(main))

@@ -15,40 +15,19 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # many tiny BLAS calls: thre
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import logging  # noqa: E402
 import sys  # noqa: E402
 
 from tqdm import tqdm  # noqa: E402
 
-from epipose import skeleton  # noqa: E402
 from epipose.camera import load_rig  # noqa: E402
-from epipose.data.h36m import H36MDataset  # noqa: E402
-from epipose.data.pose_tables import TableError, read_pose2d, write_pseudo3d  # noqa: E402
-from epipose.geometry.config import TriangulateParams  # noqa: E402
-from epipose.geometry.pipeline import evaluate_against_gt, triangulate_table  # noqa: E402
+from epipose.launch import run_stage, stage_logger  # noqa: E402
+from epipose.data.pose_tables import read_pose2d, write_pseudo3d  # noqa: E402
 from epipose.io import write_json  # noqa: E402
-from epipose.params import ParamError, load_section  # noqa: E402
-
-log = logging.getLogger("triangulate")
-
-
-def ground_truth(root: str):
-    """``gt(subject, action, camera)`` from a Human3.6M-layout root (None where it has no poses)."""
-    ds = H36MDataset(root)
-    cache: dict = {}
-
-    def gt(subject, action, camera):
-        if not ds.pose_path(subject, action).exists() or not ds.rig.has_extrinsics(subject, camera):
-            return None
-        if (subject, action) not in cache:
-            cache[(subject, action)] = ds.poses_world(subject, action)
-        cam = ds.rig.camera(subject, camera)
-        return cam.world_to_camera(skeleton.h36m32_to_mpii(cache[(subject, action)]))
-
-    return gt
+from epipose.params import load_section  # noqa: E402
+from epipose.pipeline.triangulate import TriangulateParams, evaluate_against_gt, ground_truth, triangulate_table  # noqa: E402
 
 
-def main() -> int:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pose2d", required=True, help="input 2D poses (data/pose2d.parquet)")
     parser.add_argument("--cameras", required=True, help="cameras.json (intrinsics; extrinsics used only if known)")
@@ -57,29 +36,24 @@ def main() -> int:
     parser.add_argument("--gt-root", help="Human3.6M-layout root with ground-truth D3_Positions, for the metrics")
     parser.add_argument("--params", default="params.yaml", help="params file (section triangulate)")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        params = load_section(TriangulateParams, "triangulate", args.params)
-        rig = load_rig(args.cameras)
-        pose2d = read_pose2d(args.pose2d)
-        gt = ground_truth(args.gt_root) if args.gt_root else None
-        log.info("%d rows from %s, mode %s", len(pose2d), args.pose2d, params.mode)
-        out = triangulate_table(pose2d, rig, params, progress=lambda xs: tqdm(xs, desc="subjects", file=sys.stderr))
-        report = dict(out.report)
-        if gt is not None:
-            report["ground_truth"] = evaluate_against_gt(out.table, gt)
-        if not len(out.table):
-            log.warning("no row could be triangulated: %s will be empty", args.out)
-        json.dumps(report, allow_nan=False)  # fail before writing anything
-        write_pseudo3d(out.table, args.out, out.metadata)
-        if args.metrics:
-            write_json(report, args.metrics)
-    except (ParamError, TableError, FileNotFoundError, ValueError) as exc:
-        logging.error("triangulate: %s", exc)
-        return 2
+    log = stage_logger()
+    params = load_section(TriangulateParams, "triangulate", args.params)
+    rig = load_rig(args.cameras)
+    pose2d = read_pose2d(args.pose2d)
+    gt = ground_truth(args.gt_root) if args.gt_root else None
+    log.info("%d rows from %s, mode %s", len(pose2d), args.pose2d, params.mode)
+    out = triangulate_table(pose2d, rig, params, progress=lambda xs: tqdm(xs, desc="subjects", file=sys.stderr))
+    report = dict(out.report)
+    if gt is not None:
+        report["ground_truth"] = evaluate_against_gt(out.table, gt)
+    if not len(out.table):
+        log.warning("no row could be triangulated: %s will be empty", args.out)
+    json.dumps(report, allow_nan=False)  # fail before writing anything
+    write_pseudo3d(out.table, args.out, out.metadata)
+    if args.metrics:
+        write_json(report, args.metrics)
     log.info("wrote %s: %d rows, coverage %.4f", args.out, len(out.table), report["coverage"])
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_stage(main))

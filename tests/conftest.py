@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-REAL_CAMERAS = SHARED / "h36m" / "camera-parameters.json"
+# The real Human3.6M calibration, kept in the project with its licence (resources/h36m/README.md).
+REAL_CAMERAS = ROOT / "resources" / "h36m" / "camera-parameters.json"
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
@@ -14,6 +14,21 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 def real_rig():
     from epipose.camera import load_rig
 
-    if not REAL_CAMERAS.exists():
-        pytest.skip("../shared/h36m/camera-parameters.json not present")
     return load_rig(REAL_CAMERAS)
+
+
+def deep_update(base: dict, new: dict) -> dict:
+    """``base`` with ``new`` merged in, section by section."""
+    for k, v in new.items():
+        base[k] = deep_update(dict(base.get(k) or {}), v) if isinstance(v, dict) else v
+    return base
+
+
+def write_params(path: Path, overrides: dict | None = None) -> Path:
+    """The project's params.yaml with ``overrides`` (nested) merged in, written to ``path``: every key is
+    there (a missing key is an error), the test states only what it changes."""
+    import yaml
+
+    params = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides or {})
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path

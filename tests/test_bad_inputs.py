@@ -1,6 +1,6 @@
 """Bad params and bad input files across the stages: each stage script, run as dvc runs it (its
-arguments, a params.yaml in the working directory), stops with an error that names the offending
-``section.key`` or file, and writes nothing.
+arguments, a params.yaml in the working directory), stops with exit status 2 and one error line that
+names the offending ``section.key`` or file, and writes nothing.
 
 The scripts run in this process (``runpy``, as ``python stages/<name>.py``) to keep the matrix fast;
 their outputs all go under ``<tmp>/out``, which must stay empty.
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import re
 import runpy
 import shutil
@@ -21,7 +22,7 @@ from typing import Callable
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, deep_update
 from epipose import skeleton
 from epipose.camera import Rig
 from epipose.data.h36m import H36MDataset
@@ -30,7 +31,6 @@ from epipose.data.simulate2d import NOISE_MODELS, simulate_pose2d
 from h36m_fixture import make_root as make_video_root
 from mpii_fixture import make_mpii
 from test_infer_2d import _tiny_checkpoint, make_h36m_with_shards
-from test_pipeline import _deep_update
 
 CAMS = ("54138969", "55011271")
 BASE_PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -42,8 +42,6 @@ def world(tmp_path_factory, request):
     from epipose.camera import load_rig
     from conftest import REAL_CAMERAS
 
-    if not REAL_CAMERAS.exists():
-        pytest.skip("../shared/h36m/camera-parameters.json not present")
     real = load_rig(REAL_CAMERAS)
     rig = Rig({c: real.intrinsics[c] for c in CAMS}, {s: {c: real.extrinsics[s][c] for c in CAMS} for s in ("S1", "S9")})
     root = tmp_path_factory.mktemp("world")
@@ -239,11 +237,11 @@ def run_stage(stage: str, args: list[str], cwd: Path, monkeypatch, caplog) -> st
     monkeypatch.setattr(sys, "argv", [f"stages/{stage}.py", *args])
     try:
         runpy.run_path(str(ROOT / "stages" / f"{stage}.py"), run_name="__main__")
-    except SystemExit as exc:                         # the stages that log one line and exit 2
-        assert exc.code not in (0, None), f"{stage} exited {exc.code}"
-        return "\n".join(r.getMessage() for r in caplog.records)
-    except Exception as exc:                          # the stages that let the error propagate
-        return f"{type(exc).__name__}: {exc}"
+    except SystemExit as exc:                         # every stage: one error line, exit status 2
+        assert exc.code == 2, f"{stage} exited {exc.code}"
+        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert len(errors) == 1 and "\n" not in errors[0], f"{stage}: not one error line: {errors}"
+        return errors[0]
     raise AssertionError(f"stage {stage} succeeded on a bad input")
 
 
@@ -251,7 +249,7 @@ def run_stage(stage: str, args: list[str], cwd: Path, monkeypatch, caplog) -> st
 def test_bad_input_names_it_and_writes_nothing(case, world, tmp_path, monkeypatch, caplog):
     case_dir = tmp_path / "case"
     case_dir.mkdir()
-    params = _deep_update(copy.deepcopy(BASE_PARAMS), case.params)
+    params = deep_update(copy.deepcopy(BASE_PARAMS), case.params)
     params["data"]["h36m_root"] = str(world["h36m"])
     (case_dir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     stage, args = case.command(world, case_dir)

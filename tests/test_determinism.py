@@ -27,12 +27,11 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, deep_update
 from epipose import skeleton
 from epipose.data.h36m import H36MDataset
 from epipose.data.pose_tables import write_pose2d
 from epipose.data.simulate2d import NOISE_MODELS, simulate_pose2d
-from test_pipeline import _deep_update
 
 TINY = {
     "synth": {"subjects": ["S1", "S9"], "actions": ["Walking"], "n_frames": 30, "image_size": 192, "workers": 1,
@@ -66,7 +65,7 @@ def run(workdir: Path, *script_and_args: str) -> None:
 
 def new_workdir(path: Path) -> Path:
     path.mkdir(parents=True)
-    params = _deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), copy.deepcopy(TINY))
+    params = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), copy.deepcopy(TINY))
     (path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return path
 

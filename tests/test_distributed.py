@@ -16,7 +16,7 @@ import yaml
 
 from conftest import ROOT
 from epipose.data.pose_tables import read_pose2d
-from epipose.infer2d import Infer2DParams, run_infer_2d
+from epipose.pipeline.infer_2d import Infer2DParams, run_infer_2d
 from epipose.launch import command, params_path
 
 BASE = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -66,7 +66,7 @@ def test_train_3d_on_two_gloo_processes_trains_what_one_process_trains(tmp_path,
     batch order end about as far from the single process as the whole training moved (measured: 1.4
     without synchronised BatchNorm, 0.025 with)."""
     from epipose.models.pose_net import ModelParams
-    from epipose.train3d import init_from_2d
+    from epipose.pipeline.train_3d import init_from_2d
     from pose3d_fixture import FRAMES, gt_table, make_root, small_rig, write_table
     from test_train3d import _pose2d
 

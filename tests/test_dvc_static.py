@@ -73,6 +73,28 @@ def test_stage_depends_on_its_script_and_modules(name):
 
 
 @pytest.mark.parametrize("name", sorted(STAGES))
+def test_stage_depends_on_nothing_it_does_not_import(name):
+    """An edit to a module reruns exactly the stages that run it: no epipose module (or folder) in a
+    stage's deps that its script and launcher do not import."""
+    stage = STAGES[name]
+    words = stage["cmd"].split()
+    runs = [w for w in words if w.startswith("stages/") and w.endswith(".py")]
+    runs += ["epipose/launch.py"] if "epipose.launch" in words else []
+    imported = set(runs)
+    for s in runs:
+        imported |= {f.relative_to(ROOT).as_posix() for f in epipose_imports(ROOT / s)}
+    code_deps = [d for d in stage.get("deps", []) if d.startswith(("epipose/", "stages/"))]
+    extra = sorted(d for d in code_deps if d not in imported)
+    assert not extra, f"stage {name}: depends on {extra}, which it does not import"
+
+
+def test_the_refiner_stage_depends_on_a_dozen_modules_at_most():
+    """train_refiner is an MLP on two tables: no image, video or dataset code among its deps."""
+    code = [d for d in STAGES["train_refiner"]["deps"] if d.startswith(("epipose/", "stages/"))]
+    assert len(code) <= 12, code
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
 def test_every_dep_is_a_source_or_an_output(name):
     outs = {o if isinstance(o, str) else next(iter(o)) for s in STAGES.values()
             for key in ("outs", "metrics", "plots") for o in s.get(key, []) or []}

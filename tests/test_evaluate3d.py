@@ -15,12 +15,15 @@ import yaml
 from epipose import skeleton
 from epipose.camera import load_rig
 from epipose.data.h36m import H36MDataset
-from epipose.evaluate3d import (EvaluateParams, action_name, evaluate_predictions, figure_frames, per_action_tsv,
-                                pss_centroids, results_markdown)
+from epipose.pipeline.evaluate import EvaluateParams, action_name, evaluate_predictions, figure_frames, per_action_tsv, pss_centroids, results_markdown
 from epipose.models.pose_net import PoseNet, PoseNetConfig, save_pose_net
 from epipose.models.refiner import Refiner, save_refiner
-from epipose.pose3d import encode_pose, infer_3d, root_relative
-from epipose.train3d import cameras_of, gt_targets, key_groups, load_frames
+from epipose.models.codec import encode_pose
+from epipose.models.inference import infer_3d
+from epipose.metrics import root_relative
+from epipose.data.targets import gt_targets
+from epipose.data.pose_tables import key_groups
+from epipose.data.frames import load_frames
 from pose3d_fixture import CROP, make_root, small_rig
 
 ROOT = __import__("conftest").ROOT
@@ -30,8 +33,6 @@ ROOT = __import__("conftest").ROOT
 def world(tmp_path_factory):
     from conftest import REAL_CAMERAS
 
-    if not REAL_CAMERAS.exists():
-        pytest.skip("../shared/h36m/camera-parameters.json not present")
     tmp = tmp_path_factory.mktemp("eval")
     rig = small_rig(load_rig(REAL_CAMERAS), subjects=("S1", "S9"))
     h36m, frames_root = make_root(tmp, rig)
@@ -170,7 +171,8 @@ def test_evaluate_stage_end_to_end(world, tmp_path):
     save_refiner(ref, tmp_path / "refiner.pt")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"]["h36m_root"] = str(h36m)
-    params["evaluate"] = {"subjects": ["S9"], "stride": 8, "pss_k": [5], "figures": 2, "flip_test": True, "amp": "none"}
+    params["evaluate"].update({"subjects": ["S9"], "stride": 8, "pss_k": [5], "figures": 2, "flip_test": True,
+                               "amp": "none"})
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     out = tmp_path / "out"
     cmd = [sys.executable, str(ROOT / "stages" / "evaluate.py"), "--frames", str(frames_root), "--model",

@@ -3,7 +3,7 @@ import pytest
 
 from epipose import skeleton
 from epipose.camera import Rig
-from epipose.data.extract import extract_frames
+from epipose.pipeline.extract_frames import extract_frames
 from epipose.data.frames import (FramesParams, crop_boxes, crop_image, crop_to_original, decode_jpeg, list_shards,
                                  original_to_crop, read_shard)
 from epipose.data.h36m import H36MDataset
@@ -118,9 +118,12 @@ def test_stage_rejects_bad_params(root, tmp_path, bad, message):
     import subprocess
     import sys
 
-    from conftest import ROOT
+    import yaml
 
-    (tmp_path / "params.yaml").write_text(f"frames:\n  {bad}\n")
+    from conftest import ROOT, write_params
+
+    key, value = (s.strip() for s in bad.split(":", 1))
+    write_params(tmp_path / "params.yaml", {"frames": {key: yaml.safe_load(value)}})
     out = tmp_path / "frames"
     proc = subprocess.run([sys.executable, str(ROOT / "stages" / "extract_frames.py"), "--h36m", str(root),
                            "--out", str(out)], cwd=tmp_path, capture_output=True, text=True)
@@ -134,9 +137,9 @@ def test_killed_extract_leaves_nothing_complete_and_rerun_finishes(root, tmp_pat
     import sys
     import time
 
-    from conftest import ROOT
+    from conftest import ROOT, write_params
 
-    (tmp_path / "params.yaml").write_text("frames:\n  stride: 1\n  crop_size: 64\n  workers: 1\n")
+    write_params(tmp_path / "params.yaml", {"frames": {"stride": 1, "crop_size": 64, "workers": 1}})
     out = tmp_path / "frames"
     cmd = [sys.executable, str(ROOT / "stages" / "extract_frames.py"), "--h36m", str(root), "--out", str(out)]
     proc = subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.DEVNULL)

@@ -13,12 +13,13 @@ import torch
 import yaml
 from torch import nn
 
-from epipose import infer2d, skeleton
+from epipose import skeleton
+from epipose.pipeline import infer_2d as infer2d
 from epipose.camera import Rig, save_rig
 from epipose.data import frames as fr
 from epipose.data.h36m import write_pose_cdf
 from epipose.data.pose_tables import POSE2D_SCHEMA, read_pose2d, sort_rows
-from epipose.infer2d import Infer2DParams, run_infer_2d
+from epipose.pipeline.infer_2d import Infer2DParams, run_infer_2d
 from epipose.models.pose_net import PoseNet, PoseNetConfig, save_pose_net
 from h36m_fixture import walking_poses
 from mpii_fixture import make_mpii

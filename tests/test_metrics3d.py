@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from epipose import metrics
-from epipose.geometry.procrustes import align, similarity_transform
+from epipose.metrics import align, similarity_transform
 
 
 def _poses(n=4, seed=0):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, deep_update
 
 # Small enough to run the stages in seconds; same code paths as the default profile.
 TINY = {
@@ -30,12 +30,6 @@ TINY = {
 }
 
 
-def _deep_update(base: dict, new: dict) -> dict:
-    for k, v in new.items():
-        base[k] = _deep_update(dict(base.get(k) or {}), v) if isinstance(v, dict) else v
-    return base
-
-
 def _run(cmd: list[str], cwd: Path, env: dict) -> str:
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if proc.returncode:
@@ -52,7 +46,7 @@ def repo(tmp_path_factory):
         if (ROOT / f).is_file():
             (repo / f).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / f, repo / f)
-    params = _deep_update(yaml.safe_load((repo / "params.yaml").read_text()), TINY)
+    params = deep_update(yaml.safe_load((repo / "params.yaml").read_text()), TINY)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / "dvc.lock").unlink(missing_ok=True)
     for committed in ("metrics", "reports"):     # the default run's metrics: every output must come from this run

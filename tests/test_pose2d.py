@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from epipose import skeleton
-from epipose.pose2d import heatmap_ce_loss, l1_loss_2d
+from epipose.pipeline.pretrain_2d import heatmap_ce_loss, l1_loss_2d
 
 
 def _pose(b=3, seed=0):

@@ -21,8 +21,9 @@ from epipose.models.pose_net import PoseNet, PoseNetConfig, save_pose_net
 from epipose.models.refiner import Refiner, save_refiner
 from epipose.predict import (BoxSpec, PersonDetector, PredictError, PredictOptions, default_camera, person_crop_box, predict,
                              root_depth_from_box)
-from epipose.pose3d import infer_3d, root_relative
-from epipose.refine import refine_poses
+from epipose.models.inference import infer_3d
+from epipose.metrics import root_relative
+from epipose.models.refiner import refine_poses
 
 ROOT = __import__("conftest").ROOT
 CROP = 64
@@ -85,7 +86,7 @@ def test_predict_recovers_the_evaluate_path_numbers(models, tmp_path):
     assert rc == 0
 
     # The evaluate stage's call: infer_3d on the shard-convention crop, back-projected at the true root depth.
-    from epipose.train3d import load_pose3d
+    from epipose.models.pose_net import load_pose3d
 
     net, meta = load_pose3d(models / "pose3d.pt")
     crop = fr.crop_image(images[0][..., ::-1].copy(), *boxes[0], CROP)[None]

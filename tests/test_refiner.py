@@ -8,9 +8,10 @@ import torch
 
 from epipose import skeleton
 from epipose.models.refiner import MIN_STD_MM, Refiner, load_refiner, save_refiner
-from epipose.pose3d import root_relative
-from epipose.refine import RefinerParams, refine_poses, refiner_data, train_refiner
-from epipose.train3d import write_pred3d
+from epipose.metrics import root_relative
+from epipose.pipeline.train_refiner import RefinerParams, refiner_data, train_refiner
+from epipose.models.refiner import refine_poses
+from epipose.data.pose_tables import write_pred3d
 from pose3d_fixture import gt_table, make_root, small_rig, write_table
 
 
@@ -86,7 +87,7 @@ def test_refiner_learns_a_systematic_error(tmp_path, real_rig):
     pelvis = pose[:, skeleton.PELVIS : skeleton.PELVIS + 1]
     pred = pelvis + 0.85 * (pose - pelvis) + rng.normal(scale=5.0, size=pose.shape)
     write_pred3d(tmp_path / "pred.parquet", keys, pred, np.full(pose.shape[:2], 0.5))
-    data = refiner_data(tmp_path / "pred.parquet", "pseudo3d", pseudo)
+    data = refiner_data(tmp_path / "pred.parquet", pseudo)
     assert data.mask.all() and data.inputs.shape == (len(keys), 16, 3)
     p = RefinerParams(epochs=15, batch_size=16, lr=2e-3, width=64, blocks=1, dropout=0.1, amp="none",
                       channels_last=False, schedule="cosine", lr_factor=0.1, threads=2)
@@ -100,11 +101,11 @@ def test_refiner_learns_a_systematic_error(tmp_path, real_rig):
     with pytest.raises(FileNotFoundError, match="nothere.pt"):
         load_refiner(tmp_path / "nothere.pt")
     with pytest.raises(ValueError, match=r"s1.parquet: no pseudo-labels for subject\(s\) \['S9'\] of the 3D network's predictions .*pred.parquet"):
-        refiner_data(tmp_path / "pred.parquet", "pseudo3d", write_table(gt_table(h36m, ("S1",)), tmp_path / "s1.parquet"))
+        refiner_data(tmp_path / "pred.parquet", write_table(gt_table(h36m, ("S1",)), tmp_path / "s1.parquet"))
 
 
 def test_mirror_augmentation_is_an_involution_and_swaps_sides():
-    from epipose.refine import mirror
+    from epipose.models.refiner import mirror
 
     x = torch.from_numpy(_poses(n=6, seed=7)).float()
     flip = torch.tensor([True, False, True, False, True, True])

@@ -284,7 +284,7 @@ def test_synthesize_writes_native_layouts_deterministically(tmp_path):
     import json
 
     from epipose.data.h36m import H36MDataset, iter_video_frames, read_pose_cdf, video_info
-    from epipose.data.synth.build import synthesize
+    from epipose.pipeline.synthesize import synthesize
 
     summary = synthesize(_tiny(workers=1), tmp_path / "a" / "h36m", tmp_path / "a" / "mpii")
     assert summary["videos"] == 2 * 2 * 4 and summary["frames"] == 16 * 8
@@ -335,7 +335,7 @@ def test_real_rig_sees_the_whole_person(real_rig, tmp_path):
     from conftest import REAL_CAMERAS
 
     from epipose.data.h36m import H36MDataset, iter_video_frames
-    from epipose.data.synth.build import synthesize
+    from epipose.pipeline.synthesize import synthesize
 
     # Every procedural action, for 10 s: all 17 joints inside every real camera's image.
     for action in ACTIONS:
@@ -364,9 +364,9 @@ def test_real_rig_sees_the_whole_person(real_rig, tmp_path):
 
 
 def _write_params(path, synth: dict) -> None:
-    import yaml
+    from conftest import write_params
 
-    path.write_text(yaml.safe_dump({"synth": synth}))
+    write_params(path, {"synth": synth})
 
 
 @pytest.mark.parametrize("synth, message", [
@@ -386,14 +386,16 @@ def test_bad_params_fail_clearly_and_write_nothing(tmp_path, monkeypatch, caplog
     monkeypatch.chdir(tmp_path)
     _write_params(tmp_path / "params.yaml", synth)
     monkeypatch.setattr(sys, "argv", ["synthesize.py", "--h36m-out", "out/h36m", "--mpii-out", "out/mpii"])
-    assert stage.main() == 2
+    from epipose.launch import run_stage
+
+    assert run_stage(stage.main) == 2
     assert message in caplog.text
     assert not (tmp_path / "out").exists() or list((tmp_path / "out").iterdir()) == []
 
 
 def test_failure_midway_leaves_no_partial_output(tmp_path):
     from epipose.data.h36m import write_pose_cdf
-    from epipose.data.synth.build import synthesize
+    from epipose.pipeline.synthesize import synthesize
 
     _, m = _motion("Walking", 0, 8)
     write_pose_cdf(tmp_path / "motion" / "S1" / "MyPoseFeatures" / "D3_Positions" / "Walking 1.cdf", m)

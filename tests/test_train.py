@@ -13,9 +13,8 @@ from torch import nn
 
 from epipose.data.transforms import AugmentParams
 from epipose.models.pose_net import PoseNet, PoseNetConfig
-from epipose.pose2d import Loss2D, build_cache, evaluate_pckh, Pretrain2DParams
-from epipose.train import (CHECKPOINT_NAME, EpochBatchSampler, ModelEMA, TensorSet, TrainParams, fit, lr_lambda,
-                           recalibrate_bn)
+from epipose.pipeline.pretrain_2d import Loss2D, build_cache, evaluate_pckh, Pretrain2DParams
+from epipose.train import CHECKPOINT_NAME, EpochBatchSampler, ModelEMA, TensorSet, TrainParams, fit, lr_lambda, recalibrate_bn
 from mpii_fixture import make_mpii
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,7 +152,7 @@ def test_bn_recalibration_and_ema():
 
 def test_tiny_pose_net_overfits_a_handful_of_images(tmp_path):
     root = make_mpii(tmp_path / "mpii", n_train=8, n_valid=1, seed=2)
-    p = Pretrain2DParams(epochs=1, batch_size=8, lr=1e-2, schedule="step", lr_steps=[], amp="auto",
+    p = Pretrain2DParams(epochs=1, batch_size=8, lr=1e-2, schedule="step", lr_steps=[], warmup_steps=0, amp="auto",
                          bn_recalib_batches=2, flip_test=False)
     cache = build_cache(root, "train", 64, p)
     torch.manual_seed(0)

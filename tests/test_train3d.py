@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -11,14 +13,18 @@ from epipose import skeleton
 from epipose.camera import load_rig
 from epipose.data.transforms import AugmentParams, augment_batch
 from epipose.models.pose_net import ModelParams, PoseNet, PoseNetConfig, save_pose_net
-from epipose.pose3d import decode_pose, infer_3d
-from epipose.train3d import (Targets, Train3DParams, encode_targets, init_from_2d, key_groups, load_frames,
-                             load_pose3d, predict_frames, pseudo3d_targets, read_pred3d, smooth_l1_3d, train_3d,
-                             write_pred3d)
+from epipose.models.codec import decode_pose
+from epipose.models.inference import infer_3d
+from epipose.data.targets import Targets, pseudo3d_targets
+from epipose.pipeline.train_3d import Train3DParams, encode_targets, init_from_2d, predict_frames, smooth_l1_3d, train_3d
+from epipose.data.pose_tables import key_groups, read_pred3d, write_pred3d
+from epipose.data.frames import load_frames
+from epipose.models.pose_net import load_pose3d
 from pose3d_fixture import CROP, FRAMES, gt_table, make_root, small_rig, write_table
 
 NO_AUG = AugmentParams(scale=0, rotation=0, translate=0, flip=False, color=0, occlusion_prob=0)
-TINY_MODEL = ModelParams(backbone=18, input_size=32, deconv_channels=8, depth_bins=8)
+TINY_MODEL = ModelParams(backbone=18, input_size=32, backbone_stages=4, deconv_layers=3, deconv_channels=8,
+                         depth_bins=8)
 
 
 @pytest.fixture
@@ -205,7 +211,7 @@ def test_bad_inputs_give_clear_errors(data, tmp_path):
     with pytest.raises(ValueError, match="pose2d_15.pt: the checkpoint predicts 15 joints but param model.num_joints is 16"):
         init_from_2d(bad_joints, TINY_MODEL)
     with pytest.raises(ValueError, match="pose2d.pt: the 2D network has input_size 32 but param model.input_size is 96"):
-        init_from_2d(pose2d, ModelParams(backbone=18, input_size=96, deconv_channels=8))
+        init_from_2d(pose2d, dataclasses.replace(TINY_MODEL, input_size=96))
     with pytest.raises(ValueError, match="pose2d.pt: not a 3D network"):
         load_pose3d(pose2d)
     with pytest.raises(ValueError, match="no valid pseudo-label.*min_views"):

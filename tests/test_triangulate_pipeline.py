@@ -12,16 +12,16 @@ import pyarrow.parquet as pq
 import pytest
 from triangulation_fixture import cameras, gt_lookup, make_rig, motions
 
-from conftest import ROOT
+from conftest import ROOT, write_params
 from epipose.camera import Rig, save_rig
 from epipose.data.h36m import write_pose_cdf
 from epipose import metrics
 from epipose.data.pose_tables import PSEUDO3D_SCHEMA, read_pseudo3d, to_dense, write_pose2d
 from epipose.data.simulate2d import NOISE_MODELS, simulate_pose2d
 from epipose.geometry.camera_group import CameraGroup
-from epipose.geometry.config import TriangulateParams
-from epipose.geometry.pipeline import evaluate_against_gt, triangulate_table
-from epipose.geometry.procrustes import rotation_angle_deg
+from epipose.pipeline.triangulate import TriangulateParams
+from epipose.pipeline.triangulate import evaluate_against_gt, triangulate_table
+from epipose.geometry.angles import rotation_angle_deg
 from epipose.geometry.relative_pose import estimate_pair
 from epipose.io import read_parquet_metadata
 from epipose.skeleton import H36M32_NAMES, MPII_FROM_H36M32
@@ -212,7 +212,7 @@ def test_output_schema_metadata_and_determinism(data, tmp_path):
         p32[:, list(MPII_FROM_H36M32)] = poses
         write_pose_cdf(root / s / "MyPoseFeatures" / "D3_Positions" / f"{a}.cdf", p32)
     write_pose2d(df, tmp_path / "pose2d.parquet")
-    (tmp_path / "params.yaml").write_text("triangulate:\n  ba_max_frames: 60\n")
+    write_params(tmp_path / "params.yaml", {"triangulate": {"ba_max_frames": 60}})
     outs = []
     for i in range(2):
         cmd = [sys.executable, str(ROOT / "stages" / "triangulate.py"), "--pose2d", str(tmp_path / "pose2d.parquet"),
@@ -251,7 +251,7 @@ def test_unusable_input_is_a_clear_error_and_writes_nothing(data, tmp_path, brea
     else:
         path.write_text("not a parquet file")
     save_rig(rig, tmp_path / "cameras.json")
-    (tmp_path / "params.yaml").write_text("triangulate: {}\n")
+    write_params(tmp_path / "params.yaml")
     proc = subprocess.run([sys.executable, str(ROOT / "stages" / "triangulate.py"), "--pose2d", str(path),
                            "--cameras", str(tmp_path / "cameras.json"), "--out", str(tmp_path / "out.parquet"),
                            "--metrics", str(tmp_path / "m.json"), "--params", str(tmp_path / "params.yaml")],
@@ -262,7 +262,7 @@ def test_unusable_input_is_a_clear_error_and_writes_nothing(data, tmp_path, brea
 
 
 def test_bad_param_names_the_key(data, tmp_path):
-    (tmp_path / "params.yaml").write_text("triangulate:\n  bone_lengths_mm: [1, 2]\n")
+    write_params(tmp_path / "params.yaml", {"triangulate": {"bone_lengths_mm": [1, 2]}})
     proc = subprocess.run([sys.executable, str(ROOT / "stages" / "triangulate.py"), "--pose2d", "x.parquet",
                            "--cameras", "c.json", "--out", "o.parquet", "--params", str(tmp_path / "params.yaml")],
                           capture_output=True, text=True, cwd=tmp_path)

@@ -2,7 +2,7 @@
 
 The rig is Human3.6M-like (4 cameras at the corners of the room, ~5 m from the subject, 1000 px
 images, real-looking lens distortion), per-subject extrinsics jittered; the motion comes from
-``epipose.data.synth.motion``. Self-contained (no ../shared files).
+``epipose.data.synth.motion``. Self-contained (no data files).
 """
 
 from __future__ import annotations

@@ -1,28 +1,37 @@
 """Frame shards: one Parquet file of square person crops per video.
 
-Contract (DESIGN.md): ``data/frames/<subject>/<action>.<camera>.parquet`` with columns
+Contract (docs/data-contracts.md): ``data/frames/<subject>/<action>.<camera>.parquet`` with columns
 ``frame`` int32 (index at the video's native rate), ``jpeg`` binary (the square crop, resized
 to ``crop_size``), ``x0``, ``y0``, ``size`` float32 (the crop's square in original pixels).
 A crop pixel ``(u_c, v_c)`` maps to the original image by ``u = x0 + u_c * size / crop_size``
-(same for v), in OpenCV pixel coordinates for both images.
+(same for v), in OpenCV pixel coordinates for both images. ``load_frames`` decodes the shards of
+some subjects once into a ``FrameCache`` (the 3D stages' in-memory frames).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from epipose.camera import Camera
-from epipose.io import write_parquet
+from epipose.io import content_hash, write_parquet
 from epipose.params import in_range
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -171,3 +180,75 @@ def iter_shards(root: str | Path, subjects=None) -> Iterator[tuple[tuple[str, st
     """Yield ``((subject, action, camera), shard DataFrame)``, one shard in memory at a time."""
     for path in list_shards(root, subjects):
         yield parse_shard_path(path), read_shard(path)
+
+
+# --- frames decoded once -----------------------------------------------------------------------------------
+@dataclass
+class FrameCache:
+    """Frame shards decoded into memory: one row per (subject, action, camera, frame), sorted."""
+
+    images: "torch.Tensor"     # uint8 RGB (N, 3, S, S)
+    keys: pd.DataFrame         # subject, action, camera, frame
+    boxes: np.ndarray          # (N, 3) x0, y0, size: each crop's square in original pixels
+    root: Path
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def crop_size(self) -> int:
+        return int(self.images.shape[-1])
+
+    def signature(self) -> str:
+        """The content hash of every key, box and pixel."""
+        return content_hash(self.keys, self.boxes, self.images)
+
+
+def load_frames(frames_root: str | Path, subjects: list[str] | tuple[str, ...], stride: int = 1, workers: int = 2,
+                progress: bool = True) -> FrameCache:
+    """Decode the crops of ``subjects``' shards under ``frames_root`` once.
+
+    ``stride``: keep the frames whose index (at the video's native rate) is a multiple of it.
+    Every subject must have shards (the error names the folder and the subject).
+    """
+    root = Path(frames_root)
+    shards = list_shards(root, subjects)
+    have = {p.parent.name for p in shards}
+    missing = [s for s in subjects if s not in have]
+    if missing:
+        raise FileNotFoundError(f"{root}: no frame shards for subject(s) {missing} (run extract_frames; "
+                                f"the subjects come from params)")
+    keyed = sorted((parse_shard_path(p), p) for p in shards)
+    t0 = time.perf_counter()
+    parts, keys, boxes = [], [], []
+
+    def load(item):
+        (subject, action, camera), path = item
+        df = read_shard(path).sort_values("frame", kind="stable")
+        df = df[df["frame"] % stride == 0]
+        if df["frame"].duplicated().any():
+            raise ValueError(f"{path}: duplicate frame indices")
+        images = decode_shard_crops(list(df["jpeg"]), path, df["frame"].tolist()) if len(df) else None
+        k = pd.DataFrame({"subject": subject, "action": action, "camera": camera,
+                          "frame": df["frame"].to_numpy(np.int32)})
+        return images, k, df[["x0", "y0", "size"]].to_numpy(np.float64), path
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for images, k, b, path in tqdm(pool.map(load, keyed), total=len(keyed), desc="decode crops", unit="shard",
+                                       file=sys.stderr, disable=not progress, mininterval=1.0):
+            if images is None:
+                continue
+            if parts and images.shape[1:] != parts[0].shape[1:]:
+                raise ValueError(f"{path}: crops of {images.shape[1]} px, other shards have {parts[0].shape[1]} px")
+            parts.append(images)
+            keys.append(k)
+            boxes.append(b)
+    if not parts:
+        raise ValueError(f"{root}: no frames of subjects {list(subjects)} with an index divisible by {stride}")
+    import torch  # here: extract_frames' workers use this module and need no torch
+
+    images = torch.from_numpy(np.concatenate(parts)).permute(0, 3, 1, 2).contiguous()
+    cache = FrameCache(images, pd.concat(keys, ignore_index=True), np.concatenate(boxes), root)
+    log.info("decoded %d crops (%d px) of %s from %d shards in %.1f s", len(cache), cache.crop_size,
+             ",".join(subjects), len(keyed), time.perf_counter() - t0)
+    return cache

@@ -1,4 +1,5 @@
-"""The pose tables' contract: ``data/pose2d.parquet`` and ``data/pseudo3d.parquet``.
+"""The pose tables' contract: ``data/pose2d.parquet``, ``data/pseudo3d.parquet``, ``data/pred3d_train.parquet``
+and ``epipose predict``'s ``predictions.parquet``.
 
 One row per (subject, action, camera, frame, joint), joints named in MPII order, rows sorted
 by subject, action, camera, frame and MPII joint index. Dense helpers turn a table into
@@ -38,9 +39,16 @@ PREDICTION_SCHEMA = pa.schema(_KEY_FIELDS + [
     pa.field("x", pa.float32()), pa.field("y", pa.float32()), pa.field("z", pa.float32()),
     pa.field("conf", pa.float32()),
 ])
+# The 3D network's predictions on the training frames (input of the refiner): pseudo3d-like,
+# x, y, z in each camera's frame in mm (back-projected at the target's root depth), plus conf.
+PRED3D_SCHEMA = pa.schema(_KEY_FIELDS + [
+    pa.field("x", pa.float32()), pa.field("y", pa.float32()), pa.field("z", pa.float32()),
+    pa.field("conf", pa.float32()),
+])
 POSE2D_VALUES = ["u", "v", "conf"]
 PSEUDO3D_VALUES = ["x", "y", "z", "reproj_err", "n_views"]
 PREDICTION_VALUES = ["u", "v", "x", "y", "z", "conf"]
+PRED3D_VALUES = ["x", "y", "z", "conf"]
 
 
 class TableError(ValueError):
@@ -138,3 +146,32 @@ def from_dense(keys: pd.DataFrame, values: np.ndarray, columns: list[str]) -> pd
     for i, name in enumerate(columns):
         out[name] = flat[:, i]
     return out
+
+
+# --- frame keys (subject, action, camera, frame) ----------------------------------------------------
+def key_groups(keys: pd.DataFrame) -> dict[tuple[str, ...], np.ndarray]:
+    """Row indices per (subject, action, camera), sorted by key."""
+    g = keys.groupby(["subject", "action", "camera"], sort=True).indices
+    return {tuple(k): np.asarray(v) for k, v in g.items()}
+
+
+def row_lookup(keys: pd.DataFrame, table_keys: pd.DataFrame) -> np.ndarray:
+    """For each row of ``keys``, its row in ``table_keys`` (both with KEYS columns), -1 if absent."""
+    def index(df: pd.DataFrame) -> pd.MultiIndex:
+        return pd.MultiIndex.from_arrays([df[k].astype(str) if k != "frame" else df[k].astype(np.int64) for k in KEYS])
+
+    return index(table_keys).get_indexer(index(keys))
+
+
+# --- the 3D network's predictions on the training frames ---------------------------------------------
+def write_pred3d(path: str | Path, keys: pd.DataFrame, pose_cam: np.ndarray, conf: np.ndarray,
+                 metadata: dict[str, str] | None = None) -> None:
+    """Write the predictions table (PRED3D_SCHEMA, rows sorted)."""
+    values = np.concatenate([pose_cam, conf[..., None]], axis=-1)
+    write_table(from_dense(keys, values, PRED3D_VALUES), path, PRED3D_SCHEMA, metadata)
+
+
+def read_pred3d(path: str | Path) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The predictions table → (keys, pose_cam (F, J, 3) mm, conf (F, J))."""
+    keys, values = to_dense(read_table(path, PRED3D_SCHEMA), PRED3D_VALUES)
+    return keys, values[..., :3].astype(np.float64), values[..., 3].astype(np.float64)

@@ -42,13 +42,13 @@ VOC_PERSON_CLASS = 15
 class AugmentParams:
     """Section ``augment`` of params.yaml."""
 
-    scale: float = in_range(0.0, 0.9, default=0.25)          # s ~ clip(1 + N(0, σ), 1 ± σ)
-    rotation: float = in_range(0.0, 180.0, default=30.0)     # deg, r ~ clip(N(0, σ), ±2σ) ...
-    rotation_prob: float = in_range(0.0, 1.0, default=0.6)   # ... with this probability, else 0
+    scale: float = in_range(0.0, 0.9, default=0.2)           # s ~ clip(1 + N(0, σ), 1 ± σ)
+    rotation: float = in_range(0.0, 180.0, default=20.0)     # deg, r ~ clip(N(0, σ), ±2σ) ...
+    rotation_prob: float = in_range(0.0, 1.0, default=0.5)   # ... with this probability, else 0
     translate: float = in_range(0.0, 0.5, default=0.05)      # shift ~ U(±t) × box side
     flip: bool = True
     color: float = in_range(0.0, 1.0, default=0.2)           # per-channel gain ~ U(1 ± c)
-    occlusion_prob: float = in_range(0.0, 1.0, default=0.5)
+    occlusion_prob: float = in_range(0.0, 1.0, default=0.3)
     occlusion_size: float = in_range(0.0, 1.0, default=0.4)  # max patch side / crop side
     voc_root: str | None = None                              # Pascal VOC (VOCdevkit/VOC2012) for object occluders
     voc_max_objects: int = in_range(1, 100000, default=2000)

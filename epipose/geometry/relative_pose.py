@@ -32,7 +32,7 @@ import numpy as np
 
 from epipose import skeleton
 from epipose.geometry import triangulation as tri
-from epipose.geometry.procrustes import angle_between_deg
+from epipose.geometry.angles import angle_between_deg
 
 
 METHODS = {"magsac": cv2.USAC_MAGSAC, "lo_ransac": cv2.USAC_DEFAULT, "ransac": cv2.RANSAC}

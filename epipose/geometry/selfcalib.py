@@ -16,15 +16,37 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
 from epipose.geometry import relative_pose as rp
 from epipose.geometry import triangulation as tri
 from epipose.geometry.bundle import BundleResult, bundle_adjust
-from epipose.geometry.config import TriangulateParams
 from epipose.geometry.scale import bone_length_scale
 
+
+class SelfCalibOptions(Protocol):
+    """The options self-calibration reads (the triangulate stage passes its params section,
+    ``epipose.pipeline.triangulate.TriangulateParams``, which documents each)."""
+
+    essential_points: str          # swap_invariant | joints
+    essential_px: float
+    essential_method: str          # lo_ransac | magsac
+    essential_confidence: float
+    essential_max_points: int
+    min_pair_points: int
+    min_inlier_ratio: float
+    min_parallax_deg: float
+    view_ransac_px: float
+    min_views: int
+    swap_detection: bool
+    swap_ratio: float
+    ba_max_frames: int
+    ba_iterations: int
+    ba_loss: str
+    ba_f_scale_px: float
+    seed: int
 
 
 @dataclass(frozen=True)
@@ -62,7 +84,7 @@ def _observations(res: tri.PoseTriangulation, x: np.ndarray, w: np.ndarray):
     return x[tt, vv, jj], w[tt, vv, jj], vv, pid[tt, jj], res.points[ok]
 
 
-def estimate_cameras_pooled(x: np.ndarray, w: np.ndarray, focal: np.ndarray, opts: TriangulateParams,
+def estimate_cameras_pooled(x: np.ndarray, w: np.ndarray, focal: np.ndarray, opts: SelfCalibOptions,
                             names: list[str] | tuple[str, ...] | None = None) -> CameraEstimate:
     """Cameras from (T, V, J, 2) normalised 2D with (T, V, J) confidences (0 = unusable)."""
     valid = w > 0
@@ -121,7 +143,7 @@ class PerFrameResult:
     n_failed_pairs: int
 
 
-def triangulate_per_frame(x: np.ndarray, w: np.ndarray, focal: np.ndarray, prior_mm, opts: TriangulateParams,
+def triangulate_per_frame(x: np.ndarray, w: np.ndarray, focal: np.ndarray, prior_mm, opts: SelfCalibOptions,
                           reference: int | None = None) -> PerFrameResult:
     """Per frame: for each camera c ≠ reference, E from that frame's joints → (R, t̂) → two-view
     triangulation → metric scale from bones; the pairs' reconstructions are combined by median."""

@@ -19,7 +19,10 @@ per-observation residual weights (the detector's confidence; 0 = not used).
 - ``triangulate_poses``: all of it for (T, V, J) pose arrays.
 
 Internally arrays are view-major ((V, N) rows, points (3, N)) so that every elementwise pass
-runs over long contiguous rows and sums over views are a few vector additions.
+runs over long contiguous rows and sums over views are a few vector additions. The private helpers
+say which layout they take: ``_*_cm`` ("columns") work on flat point columns — observations (V, N),
+points (3, N) with N = frames × joints —, ``_*_vm`` ("view-major poses") on (V, T, J) observation
+arrays and (3, T, J) points that keep the frame and joint axes (the swap check needs the joints).
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ expectation gives the joint's position (Sun et al., "Integral human pose regress
   integers, the input spans ``[-0.5, size - 0.5]``), the expectation of the 2D marginal,
   i.e. the volume integrated over the depth axis — the same for the 2D and the 3D network;
 * ``z``   (B, J): expected depth in ``[-0.5, 0.5]`` (bin centres ``(k + 0.5) / D - 0.5``), the
-  network's relative depth (``epipose.pose3d`` scales it by its depth range); 0 when ``D = 1``;
+  network's relative depth (``epipose.models.codec`` scales it by its depth range); 0 when ``D = 1``;
 * ``conf`` (B, J) in [0, 1]: the probability mass of the 2D marginal within ``conf_radius``
   heatmap cells (Chebyshev distance) of the predicted position — 1 for a sharp peak, small
   for a diffuse or multi-modal heatmap.
@@ -31,6 +31,7 @@ import torchvision
 from torch import nn
 
 from epipose import skeleton
+from epipose.io import read_model_file
 from epipose.params import ParamError, from_dict, in_range, load_value, read_params
 
 log = logging.getLogger(__name__)
@@ -48,10 +49,10 @@ class ModelParams:
 
     backbone: Literal[18, 34, 50] = 18
     pretrained: str | None = None          # local torchvision ResNet weights (.pth), or none
-    input_size: int = in_range(32, 1024, default=256)
-    backbone_stages: int = in_range(3, 4, default=4)   # ResNet stages used: 4 (stride 32, the paper) or 3 (stride 16, no layer4)
-    deconv_layers: int = in_range(1, 4, default=3)     # each doubles the resolution (the paper: 3)
-    deconv_channels: int = in_range(8, 1024, default=256)
+    input_size: int = in_range(32, 1024, default=96)
+    backbone_stages: int = in_range(3, 4, default=3)   # ResNet stages used: 4 (stride 32, the paper) or 3 (stride 16, no layer4)
+    deconv_layers: int = in_range(1, 4, default=2)     # each doubles the resolution (the paper: 3)
+    deconv_channels: int = in_range(8, 1024, default=128)
     depth_bins: int = in_range(1, 256, default=64)   # the 3D network's; the 2D network uses 1
     num_joints: int = in_range(1, 64, default=skeleton.NUM_JOINTS)
 
@@ -67,7 +68,8 @@ def load_model_params(path: str | Path = "params.yaml", with_depth_bins: bool = 
     if unknown:
         raise ParamError(f"param model.{unknown[0]}: unknown key (known: {sorted(names)})")
     wanted = [n for n in names if with_depth_bins or n != "depth_bins"]
-    return from_dict(ModelParams, {n: load_value("model", n, Any, path) for n in wanted}, "model")
+    return from_dict(ModelParams, {n: load_value("model", n, Any, path) for n in wanted}, "model",
+                     optional=set(names) - set(wanted))
 
 
 @dataclass(frozen=True)
@@ -284,20 +286,6 @@ def save_pose_net(model: PoseNet, path: str | Path, meta: dict | None = None) ->
     write_torch(payload, path)
 
 
-def read_model_file(path: Path, what: str, kind: str, writer: str, map_location: str | torch.device = "cpu") -> dict:
-    """The ``{"config", "state_dict", ...}`` payload of a model file; errors name the file and what
-    writes it (``what``: e.g. "model checkpoint"; ``kind``: what the payload must be)."""
-    if not path.exists():
-        raise FileNotFoundError(f"{what} not found: {path} (run {writer} first)")
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{path}: not a readable {what} ({type(exc).__name__}: {exc})") from None
-    if not isinstance(payload, dict) or "config" not in payload or "state_dict" not in payload:
-        raise ValueError(f"{path}: not a {kind} (expected keys 'config' and 'state_dict')")
-    return payload
-
-
 def load_pose_net(path: str | Path, num_joints: int | None = None, map_location: str | torch.device = "cpu"
                   ) -> tuple[PoseNet, dict]:
     """Rebuild a network from ``save_pose_net``'s file; returns (model in eval mode, meta).
@@ -319,6 +307,16 @@ def load_pose_net(path: str | Path, num_joints: int | None = None, map_location:
         raise ValueError(f"{path}: weights do not match the stored config ({exc})") from None
     model.eval()
     return model, dict(payload.get("meta") or {})
+
+
+def load_pose3d(path: str | Path, num_joints: int | None = None, map_location: str | torch.device = "cpu"
+                ) -> tuple[PoseNet, dict]:
+    """A trained 3D network (``save_pose_net`` file with ``depth_range_mm`` in its meta) → (model, meta)."""
+    model, meta = load_pose_net(path, num_joints=num_joints, map_location=map_location)
+    if model.config.depth_bins < 2 or "depth_range_mm" not in meta:
+        raise ValueError(f"{path}: not a 3D network (depth bins {model.config.depth_bins}, meta keys {sorted(meta)}); "
+                         "train it with the train_3d stage")
+    return model, meta
 
 
 @torch.no_grad()
@@ -367,6 +365,6 @@ def count_flops(model: nn.Module, input_size: int, batch: int = 1) -> int:
 
 __all__ = [
     "ModelParams", "load_model_params", "PoseNetConfig", "PoseNet", "soft_argmax", "normalise", "load_backbone_weights",
-    "expand_depth", "save_pose_net", "load_pose_net", "fuse_for_inference", "read_model_file", "count_flops",
+    "expand_depth", "save_pose_net", "load_pose_net", "fuse_for_inference", "load_pose3d", "count_flops",
     "MEAN_RGB", "STD_RGB",
 ]

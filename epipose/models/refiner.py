@@ -5,19 +5,22 @@ origin). The model works on normalised poses: inputs are standardised with per-c
 statistics of its training inputs, its output is de-standardised with those of its training
 targets — or, with ``residual=True``, of the corrections ``target − input``, which are added to
 the input (the MLP then only learns what to change). The statistics are buffers, so a
-checkpoint (``save_refiner``) carries them.
+checkpoint (``save_refiner``) carries them. ``refine_poses`` is the one way to apply a refiner
+(evaluate, ``epipose predict``); ``mirror`` is its training augmentation.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
 from epipose import skeleton
-from epipose.io import write_torch
-from epipose.models.pose_net import read_model_file
+from epipose.compute import amp_dtype, autocast
+from epipose.io import read_model_file, write_torch
+from epipose.metrics import root_relative
 
 # Standard deviations below this (mm) are treated as this: the root's coordinates are always 0.
 MIN_STD_MM = 1.0
@@ -98,6 +101,39 @@ class Refiner(nn.Module):
     def normalised_error(self, refined: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """(refined − target) in units of the output statistics, (B, J, 3): the training residual."""
         return (refined - targets) / self.out_std.reshape(self.num_joints, 3)
+
+
+# --- applying it ----------------------------------------------------------------------------------------
+@torch.inference_mode()
+def refine_poses(refiner: Refiner, poses: np.ndarray, batch_size: int = 1024, amp: str = "none") -> np.ndarray:
+    """Root-relative poses (N, J, 3) mm → refined root-relative poses (N, J, 3) mm (NaN frames stay NaN)."""
+    poses = np.asarray(poses, dtype=np.float64)
+    device = next(refiner.parameters()).device
+    dtype = amp_dtype(amp, device)
+    was_training = refiner.training
+    refiner.eval()
+    out = np.full(poses.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(poses).all(axis=(1, 2)))
+    for start in range(0, len(ok), batch_size):
+        idx = ok[start : start + batch_size]
+        x = torch.from_numpy(root_relative(poses[idx])).float().to(device)
+        with autocast(device, dtype):
+            y = refiner(x)
+        out[idx] = y.double().cpu().numpy()
+    refiner.train(was_training)
+    return out
+
+
+def swap_sides(values: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Left/right joint slots (axis 1, ``skeleton.FLIP_PERM``) swapped where ``flip`` (B,); any trailing shape."""
+    return torch.where(flip.view(-1, *([1] * (values.dim() - 1))), values[:, list(skeleton.FLIP_PERM)], values)
+
+
+def mirror(poses: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
+    """Mirror the poses (B, J, C≥1) where ``flip`` (B,): x negated, left/right joint slots swapped."""
+    sign = torch.ones(poses.shape[-1], device=poses.device, dtype=poses.dtype)
+    sign[0] = -1.0
+    return swap_sides(torch.where(flip.view(-1, *([1] * (poses.dim() - 1))), poses * sign, poses), flip)
 
 
 # --- checkpoints ---------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Build the synthetic Human3.6M- and MPII-layout datasets (the ``synthesize`` stage).
+"""The synthesize stage's science: build the synthetic Human3.6M- and MPII-layout datasets.
 
 Work is split into tasks that depend only on ``synth.seed`` and their own keys: one per
 (subject, camera) for the videos (the room is ray-cast once per camera and reused for every
@@ -25,8 +25,15 @@ from epipose.data.synth.motion import Body, base_action, generate_motion, load_m
 from epipose.data.synth.render import random_scene, render_background, render_frames
 from epipose.data.synth.rig import load_given_rig, synthetic_rig
 from epipose.data.synth.stills import render_stills
-from epipose.data.synth.writers import (mpii_entry, video_path, write_jpeg, write_mpii_annotations, write_mpii_gt,
-                                       write_poses, write_video)
+from epipose.data.synth.writers import (
+    mpii_entry,
+    video_path,
+    write_jpeg,
+    write_mpii_annotations,
+    write_mpii_gt,
+    write_poses,
+    write_video,
+)
 from epipose.io import atomic_path
 from epipose.params import ParamError
 

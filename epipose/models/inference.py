@@ -1,10 +1,9 @@
-"""3D targets in the paper's normalisation, and back-projection of predictions.
+"""The one inference path of the pose networks, used by infer_2d, train_3d, evaluate and ``epipose predict``.
 
-A 3D pose in a camera's frame (mm) is represented for the network as, per joint,
-``(u, v)`` in crop pixels (the joint's projection through the lens, mapped into the crop) and
-``d = (z - z_pelvis) / depth_range_mm``, depth relative to the pelvis over a 2000 mm range.
-Back-projection inverts it given the root depth (the ground truth's, in the paper's protocol)
-and the camera intrinsics (lens distortion included).
+``predict_pose`` runs a network (2D or 3D) on a batch of uint8 crops already on its device, with
+the flip test; ``predict_2d`` is its 2D part; ``infer_3d`` batches any number of crops through a 3D
+network and back-projects its output to camera-frame poses (``epipose.models.codec``). Mixed
+precision follows ``epipose.compute.amp_dtype``.
 """
 
 from __future__ import annotations
@@ -13,39 +12,55 @@ import sys
 
 import numpy as np
 import torch
+from torch import nn
 from tqdm import tqdm
 
 from epipose import skeleton
 from epipose.camera import Camera
-from epipose.data.frames import crop_to_original, original_to_crop
-from epipose.pose2d import predict_pose
-from epipose.train import amp_dtype
+from epipose.compute import amp_dtype, autocast
+from epipose.data.frames import crop_to_original
+from epipose.data.transforms import apply_to_points, center_batch, flip_joints
+from epipose.models.codec import decode_pose
+from epipose.models.pose_net import normalise
 
 
-def encode_pose(pose_cam: np.ndarray, camera: Camera, boxes: np.ndarray, crop_size: int,
-                depth_range_mm: float = 2000.0) -> np.ndarray:
-    """(F, J, 3) camera-frame mm → (F, J, 3) = (u_crop px, v_crop px, relative depth)."""
-    uv = camera.project_camera(pose_cam)
-    uv_crop = original_to_crop(uv, boxes[:, None, 0], boxes[:, None, 1], boxes[:, None, 2], crop_size)
-    d = (pose_cam[..., 2] - pose_cam[:, skeleton.PELVIS, None, 2]) / depth_range_mm
-    return np.concatenate([uv_crop, d[..., None]], axis=-1)
+@torch.inference_mode()
+def predict_pose(model: nn.Module, images: torch.Tensor, src_box: float, flip_test: bool = False,
+                 amp: torch.dtype | None = None, channels_last: bool = True) -> dict[str, torch.Tensor]:
+    """The network on a batch of uint8 RGB crops (B, 3, S, S) on the model's device.
+
+    The central ``src_box`` px of each crop are resized to the network's input. Returns
+    ``{"xy": (B, J, 2) in the crops' pixels, "z": (B, J) relative depth (0 for a 2D network),
+    "conf": (B, J)}``, averaged with the mirrored image when ``flip_test`` (mirrored predictions
+    are un-mirrored and their left/right slots swapped; depth is not mirrored).
+    """
+    size = model.config.input_size
+    device = images.device
+    views = [False, True] if flip_test else [False]
+    outs: dict[str, list[torch.Tensor]] = {"xy": [], "z": [], "conf": []}
+    for flip in views:
+        warped, M = center_batch(images, src_box, size, flip=flip)
+        x = normalise(warped)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            out = model(x)
+        back = torch.linalg.inv(M)
+        flag = torch.full((len(images),), flip, dtype=torch.bool, device=device)
+        outs["xy"].append(flip_joints(apply_to_points(back, out["xy"].float()), flag))
+        outs["z"].append(flip_joints(out["z"].float(), flag))
+        outs["conf"].append(flip_joints(out["conf"].float(), flag))
+    return {k: torch.stack(v).mean(0) for k, v in outs.items()}
 
 
-def decode_pose(pred: np.ndarray, camera: Camera, boxes: np.ndarray, crop_size: int, root_depth_mm: np.ndarray,
-                depth_range_mm: float = 2000.0) -> np.ndarray:
-    """Inverse of ``encode_pose``: (F, J, 3) network output → camera-frame mm, given root depths (F,)."""
-    uv = crop_to_original(pred[..., :2], boxes[:, None, 0], boxes[:, None, 1], boxes[:, None, 2], crop_size)
-    xn = camera.undistort_points(uv)
-    z = np.asarray(root_depth_mm, dtype=np.float64)[:, None] + pred[..., 2] * depth_range_mm
-    return np.concatenate([xn * z[..., None], z[..., None]], axis=-1)
+def predict_2d(model: nn.Module, images: torch.Tensor, src_box: float, flip_test: bool = False,
+               amp: torch.dtype | None = None, channels_last: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """2D predictions for a batch of uint8 RGB crops (B, 3, S, S): ``(xy (B, J, 2) crop px, conf (B, J))``
+    (``predict_pose`` without the depth)."""
+    out = predict_pose(model, images, src_box, flip_test, amp, channels_last)
+    return out["xy"], out["conf"]
 
 
-def root_relative(poses: np.ndarray) -> np.ndarray:
-    """Subtract the pelvis: (..., J, 3)."""
-    return poses - poses[..., skeleton.PELVIS : skeleton.PELVIS + 1, :]
-
-
-# --- inference: the one code path from crops to camera-frame poses ------------------------------------
 def as_image_batch(crops: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Square uint8 RGB crops, (N, S, S, 3) array or (N, 3, S, S) tensor → (N, 3, S, S) uint8 tensor."""
     if isinstance(crops, np.ndarray):
@@ -67,7 +82,7 @@ def infer_3d(model: torch.nn.Module, crops: np.ndarray | torch.Tensor, boxes: np
 
     ``crops``: uint8 RGB, (N, S, S, 3) or (N, 3, S, S); the whole crop is the person box (the
     frame shards' convention: the projection of a ``depth_range_mm`` box around the pelvis). Runs
-    on the model's device with autocast per ``amp`` (``epipose.train.amp_dtype``: bf16/fp16 on
+    on the model's device with autocast per ``amp`` (``epipose.compute.amp_dtype``: bf16/fp16 on
     CUDA), optionally averaged with the mirrored crop (``flip_test``). Returns
 
     * ``uvd`` (N, J, 3): u, v in crop pixels and the pelvis-relative depth in units of

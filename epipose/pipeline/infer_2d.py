@@ -1,4 +1,4 @@
-"""infer_2d: the 2D network on every frame shard → ``data/pose2d.parquet`` (+ its 2D error).
+"""The infer_2d stage's science: the 2D network on every frame shard → ``data/pose2d.parquet`` (+ its 2D error).
 
 Streaming: shards are read one at a time and their JPEG crops flow through the network in
 batches of ``infer_2d.batch_size`` that run across shard boundaries (the next batch decoded on
@@ -43,15 +43,15 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from epipose import skeleton
+from epipose.compute import ComputeParams, Runtime, amp_dtype, setup_runtime
 from epipose.data import frames as fr
 from epipose.data.h36m import TEST_SUBJECTS, H36MDataset
 from epipose.data.mpii import HEAD_SIZE_FACTOR
 from epipose.data.pose_tables import POSE2D_SCHEMA
 from epipose.io import atomic_path
+from epipose.models.inference import predict_2d
 from epipose.models.pose_net import fuse_for_inference, load_pose_net
 from epipose.params import in_range
-from epipose.pose2d import predict_2d
-from epipose.train import Runtime, amp_dtype, setup_runtime
 
 log = logging.getLogger(__name__)
 
@@ -277,58 +277,36 @@ def _read_shards(mine: list) -> Iterator[tuple[tuple[int, tuple], pd.DataFrame, 
 
 def run_infer_2d(frames_root: str | Path, model_path: str | Path, out_path: str | Path, p: Infer2DParams,
                  num_joints: int = skeleton.NUM_JOINTS, gt_root: str | Path | None = None,
-                 progress: bool = True) -> dict:
-    """Write ``out_path`` (pose2d.parquet) from every shard; return the metrics dict."""
+                 runtime: Runtime | None = None, progress: bool = True) -> dict:
+    """Write ``out_path`` (pose2d.parquet) from every shard; return the metrics dict.
+
+    ``runtime``: the stage's (``epipose.compute.setup_runtime``: device, torchrun's process group);
+    default one process, device auto.
+    """
     if num_joints != skeleton.NUM_JOINTS:
         raise ValueError(f"param model.num_joints is {num_joints}, but pose2d.parquet holds the "
                          f"{skeleton.NUM_JOINTS} MPII joints")
     shards = sorted_shards(frames_root)
-    rt = setup_runtime(p.threads)                  # device (param compute.device); torchrun's process group
-    device = rt.device
-    model, meta = load_pose_net(model_path, num_joints=num_joints, map_location=device)
+    rt = runtime or setup_runtime(ComputeParams(), p.threads)
+    model, _ = load_pose_net(model_path, num_joints=num_joints, map_location=rt.device)
     memory_format = torch.channels_last if p.channels_last else torch.contiguous_format
-    model = fuse_for_inference(model).to(device=device, memory_format=memory_format).eval()
-    amp = amp_dtype(p.amp, device)
+    model = fuse_for_inference(model).to(device=rt.device, memory_format=memory_format).eval()
     dataset = H36MDataset(gt_root) if gt_root is not None else None
     stats = {"all": ErrorStats(num_joints), "train_subjects": ErrorStats(num_joints),
              "test_subjects": ErrorStats(num_joints)}
-    n_frames = 0
     t0 = time.perf_counter()
     metadata = {b"model": str(Path(model_path).name).encode(), b"flip_test": str(p.flip_test).encode(),
                 b"input_size": str(model.config.input_size).encode()}
     schema = POSE2D_SCHEMA.with_metadata(metadata)
     mine = list(enumerate(shards))[rt.rank :: rt.world_size]
-    written: list[int] = []                        # global shard index of each row group this process wrote
-    part = _part_path(out_path, rt.rank)
     if rt.distributed:
         if rt.is_main:
-            part.parent.mkdir(parents=True, exist_ok=True)
+            Path(out_path).parent.mkdir(parents=True, exist_ok=True)
             _remove_parts(out_path)                # of a killed run
         dist.barrier()
     # A single process writes the output (atomically); under torchrun each writes a hidden part.
-    with (atomic_path(out_path) if not rt.distributed else nullcontext(part)) as tmp, \
-            ThreadPoolExecutor(max(1, p.decode_workers)) as pool:
-        writer = pq.ParquetWriter(tmp, schema, compression="zstd")
-        try:
-            bar = tqdm(total=len(mine), desc="infer_2d", unit="shard", file=sys.stderr,
-                       disable=not (progress and rt.is_main))
-            for (index, key), shard, xy, conf, crop_size in predict_shards(
-                    model, _read_shards(mine), p.batch_size, p.flip_test, amp, p.channels_last, pool,
-                    max(1, p.decode_workers)):
-                frames = shard["frame"].to_numpy(np.int64)
-                uv = fr.crop_to_original(xy, shard["x0"].to_numpy()[:, None], shard["y0"].to_numpy()[:, None],
-                                         shard["size"].to_numpy()[:, None], crop_size)
-                writer.write_table(shard_table(key, frames, uv, conf))
-                written.append(index)
-                n_frames += len(frames)
-                bar.update(1)
-                if dataset is not None:
-                    gt = ground_truth_2d(dataset, key, frames)
-                    stats["all"].add(uv, gt)
-                    stats["test_subjects" if key[0] in TEST_SUBJECTS else "train_subjects"].add(uv, gt)
-            bar.close()
-        finally:
-            writer.close()
+    with atomic_path(out_path) if not rt.distributed else nullcontext(_part_path(out_path, rt.rank)) as tmp:
+        written, n_frames = _write_rows(tmp, schema, model, mine, p, rt, dataset, stats, progress)
     if rt.distributed:
         n_frames = _merge_parts(out_path, schema, written, rt, stats, n_frames)
     seconds = time.perf_counter() - t0
@@ -340,3 +318,32 @@ def run_infer_2d(frames_root: str | Path, model_path: str | Path, out_path: str 
         metrics["train_subjects"] = stats["train_subjects"].summary()
         metrics["test_subjects"] = stats["test_subjects"].summary()
     return metrics
+
+
+def _write_rows(path: Path, schema: pa.Schema, model: torch.nn.Module, mine: list, p: Infer2DParams, rt: Runtime,
+                dataset: H36MDataset | None, stats: dict[str, ErrorStats], progress: bool) -> tuple[list[int], int]:
+    """This process's shards through the network into ``path``, one row group per shard, and their 2D
+    error into ``stats`` → (the global index of each shard written, frames written)."""
+    written: list[int] = []
+    n_frames = 0
+    amp = amp_dtype(p.amp, rt.device)
+    with ThreadPoolExecutor(max(1, p.decode_workers)) as pool, \
+            pq.ParquetWriter(path, schema, compression="zstd") as writer:
+        bar = tqdm(total=len(mine), desc="infer_2d", unit="shard", file=sys.stderr,
+                   disable=not (progress and rt.is_main))
+        for (index, key), shard, xy, conf, crop_size in predict_shards(
+                model, _read_shards(mine), p.batch_size, p.flip_test, amp, p.channels_last, pool,
+                max(1, p.decode_workers)):
+            frames = shard["frame"].to_numpy(np.int64)
+            uv = fr.crop_to_original(xy, shard["x0"].to_numpy()[:, None], shard["y0"].to_numpy()[:, None],
+                                     shard["size"].to_numpy()[:, None], crop_size)
+            writer.write_table(shard_table(key, frames, uv, conf))
+            written.append(index)
+            n_frames += len(frames)
+            bar.update(1)
+            if dataset is not None:
+                gt = ground_truth_2d(dataset, key, frames)
+                stats["all"].add(uv, gt)
+                stats["test_subjects" if key[0] in TEST_SUBJECTS else "train_subjects"].add(uv, gt)
+        bar.close()
+    return written, n_frames

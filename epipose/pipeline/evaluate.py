@@ -1,4 +1,4 @@
-"""Evaluation of the 3D networks (and the refiner) on the test subjects, with the paper's protocol.
+"""The evaluate stage's science: the 3D networks (and the refiner) on the test subjects, with the paper's protocol.
 
 Protocol (EpipolarPose, after Sun et al.'s integral regression): every ``evaluate.stride``-th frame
 (index at the video's native 50 fps) of the test subjects' shards; the network's output is
@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -25,14 +24,19 @@ import torch
 from epipose import metrics as M
 from epipose import skeleton
 from epipose.camera import Rig
+from epipose.compute import select_device
+from epipose.data.frames import FrameCache, load_frames
 from epipose.data.h36m import TEST_SUBJECTS, TRAIN_SUBJECTS, H36MDataset
+from epipose.data.pose_tables import key_groups
+from epipose.data.targets import gt_targets
 from epipose.io import atomic_path
+from epipose.metrics import root_relative
+from epipose.models.codec import encode_pose
+from epipose.models.inference import infer_3d
+from epipose.models.pose_net import load_pose3d
+from epipose.models.refiner import load_refiner, refine_poses
 from epipose.params import in_range
-from epipose.models.refiner import load_refiner
-from epipose.pose3d import encode_pose, infer_3d, root_relative
-from epipose.refine import refine_poses
 from epipose.viz import pose_figure, save_figure
-from epipose.train3d import FrameCache, cameras_of, gt_targets, key_groups, load_frames, load_pose3d
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +52,7 @@ class EvaluateParams:
     """Section ``evaluate`` of params.yaml."""
 
     subjects: list[str] = field(default_factory=lambda: list(TEST_SUBJECTS))
-    stride: int = in_range(1, 100000, default=64)          # native-frame stride (the paper: 64)
+    stride: int = in_range(1, 100000, default=10)          # native-frame stride (the paper: 64)
     batch_size: int = in_range(1, 65536, default=128)
     flip_test: bool = True
     amp: Literal["auto", "bf16", "fp16", "none"] = "auto"
@@ -207,7 +211,7 @@ def draw_figures(folder: str | Path, cache: FrameCache, rig: Rig, idx: np.ndarra
     folder = Path(folder)
     written = []
     gt_rr = root_relative(gt_cam)
-    cams = cameras_of(cache.keys, rig)
+    cams = rig.intrinsic_cameras(cache.keys["camera"])
     with atomic_path(folder, directory=True) as tmp:
         for i in idx:
             key = cache.keys.iloc[i]
@@ -255,20 +259,15 @@ def load_test_set(cache: FrameCache, dataset: H36MDataset, p: EvaluateParams) ->
 def run_evaluation(frames_root: str | Path, h36m_root: str | Path, model_path: str | Path, p: EvaluateParams,
                    num_joints: int = skeleton.NUM_JOINTS, refiner_path: str | Path | None = None,
                    baseline_path: str | Path | None = None, figures_dir: str | Path | None = None,
-                   use_cuda: bool | None = None, progress: bool = True) -> tuple[dict, dict]:
+                   device: str = "auto", progress: bool = True) -> tuple[dict, dict]:
     """Evaluate ``model_path`` (+ ``refiner_path``) and optionally a second network ``baseline_path``
     (e.g. the fully supervised one) on the test frames → (results per method, info). One process, on
-    CUDA when ``use_cuda`` (default: when available)."""
-    use_cuda = torch.cuda.is_available() if use_cuda is None else use_cuda
-    device = torch.device("cuda" if use_cuda else "cpu")
-    if device.type == "cpu":
-        torch.set_num_threads(p.threads or len(os.sched_getaffinity(0)))
-    else:
-        torch.backends.cudnn.benchmark = True
+    ``device`` (``epipose.compute.select_device``: auto = CUDA when available)."""
+    device = select_device(device, p.threads)
     dataset = H36MDataset(h36m_root)
     cache = load_frames(frames_root, p.subjects, stride=p.stride, workers=p.decode_workers, progress=progress)
     test = load_test_set(cache, dataset, p)
-    cams = cameras_of(cache.keys, dataset.rig)
+    cams = dataset.rig.intrinsic_cameras(cache.keys["camera"])
     memory_format = torch.channels_last if p.channels_last else torch.contiguous_format
     preds: dict[str, np.ndarray] = {}
     main: dict = {}

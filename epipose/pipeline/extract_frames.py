@@ -1,4 +1,4 @@
-"""The extract_frames step: decode each video once, crop the person, write one shard per video."""
+"""The extract_frames stage's science: decode each video once, crop the person, write one shard per video."""
 
 from __future__ import annotations
 

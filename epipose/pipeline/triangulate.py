@@ -10,7 +10,12 @@ Per subject (the cameras are static per subject, so all its actions are pooled):
   ``relative_pose: per_frame`` is EpipolarPose's per-frame essential matrix. The metric scale comes
   from the bone-length prior.
 
-Output rows (the DESIGN.md contract): one per input (subject, action, camera, frame, joint) that
+Each mode is one function (``_solve_known``, ``_solve_pooled``, ``_solve_per_frame``) that returns
+a ``Solution`` — the points and the cameras that see them — or why the subject was ``Dropped``;
+static cameras triangulate through ``CameraGroup.triangulate``; ``_rows`` turns a solution into the
+subject's rows.
+
+Output rows (docs/data-contracts.md): one per input (subject, action, camera, frame, joint) that
 survives, with x, y, z in that camera's frame (mm, not root-centred), ``reproj_err`` (px, the
 distance between the joint's projection and that row's own 2D) and ``n_views`` (the views used).
 Rows are kept with NaN x, y, z, NaN reproj_err and ``n_views = 0`` for joints that could not be
@@ -26,23 +31,68 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from pathlib import Path
+from typing import Callable, Literal
 
 import numpy as np
 import pandas as pd
 
-from epipose import skeleton
+from epipose import metrics, skeleton
 from epipose.camera import Rig
+from epipose.data.h36m import H36MDataset
 from epipose.data.pose_tables import KEYS, PSEUDO3D_SCHEMA, PSEUDO3D_VALUES, from_dense, sort_rows, to_dense
 from epipose.geometry import triangulation as tri
 from epipose.geometry.camera_group import CameraGroup
-from epipose.geometry.procrustes import angle_between_deg, rotation_angle_deg
-from epipose.geometry.config import TriangulateParams
+from epipose.geometry.angles import angle_between_deg, rotation_angle_deg
 from epipose.geometry.scale import bone_length_scale
 from epipose.geometry.selfcalib import estimate_cameras_pooled, triangulate_per_frame
+from epipose.params import ParamError, in_range
 
 log = logging.getLogger(__name__)
 META_PREFIX = "epipose.triangulate."
+
+
+@dataclass(frozen=True)
+class TriangulateParams:
+    """Section ``triangulate`` of params.yaml."""
+
+    extrinsics: Literal["estimated", "known"] = "estimated"
+    relative_pose: Literal["pooled", "per_frame"] = "pooled"
+    min_conf: float = in_range(0.0, 1.0, default=0.01)            # joints below are ignored
+    min_views: int = in_range(2, 64, default=2)                   # consistent views needed per joint
+    view_ransac_px: float = in_range(0.1, None, default=15.0)    # RANSAC-over-views inlier threshold
+    refine_iterations: int = in_range(0, 100, default=1)         # Gauss–Newton steps per point (0: off)
+    swap_detection: bool = True                                   # fix left/right-swapped legs/arms per view
+    swap_ratio: float = in_range(0.0, 1.0, default=0.5)          # mirrored error must be below ratio × error
+    essential_method: Literal["magsac", "lo_ransac"] = "lo_ransac"
+    essential_points: Literal["swap_invariant", "joints"] = "swap_invariant"   # pooled: E + chaining points
+    essential_px: float = in_range(0.1, None, default=4.0)       # essential-matrix inlier threshold
+    essential_confidence: float = in_range(0.5, 0.999999, default=0.9999)
+    essential_max_points: int = in_range(100, None, default=20000)  # correspondences per pair (pooled)
+    min_pair_points: int = in_range(8, None, default=100)         # fewer: the pair is unusable
+    min_inlier_ratio: float = in_range(0.0, 1.0, default=0.3)
+    min_parallax_deg: float = in_range(0.0, 90.0, default=1.0)   # median ray angle below: degenerate pair
+    ba_max_frames: int = in_range(10, None, default=400)          # frames per subject in bundle adjustment
+    ba_iterations: int = in_range(1, None, default=100)           # max function evaluations per round
+    ba_loss: Literal["soft_l1", "huber", "cauchy", "linear"] = "soft_l1"
+    ba_f_scale_px: float = in_range(0.01, None, default=3.0)
+    bone_lengths_mm: list[float] = field(default_factory=lambda: list(skeleton.MEAN_BONE_LENGTHS_MM))
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        bones = self.bone_lengths_mm
+        if len(bones) != len(skeleton.BONES) or not all(b > 0 for b in bones):
+            raise ParamError(f"param triangulate.bone_lengths_mm: expected {len(skeleton.BONES)} positive lengths "
+                             f"in skeleton.BONES order ({', '.join(skeleton.BONE_NAMES)}), got {bones!r}")
+
+    @property
+    def mode(self) -> str:
+        return "known" if self.extrinsics == "known" else f"estimated/{self.relative_pose}"
+
+    def triangulation(self) -> dict:
+        return dict(threshold_px=self.view_ransac_px, min_views=self.min_views, ransac=True,
+                    refine_iterations=self.refine_iterations, swap_detection=self.swap_detection,
+                    swap_ratio=self.swap_ratio)
 
 
 # --- one subject's views as arrays -----------------------------------------------------------------
@@ -145,10 +195,9 @@ def triangulate_table(pose2d: pd.DataFrame, rig: Rig, params: TriangulateParams,
         out = _triangulate_subject(sdf, subject, rig, params, counts, rep)
         subjects_report[subject] = rep
         if out is not None:
-            table, group, ts, X = out
-            parts.append(table)
-            groups[subject] = group
-            points[subject] = (ts, X)
+            parts.append(out.table)
+            groups[subject] = out.group
+            points[subject] = (out.timestamps, out.points)
     cols = PSEUDO3D_SCHEMA.names
     table = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({c: [] for c in cols})
     table = sort_rows(table[cols]) if len(table) else table[cols]
@@ -187,24 +236,46 @@ def triangulate_table(pose2d: pd.DataFrame, rig: Rig, params: TriangulateParams,
     return TriangulationOutput(table, metadata, report, groups, points)
 
 
+# --- one subject -------------------------------------------------------------------------------------
+@dataclass
+class Solution:
+    """One subject's reconstruction, whatever the mode: points and the cameras that see them."""
+
+    X: np.ndarray                   # (T, J, 3) joints in the reconstruction's world frame, mm (NaN: not triangulated)
+    R: np.ndarray                   # (T, V, 3, 3) world → camera, per frame (static cameras: the same every frame)
+    t: np.ndarray                   # (T, V, 3) mm
+    pose_ok: np.ndarray             # (T, V) bool: the camera's pose is known in that frame
+    cam_ok: np.ndarray              # (V,) bool: the camera is used at all
+    n_views: np.ndarray             # (T, J) views each joint was triangulated from
+    inliers: np.ndarray             # (T, V, J) bool: observations used
+    swaps: np.ndarray               # (T, V, G) bool: left/right groups mirrored in a view
+    group: CameraGroup | None       # the static cameras used (None: per-frame cameras)
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A subject that yields no pseudo-label: the report's counter and status, and the log line."""
+
+    counter: str
+    status: str
+    message: str
+
+
+@dataclass(frozen=True)
+class SubjectOutput:
+    table: pd.DataFrame             # its pseudo3d rows
+    group: CameraGroup              # its cameras (intrinsics only for per-frame cameras)
+    timestamps: pd.DataFrame        # T rows: action, frame
+    points: np.ndarray              # (T, J, 3) world points, mm
+
+
 def _triangulate_subject(sdf: pd.DataFrame, subject: str, rig: Rig, p: TriangulateParams, counts: _Counts,
-                         rep: dict):
-    cams_all = sorted(sdf["camera"].unique())
-    per_cam_rows = sdf.groupby("camera", sort=True).size()
-    cams = []
-    for c in cams_all:
-        if c not in rig.intrinsics:
-            log.warning("%s: camera %s is not in %s: its %d rows are dropped", subject, c, rig.source, per_cam_rows[c])
-            counts.drop("camera_not_in_cameras_json", per_cam_rows[c])
-        elif p.extrinsics == "known" and not rig.has_extrinsics(subject, c):
-            log.warning("%s: camera %s has no extrinsics for this subject in %s: its %d rows are dropped",
-                        subject, c, rig.source, per_cam_rows[c])
-            counts.drop("camera_without_extrinsics", per_cam_rows[c])
-        else:
-            cams.append(c)
+                         rep: dict) -> SubjectOutput | None:
+    """One subject's pseudo3d rows; None (with the reason counted and in ``rep``) if it has none."""
+    cams = _usable_cameras(sdf, subject, rig, p, counts)
     rep["cameras"] = cams
     if len(cams) < 2:
-        n = int(per_cam_rows[cams].sum()) if cams else 0
+        n = int(sdf["camera"].isin(cams).sum())
         log.warning("%s: fewer than 2 usable cameras: %d rows dropped", subject, n)
         counts.drop("subject_fewer_than_2_cameras", n)
         rep["status"] = "dropped: fewer than 2 usable cameras"
@@ -215,101 +286,140 @@ def _triangulate_subject(sdf: pd.DataFrame, subject: str, rig: Rig, p: Triangula
     present[sv.keys["t"].to_numpy(), sv.keys["v"].to_numpy()] = True
     counts.unusable_observations += int((present[..., None] & (w == 0)).sum())
     counts.joints_few_views += int(((w > 0).sum(1) < p.min_views).sum())
-    T, V, J = w.shape
     intr = CameraGroup.from_rig(rig, subject, cams, extrinsics=False)
     x = intr.undistort(sv.uv)
-    truth = CameraGroup.from_rig(rig, subject, cams) if all(rig.has_extrinsics(subject, c) for c in cams) else None
-
-    cam_ok = np.ones(V, dtype=bool)
     if p.extrinsics == "known":
-        group = CameraGroup.from_rig(rig, subject, cams)
-        res = tri.triangulate_poses(x, w, group.R, group.t, group.focal, **p.triangulation())
-        X = res.points
-        Rt = np.broadcast_to(group.R, (T, V, 3, 3))
-        tt = np.broadcast_to(group.t, (T, V, 3))
-        pose_ok = np.ones((T, V), dtype=bool)
-        n_views, inliers, swaps = res.n_views, res.inliers, res.swaps
-        rep["extrinsics"] = "known"
+        sol = _solve_known(x, w, CameraGroup.from_rig(rig, subject, cams), p, rep)
     elif p.relative_pose == "pooled":
-        est = estimate_cameras_pooled(x, w, intr.focal, p, cams)
-        rep["pairs"] = {f"{cams[a]}-{cams[b]}": {
-            "points": q.n_points, "correspondences": q.points, "inliers": q.n_inliers,
-            "parallax_deg": _json_float(q.parallax_deg, 3), "usable": q.ok,
-            **({"reason": q.reason} if q.reason else {})} for (a, b), q in est.pairs.items()}
-        if est.notes:
-            rep["notes"] = list(est.notes)
-            for note in est.notes:
-                log.warning("%s: %s", subject, note)
-        if not est.ok:
-            n = len(sv.keys) * J
-            log.warning("%s: cameras could not be estimated (no usable camera pair): %d rows dropped", subject, n)
-            counts.drop("subject_cameras_not_estimated", n)
-            rep["status"] = "dropped: cameras could not be estimated"
-            return None
-        cam_ok = est.registered.copy()
-        for v in np.flatnonzero(~cam_ok):
-            n = int((sv.keys["v"] == v).sum()) * J
-            log.warning("%s: camera %s could not be registered: its %d rows are dropped", subject, cams[v], n)
-            counts.drop("camera_not_registered", n)
-        reg = np.flatnonzero(cam_ok)
-        unit = intr.with_extrinsics(est.R, est.t).subset(reg)
-        res = tri.triangulate_poses(x[:, reg], w[:, reg], unit.R, unit.t, unit.focal, **p.triangulation())
-        sc = bone_length_scale(res.points, p.bone_lengths_mm)
-        if not np.isfinite(sc.scale):
-            n = len(sv.keys) * J
-            log.warning("%s: no bone could be measured, metric scale unknown: %d rows dropped", subject, n)
-            counts.drop("subject_scale_unknown", n)
-            rep["status"] = "dropped: metric scale unknown"
-            return None
-        X = res.points * sc.scale
-        R_full = np.tile(np.eye(3), (V, 1, 1))
-        t_full = np.zeros((V, 3))
-        R_full[reg], t_full[reg] = est.R[reg], est.t[reg] * sc.scale
-        Rt = np.broadcast_to(R_full, (T, V, 3, 3))
-        tt = np.broadcast_to(t_full, (T, V, 3))
-        pose_ok = np.broadcast_to(cam_ok, (T, V))
-        n_views = res.n_views
-        inliers = np.zeros((T, V, J), dtype=bool)
-        inliers[:, reg] = res.inliers
-        swaps = np.zeros((T, V, len(tri.SWAP_GROUPS)), dtype=bool)
-        swaps[:, reg] = res.swaps
-        rep["extrinsics"] = "estimated (pooled)"
-        rep["reference_camera"] = cams[est.reference]
-        rep["scale_mm_per_unit"] = _json_float(sc.scale, 6)
-        if est.bundle is not None:
-            b = est.bundle
-            rep["bundle_adjustment"] = {"observations": b.n_observations, "rms_px_initial": _json_float(b.rms_px_initial),
-                                        "rms_px": _json_float(b.rms_px), "median_px": _json_float(b.median_px),
-                                        "nfev": b.nfev, "message": b.message}
-        group = intr.with_extrinsics(R_full, t_full).subset(reg)
+        sol = _solve_pooled(x, w, intr, sv, p, counts, rep)
     else:
-        pf = triangulate_per_frame(x, w, intr.focal, p.bone_lengths_mm, p)
-        X, Rt, tt, pose_ok, n_views = pf.points, pf.R, pf.t, pf.ok, pf.n_views
-        inliers = (w > 0) & pose_ok[..., None] & (n_views > 0)[:, None, :]
-        swaps = np.zeros((T, V, len(tri.SWAP_GROUPS)), dtype=bool)
-        rep["extrinsics"] = "estimated (per_frame)"
-        rep["reference_camera"] = cams[pf.reference]
-        rep["failed_frame_pairs"] = pf.n_failed_pairs
-        group = None      # cameras differ per frame: the report gives per-pair medians over frames
-        lost = present & ~pose_ok
-        n = int(lost.sum()) * J
-        if n:
-            log.warning("%s: %d rows dropped where the camera's pose could not be estimated in that frame", subject, n)
-            counts.drop("camera_pose_not_estimated_in_frame", n)
+        sol = _solve_per_frame(x, w, intr, present, subject, p, counts, rep)
+    if isinstance(sol, Dropped):
+        n = len(sv.keys) * w.shape[2]
+        log.warning("%s: %s: %d rows dropped", subject, sol.message, n)
+        counts.drop(sol.counter, n)
+        rep["status"] = sol.status
+        return None
+    if p.extrinsics == "estimated" and all(rig.has_extrinsics(subject, c) for c in cams):   # report only
+        truth = CameraGroup.from_rig(rig, subject, cams)
+        rep["camera_errors"] = (camera_errors(sol.group, truth.subset(np.flatnonzero(sol.cam_ok)))
+                                if sol.group is not None else _per_frame_camera_errors(sol.R, sol.t, sol.pose_ok, truth))
+    table, row_err = _rows(sv, sol, intr, subject, p, counts)
+    _count_observations(sv, w, sol, intr, row_err, counts)
+    rep["frames"] = int(len(sv.timestamps))
+    rep["rows_out"] = int(len(table))
+    rep["swaps_corrected"] = int(sol.swaps.sum())
+    rep["status"] = "ok"
+    return SubjectOutput(table, sol.group if sol.group is not None else intr, sv.timestamps, sol.X)
 
-    # --- camera errors against the true calibration (report only) ---
-    if p.extrinsics == "estimated" and truth is not None:
-        if group is not None:
-            rep["camera_errors"] = camera_errors(group, truth.subset(np.flatnonzero(cam_ok)))
+
+def _usable_cameras(sdf: pd.DataFrame, subject: str, rig: Rig, p: TriangulateParams, counts: _Counts) -> list[str]:
+    """The subject's cameras that cameras.json describes (with extrinsics, in known mode); the rows of
+    the others are dropped and counted."""
+    per_cam_rows = sdf.groupby("camera", sort=True).size()
+    cams = []
+    for c in per_cam_rows.index:
+        if c not in rig.intrinsics:
+            log.warning("%s: camera %s is not in %s: its %d rows are dropped", subject, c, rig.source, per_cam_rows[c])
+            counts.drop("camera_not_in_cameras_json", per_cam_rows[c])
+        elif p.extrinsics == "known" and not rig.has_extrinsics(subject, c):
+            log.warning("%s: camera %s has no extrinsics for this subject in %s: its %d rows are dropped",
+                        subject, c, rig.source, per_cam_rows[c])
+            counts.drop("camera_without_extrinsics", per_cam_rows[c])
         else:
-            rep["camera_errors"] = _per_frame_camera_errors(Rt, tt, pose_ok, truth)
+            cams.append(c)
+    return cams
 
-    # --- rows ---
-    has_point = np.isfinite(X).all(-1)                          # (T, J)
+
+def _static(group: CameraGroup, T: int, res: tri.PoseTriangulation, cam_ok: np.ndarray | None = None) -> Solution:
+    """A solution from static cameras: ``group`` (all V cameras), ``res`` triangulated with the ``cam_ok`` ones."""
+    V = len(group)
+    cam_ok = np.ones(V, dtype=bool) if cam_ok is None else cam_ok
+    reg = np.flatnonzero(cam_ok)
+    inliers = np.zeros((T, V, res.inliers.shape[-1]), dtype=bool)
+    inliers[:, reg] = res.inliers
+    swaps = np.zeros((T, V, len(tri.SWAP_GROUPS)), dtype=bool)
+    swaps[:, reg] = res.swaps
+    return Solution(res.points, np.broadcast_to(group.R, (T, V, 3, 3)), np.broadcast_to(group.t, (T, V, 3)),
+                    np.broadcast_to(cam_ok, (T, V)), cam_ok, res.n_views, inliers, swaps, group.subset(reg))
+
+
+def _solve_known(x: np.ndarray, w: np.ndarray, group: CameraGroup, p: TriangulateParams, rep: dict) -> Solution:
+    """``extrinsics: known``: every frame triangulated with cameras.json's cameras."""
+    rep["extrinsics"] = "known"
+    return _static(group, len(x), group.triangulate(x, w, normalized=True, **p.triangulation()))
+
+
+def _solve_pooled(x: np.ndarray, w: np.ndarray, intr: CameraGroup, sv: SubjectViews, p: TriangulateParams,
+                  counts: _Counts, rep: dict) -> Solution | Dropped:
+    """``relative_pose: pooled``: the cameras estimated once from all frames, every frame triangulated
+    with them, the metric scale from the bone-length prior."""
+    cams = list(sv.cameras)
+    est = estimate_cameras_pooled(x, w, intr.focal, p, cams)
+    rep["pairs"] = {f"{cams[a]}-{cams[b]}": {
+        "points": q.n_points, "correspondences": q.points, "inliers": q.n_inliers,
+        "parallax_deg": _json_float(q.parallax_deg, 3), "usable": q.ok,
+        **({"reason": q.reason} if q.reason else {})} for (a, b), q in est.pairs.items()}
+    if est.notes:
+        rep["notes"] = list(est.notes)
+        for note in est.notes:
+            log.warning("%s: %s", sv.subject, note)
+    if not est.ok:
+        return Dropped("subject_cameras_not_estimated", "dropped: cameras could not be estimated",
+                       "cameras could not be estimated (no usable camera pair)")
+    for v in np.flatnonzero(~est.registered):
+        n = int((sv.keys["v"] == v).sum()) * x.shape[2]
+        log.warning("%s: camera %s could not be registered: its %d rows are dropped", sv.subject, cams[v], n)
+        counts.drop("camera_not_registered", n)
+    reg = np.flatnonzero(est.registered)
+    unit = intr.with_extrinsics(est.R, est.t).subset(reg)
+    res = unit.triangulate(x[:, reg], w[:, reg], normalized=True, **p.triangulation())
+    sc = bone_length_scale(res.points, p.bone_lengths_mm)
+    if not np.isfinite(sc.scale):
+        return Dropped("subject_scale_unknown", "dropped: metric scale unknown",
+                       "no bone could be measured, metric scale unknown")
+    R_full = np.tile(np.eye(3), (len(cams), 1, 1))
+    t_full = np.zeros((len(cams), 3))
+    R_full[reg], t_full[reg] = est.R[reg], est.t[reg] * sc.scale
+    res = tri.PoseTriangulation(res.points * sc.scale, res.inliers, res.n_views, res.swaps)
+    rep["extrinsics"] = "estimated (pooled)"
+    rep["reference_camera"] = cams[est.reference]
+    rep["scale_mm_per_unit"] = _json_float(sc.scale, 6)
+    if est.bundle is not None:
+        b = est.bundle
+        rep["bundle_adjustment"] = {"observations": b.n_observations, "rms_px_initial": _json_float(b.rms_px_initial),
+                                    "rms_px": _json_float(b.rms_px), "median_px": _json_float(b.median_px),
+                                    "nfev": b.nfev, "message": b.message}
+    return _static(intr.with_extrinsics(R_full, t_full), len(x), res, est.registered.copy())
+
+
+def _solve_per_frame(x: np.ndarray, w: np.ndarray, intr: CameraGroup, present: np.ndarray, subject: str,
+                     p: TriangulateParams, counts: _Counts, rep: dict) -> Solution:
+    """``relative_pose: per_frame`` (EpipolarPose): each frame's own relative poses and scale."""
+    T, V, J = w.shape
+    pf = triangulate_per_frame(x, w, intr.focal, p.bone_lengths_mm, p)
+    inliers = (w > 0) & pf.ok[..., None] & (pf.n_views > 0)[:, None, :]
+    rep["extrinsics"] = "estimated (per_frame)"
+    rep["reference_camera"] = intr.names[pf.reference]
+    rep["failed_frame_pairs"] = pf.n_failed_pairs
+    n = int((present & ~pf.ok).sum()) * J
+    if n:
+        log.warning("%s: %d rows dropped where the camera's pose could not be estimated in that frame", subject, n)
+        counts.drop("camera_pose_not_estimated_in_frame", n)
+    return Solution(pf.points, pf.R, pf.t, pf.ok, np.ones(V, dtype=bool), pf.n_views, inliers,
+                    np.zeros((T, V, len(tri.SWAP_GROUPS)), dtype=bool), None)
+
+
+def _rows(sv: SubjectViews, sol: Solution, intr: CameraGroup, subject: str, p: TriangulateParams,
+          counts: _Counts) -> tuple[pd.DataFrame, np.ndarray]:
+    """The pseudo3d rows of the kept (camera, frame) inputs: each joint in that camera's frame, its
+    reprojection error against the row's own 2D and the views it was triangulated from → (rows, the
+    finite reprojection errors of the triangulated joints' rows)."""
+    J = sol.X.shape[1]
+    has_point = np.isfinite(sol.X).all(-1)                          # (T, J)
     frame_ok = has_point.any(-1)
-    keys = sv.keys
-    tk, vk = keys["t"].to_numpy(), keys["v"].to_numpy()
-    keep = cam_ok[vk] & pose_ok[tk, vk]
+    tk, vk = sv.keys["t"].to_numpy(), sv.keys["v"].to_numpy()
+    keep = sol.cam_ok[vk] & sol.pose_ok[tk, vk]
     lost_frames = keep & ~frame_ok[tk]
     if lost_frames.any():
         n = int(lost_frames.sum()) * J
@@ -317,45 +427,45 @@ def _triangulate_subject(sdf: pd.DataFrame, subject: str, rig: Rig, p: Triangula
         counts.drop("frame_without_triangulated_joint", n)
     keep &= frame_ok[tk]
     tk, vk = tk[keep], vk[keep]
-    Xc = np.einsum("fij,fkj->fki", Rt[tk, vk], X[tk]) + tt[tk, vk][:, None, :]   # (F, J, 3)
+    Xc = np.einsum("fij,fkj->fki", sol.R[tk, vk], sol.X[tk]) + sol.t[tk, vk][:, None, :]   # (F, J, 3)
     reproj = np.full((len(tk), J), np.nan)
-    for v in range(V):
+    for v in range(len(sv.cameras)):
         sel = vk == v
         if sel.any():
             with np.errstate(invalid="ignore", divide="ignore"):
                 pr = intr.cameras[v].project_camera(Xc[sel])
                 reproj[sel] = np.linalg.norm(pr - sv.uv[tk[sel], v], axis=-1)
-    nv = n_views[tk].astype(np.int64)
+    nv = sol.n_views[tk].astype(np.int64)
     values = np.concatenate([Xc, reproj[..., None], nv[..., None]], axis=-1)
-    table = from_dense(keys.loc[keep, KEYS].reset_index(drop=True), values, PSEUDO3D_VALUES)
     marked = int((~has_point[tk]).sum())
     if marked:
         log.warning("%s: %d joint rows kept untriangulated (n_views=0, NaN x/y/z): fewer than %d consistent views",
                     subject, marked, p.min_views)
     counts.marked_rows += marked
-    # --- observation statistics (over kept cameras) ---
-    valid = (w > 0) & cam_ok[None, :, None]
+    table = from_dense(sv.keys.loc[keep, KEYS].reset_index(drop=True), values, PSEUDO3D_VALUES)
+    return table, reproj[np.isfinite(reproj) & (nv > 0)]
+
+
+def _count_observations(sv: SubjectViews, w: np.ndarray, sol: Solution, intr: CameraGroup, row_err: np.ndarray,
+                        counts: _Counts) -> None:
+    """Observation statistics over the kept cameras: outliers, swaps, the inliers' reprojection error
+    (per-frame cameras: ``row_err``, the rows' own)."""
+    has_point = np.isfinite(sol.X).all(-1)
+    valid = (w > 0) & sol.cam_ok[None, :, None]
     counts.observations += int(valid.sum())
-    counts.outlier_observations += int((valid & ~inliers & has_point[:, None, :]).sum())
-    counts.swaps += int(swaps.sum())
-    if group is not None:
-        uv_fixed = tri.apply_swaps(sv.uv, swaps) if swaps.any() else sv.uv
-        use = inliers & has_point[:, None, :]
-        full = CameraGroup(tuple(intr.cameras[i].with_extrinsics(Rt[0, i], tt[0, i]) for i in range(V)))
-        err = full.reprojection_errors(np.where(has_point[..., None], X, 0.0), uv_fixed)
-        e = err[use]
-        e = e[np.isfinite(e)]
-        counts.inlier_err_sum += float(e.sum())
-        counts.inlier_err_n += int(len(e))
+    counts.outlier_observations += int((valid & ~sol.inliers & has_point[:, None, :]).sum())
+    counts.swaps += int(sol.swaps.sum())
+    if sol.group is not None:
+        uv_fixed = tri.apply_swaps(sv.uv, sol.swaps) if sol.swaps.any() else sv.uv
+        use = sol.inliers & has_point[:, None, :]
+        full = CameraGroup(tuple(intr.cameras[i].with_extrinsics(sol.R[0, i], sol.t[0, i])
+                                 for i in range(len(sv.cameras))))
+        e = full.reprojection_errors(np.where(has_point[..., None], sol.X, 0.0), uv_fixed)[use]
     else:
-        e = reproj[np.isfinite(reproj) & (nv > 0)]
-        counts.inlier_err_sum += float(e.sum())
-        counts.inlier_err_n += int(len(e))
-    rep["frames"] = int(T)
-    rep["rows_out"] = int(len(table))
-    rep["swaps_corrected"] = int(swaps.sum())
-    rep["status"] = "ok"
-    return table, (group if group is not None else intr), sv.timestamps, X
+        e = row_err
+    e = e[np.isfinite(e)]
+    counts.inlier_err_sum += float(e.sum())
+    counts.inlier_err_n += int(len(e))
 
 
 def _per_frame_camera_errors(Rt: np.ndarray, tt: np.ndarray, ok: np.ndarray, truth: CameraGroup) -> dict:
@@ -431,8 +541,6 @@ def evaluate_against_gt(table: pd.DataFrame, gt: Callable[[str, str, str], np.nd
     missing), so ``mpjpe_mm_all_joints`` also scores every triangulated joint of every frame whose
     pelvis was triangulated (pelvis-relative).
     """
-    from epipose import metrics
-
     if not len(table):
         return {"frames_evaluated": 0}
     keys, vals = to_dense(table, ["x", "y", "z"])
@@ -470,3 +578,20 @@ def evaluate_against_gt(table: pd.DataFrame, gt: Callable[[str, str, str], np.nd
         "pck3d_150_pct": _json_float(metrics.pck3d(Pr, Gr), 3),
         "auc_pct": _json_float(metrics.auc(Pr, Gr), 3),
     }
+
+
+def ground_truth(root: str | Path) -> Callable[[str, str, str], np.ndarray | None]:
+    """``gt(subject, action, camera)`` for ``evaluate_against_gt`` from a Human3.6M-layout root: the
+    MPII joints in that camera's frame (mm), None where the root has no poses or extrinsics for it."""
+    ds = H36MDataset(root)
+    cache: dict = {}
+
+    def gt(subject: str, action: str, camera: str) -> np.ndarray | None:
+        if not ds.pose_path(subject, action).exists() or not ds.rig.has_extrinsics(subject, camera):
+            return None
+        if (subject, action) not in cache:
+            cache[(subject, action)] = ds.poses_world(subject, action)
+        cam = ds.rig.camera(subject, camera)
+        return cam.world_to_camera(skeleton.h36m32_to_mpii(cache[(subject, action)]))
+
+    return gt

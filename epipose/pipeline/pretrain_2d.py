@@ -1,6 +1,5 @@
-"""The 2D network on MPII-layout data: crop cache, training loss, prediction, PCKh evaluation.
-
-Used by ``stages/pretrain_2d.py`` (train + evaluate) and by ``epipose.infer2d`` (``predict_2d``).
+"""The pretrain_2d stage's science: the 2D network trained on MPII-layout data — crop cache, training
+loss, PCKh evaluation (with ``epipose.models.inference.predict_2d``, the path infer_2d runs too).
 """
 
 from __future__ import annotations
@@ -9,19 +8,22 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
 from epipose import skeleton
+from epipose.compute import Runtime, amp_dtype
 from epipose.data import mpii
-from epipose.data.transforms import (AugmentParams, apply_to_points, augment_batch, center_batch, decode_crops,
-                                     flip_joints, load_voc_occluders, person_boxes)
+from epipose.data.transforms import AugmentParams, augment_batch, decode_crops, load_voc_occluders, person_boxes
+from epipose.io import content_hash
 from epipose.metrics import pckh
+from epipose.models.inference import predict_2d
 from epipose.models.pose_net import ModelParams, PoseNet, PoseNetConfig, normalise
-from epipose.params import in_range
-from epipose.train import TensorSet, TrainParams, amp_dtype, autocast, fit
+from epipose.params import in_range, redefault
+from epipose.train import TensorSet, TrainParams, fit
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,12 @@ log = logging.getLogger(__name__)
 class Pretrain2DParams(TrainParams):
     """Section ``pretrain_2d`` of params.yaml: the training loop's keys plus the data's."""
 
+    epochs: int = redefault(TrainParams, "epochs", 24)
+    lr: float = redefault(TrainParams, "lr", 0.002)
+    schedule: Literal["step", "cosine"] = redefault(TrainParams, "schedule", "cosine")
+    lr_factor: float = redefault(TrainParams, "lr_factor", 0.01)
+    warmup_steps: int = redefault(TrainParams, "warmup_steps", 50)
+    eval_every: int = redefault(TrainParams, "eval_every", 4)
     box_margin: float = in_range(1.0, 3.0, default=1.25)     # crop side = scale · 200 · margin (Simple Baselines)
     context: float = in_range(1.0, 3.0, default=1.4)         # cached crop = context × the crop, for zoom-out/rotation
     cache_scale: float = in_range(0.5, 4.0, default=1.0)     # cached px per input px
@@ -39,7 +47,7 @@ class Pretrain2DParams(TrainParams):
     decode_workers: int = in_range(1, 64, default=2)
     heatmap_weight: float = in_range(0.0, 100.0, default=0.0)  # auxiliary heatmap cross-entropy; 0 = L1 only (the paper)
     heatmap_sigma: float = in_range(0.1, 10.0, default=1.0)    # its Gaussian target's sigma, heatmap cells
-    swap_tolerance: float = in_range(0.0, 1.0, default=0.0)    # weight of the left/right-tolerant L1 (l1_loss_2d)
+    swap_tolerance: float = in_range(0.0, 1.0, default=0.3)    # weight of the left/right-tolerant L1 (l1_loss_2d)
 
 
 @dataclass
@@ -55,6 +63,10 @@ class CropCache:
 
     def __len__(self) -> int:
         return len(self.images)
+
+    def signature(self) -> str:
+        """The content hash of every box, joint and pixel."""
+        return content_hash(self.boxes, self.joints, self.visible, self.images)
 
     def to_original(self, xy_cache: np.ndarray) -> np.ndarray:
         k = self.boxes[:, None, 2:3] / self.images.shape[-1]
@@ -151,43 +163,6 @@ class Loss2D:
         return l1 + self.heatmap_weight * ce, {"l1": l1.detach(), "heatmap_ce": ce.detach()}
 
 
-@torch.inference_mode()
-def predict_pose(model: nn.Module, images: torch.Tensor, src_box: float, flip_test: bool = False,
-                 amp: torch.dtype | None = None, channels_last: bool = True) -> dict[str, torch.Tensor]:
-    """The network on a batch of uint8 RGB crops (B, 3, S, S) on the model's device.
-
-    The central ``src_box`` px of each crop are resized to the network's input. Returns
-    ``{"xy": (B, J, 2) in the crops' pixels, "z": (B, J) relative depth (0 for a 2D network),
-    "conf": (B, J)}``, averaged with the mirrored image when ``flip_test`` (mirrored predictions
-    are un-mirrored and their left/right slots swapped; depth is not mirrored).
-    """
-    size = model.config.input_size
-    device = images.device
-    views = [False, True] if flip_test else [False]
-    outs: dict[str, list[torch.Tensor]] = {"xy": [], "z": [], "conf": []}
-    for flip in views:
-        warped, M = center_batch(images, src_box, size, flip=flip)
-        x = normalise(warped)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(device, amp):
-            out = model(x)
-        back = torch.linalg.inv(M)
-        flag = torch.full((len(images),), flip, dtype=torch.bool, device=device)
-        outs["xy"].append(flip_joints(apply_to_points(back, out["xy"].float()), flag))
-        outs["z"].append(flip_joints(out["z"].float(), flag))
-        outs["conf"].append(flip_joints(out["conf"].float(), flag))
-    return {k: torch.stack(v).mean(0) for k, v in outs.items()}
-
-
-def predict_2d(model: nn.Module, images: torch.Tensor, src_box: float, flip_test: bool = False,
-               amp: torch.dtype | None = None, channels_last: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """2D predictions for a batch of uint8 RGB crops (B, 3, S, S): ``(xy (B, J, 2) crop px, conf (B, J))``
-    (``predict_pose`` without the depth)."""
-    out = predict_pose(model, images, src_box, flip_test, amp, channels_last)
-    return out["xy"], out["conf"]
-
-
 def evaluate_pckh(model: nn.Module, cache: CropCache, batch_size: int = 128, flip_test: bool = True,
                   amp: torch.dtype | None = None, channels_last: bool = True) -> dict:
     """PCKh@0.5 (and @0.1, per joint) on a cached split, in original-image pixels."""
@@ -225,7 +200,8 @@ def left_right_swaps(pred: np.ndarray, gt: np.ndarray, vis: np.ndarray, heads: n
 
 
 def pretrain_2d(mpii_root: str | Path, model_params: ModelParams, p: Pretrain2DParams, aug: AugmentParams,
-                ckpt_dir: str | Path, live_dir: str | Path | None = None, progress: bool = True):
+                ckpt_dir: str | Path, live_dir: str | Path | None = None, runtime: Runtime | None = None,
+                progress: bool = True):
     """Train the 2D network on ``mpii_root``'s train split.
 
     Returns (FitResult, ``evaluate_pckh``'s report of the returned weights on the valid split —
@@ -254,20 +230,10 @@ def pretrain_2d(mpii_root: str | Path, model_params: ModelParams, p: Pretrain2DP
         reports.append(report_of(m))
         return {"pckh": reports[-1]["pckh@0.5"]}
 
-    signature = {"train": _split_signature(train), "valid": _split_signature(valid), "augment": aug}
-    result = fit(model, dataset, loss_fn, p, ckpt_dir, live_dir, evaluate, signature, progress=progress)
+    signature = {"train": train.signature(), "valid": valid.signature(), "augment": aug}
+    result = fit(model, dataset, loss_fn, p, ckpt_dir, live_dir, evaluate, signature, runtime=runtime, progress=progress)
     report = None
     if result.runtime is None or result.runtime.is_main:
         # fit's last evaluation scored the weights it returns; a run resumed complete evaluated nothing
         report = reports[-1] if result.epochs_run > 0 else report_of(result.model)
     return result, report, info
-
-
-def _split_signature(cache: CropCache) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    h.update(np.ascontiguousarray(cache.boxes).tobytes())
-    h.update(cache.joints.numpy().tobytes())
-    h.update(cache.images[:, :, ::7, ::7].numpy().tobytes())
-    return h.hexdigest()[:16]

@@ -1,0 +1,101 @@
+"""3D labels of frames for the 3D stages: the triangulated pseudo-labels or the ground truth.
+
+``Targets`` holds, for the frames of some keys (subject, action, camera, frame), each joint's
+position in that camera's frame (mm) and whether it may be trained on or scored.
+``pseudo3d_targets`` reads them from ``data/pseudo3d.parquet`` (masking joints seen by too few
+views or reprojecting badly), ``gt_targets`` from a ground-truth source such as a Human3.6M-layout
+root's D3_Positions (``epipose.data.h36m.H36MDataset``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import numpy as np
+import pandas as pd
+
+from epipose import skeleton
+from epipose.data.pose_tables import PSEUDO3D_VALUES, key_groups, read_pseudo3d, row_lookup, to_dense
+
+log = logging.getLogger(__name__)
+
+TargetSource = Literal["pseudo3d", "gt"]      # triangulated pseudo-labels (self-supervised) | ground truth
+
+
+class GroundTruth(Protocol):
+    """A source of ground-truth poses, e.g. ``epipose.data.h36m.H36MDataset``."""
+
+    def poses_mpii_camera(self, subject: str, action: str, camera: str) -> np.ndarray:
+        """(N, 16, 3) MPII joints in that camera's frame, mm, one per frame of the sequence."""
+
+    def pose_path(self, subject: str, action: str) -> Path:
+        """The file the poses come from (for error messages)."""
+
+
+@dataclass
+class Targets:
+    """3D labels of a cache's frames: camera-frame mm and which joints may be trained on."""
+
+    pose_cam: np.ndarray       # (N, J, 3) float64, NaN where there is no label
+    valid: np.ndarray          # (N, J) bool
+    source: str
+
+    @property
+    def root_depth(self) -> np.ndarray:
+        """(N,) the pelvis depth in mm (NaN where the pelvis has no valid label)."""
+        return np.where(self.valid[:, skeleton.PELVIS], self.pose_cam[:, skeleton.PELVIS, 2], np.nan)
+
+
+def pseudo3d_targets(keys: pd.DataFrame, path: str | Path, min_views: int = 2, max_reproj_err: float = 0.0,
+                     section: str = "train_3d", frames_of: str = "the training frames (param train_3d.subjects)"
+                     ) -> Targets:
+    """Labels from ``data/pseudo3d.parquet`` (x, y, z in each camera's frame, mm).
+
+    A joint is valid when its x, y, z are finite, z > 0, ``n_views >= min_views``, its
+    ``reproj_err <= max_reproj_err`` (when > 0), and its frame's pelvis is valid (depths are
+    pelvis-relative). Frames without rows are invalid; a subject of ``keys`` without any row is an
+    error (``frames_of`` says where the frames come from; ``section`` names the params section).
+    """
+    table_keys, values = to_dense(read_pseudo3d(path), PSEUDO3D_VALUES)
+    labelled = set(table_keys["subject"].unique())
+    missing = sorted(set(keys["subject"]) - labelled, key=lambda s: (len(s), s))
+    if missing:
+        raise ValueError(f"{path}: no pseudo-labels for subject(s) {missing} of {frames_of}; "
+                         f"the table has {sorted(labelled)}")
+    idx = row_lookup(keys, table_keys)
+    n = len(keys)
+    pose = np.full((n, skeleton.NUM_JOINTS, 3), np.nan)
+    n_views = np.zeros((n, skeleton.NUM_JOINTS))
+    reproj = np.full((n, skeleton.NUM_JOINTS), np.nan)
+    hit = idx >= 0
+    pose[hit] = values[idx[hit], :, 0:3]
+    reproj[hit] = values[idx[hit], :, 3]
+    n_views[hit] = values[idx[hit], :, 4]
+    valid = np.isfinite(pose).all(-1) & (pose[..., 2] > 0) & (n_views >= min_views)
+    if max_reproj_err > 0:
+        with np.errstate(invalid="ignore"):
+            valid &= reproj <= max_reproj_err
+    valid &= valid[:, skeleton.PELVIS : skeleton.PELVIS + 1]
+    if not valid.any():
+        raise ValueError(f"{path}: no valid pseudo-label for the {n} frames "
+                         f"(check params {section}.min_views / {section}.max_reproj_err)")
+    log.info("%s: labels for %d of %d frames, %.1f%% of the joints valid", path, int(hit.sum()), n,
+             100.0 * valid.mean())
+    return Targets(pose, valid, "pseudo3d")
+
+
+def gt_targets(keys: pd.DataFrame, dataset: GroundTruth) -> Targets:
+    """Labels from the ground truth (e.g. ``H36MDataset(root)``): every joint valid."""
+    pose = np.full((len(keys), skeleton.NUM_JOINTS, 3), np.nan)
+    for (subject, action, camera), idx in key_groups(keys).items():
+        gt = dataset.poses_mpii_camera(subject, action, camera)
+        frames = keys["frame"].to_numpy()[idx]
+        if frames.max() >= len(gt):
+            raise ValueError(f"{dataset.pose_path(subject, action)}: has {len(gt)} frames but shard "
+                             f"{subject}/{action}.{camera} has frame {int(frames.max())}")
+        pose[idx] = gt[frames]
+    return Targets(pose, np.isfinite(pose).all(-1), "gt")
+

@@ -1,0 +1,205 @@
+"""The train_3d stage's science: the 3D network trained on the training subjects' frame shards with 3D
+pseudo-labels (``train_3d.target: pseudo3d``, self-supervised) or the ground truth (``gt``, the fully
+supervised baseline, the train_3d_gt stage).
+
+The network is the 2D one with ``model.depth_bins`` depth bins (``init_from_2d``: it starts with
+exactly the 2D network's 2D predictions). Targets follow the paper: per joint ``(u, v)`` in crop
+pixels and the pelvis-relative depth over a ``depth_range_mm`` range (``epipose.models.codec``, with
+each camera's intrinsics from cameras.json and each frame's crop box). The loss is smooth-L1 on
+``(u / size, v / size, d)`` over the joints whose label is valid (``epipose.data.targets``). Crops
+are decoded once into memory (``epipose.data.frames.load_frames``); augmentation (scale, rotation,
+colour, occlusion, flip — mirrored x, swapped joints, depth unchanged) runs batched on the device
+(``epipose.data.transforms.augment_batch``); ``epipose.train.fit`` is the loop. After training the
+network predicts every training frame (``predict_frames``): the refiner's input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from epipose import skeleton
+from epipose.camera import Rig
+from epipose.compute import Runtime
+from epipose.data.frames import FrameCache, load_frames
+from epipose.data.h36m import TRAIN_SUBJECTS, H36MDataset
+from epipose.data.pose_tables import key_groups
+from epipose.data.targets import Targets, TargetSource, gt_targets, pseudo3d_targets
+from epipose.data.transforms import AugmentParams, augment_batch, load_voc_occluders
+from epipose.io import content_hash
+from epipose.metrics import masked_mpjpe, root_relative
+from epipose.models.codec import encode_pose
+from epipose.models.inference import infer_3d
+from epipose.models.pose_net import ModelParams, PoseNet, expand_depth, load_pose_net, normalise
+from epipose.params import in_range, redefault
+from epipose.train import FitResult, TensorSet, TrainParams, fit
+
+log = logging.getLogger(__name__)
+
+
+
+@dataclass(frozen=True)
+class Train3DParams(TrainParams):
+    """Section ``train_3d`` of params.yaml: the training loop's keys plus the 3D stage's."""
+
+    epochs: int = redefault(TrainParams, "epochs", 2)
+    batch_size: int = redefault(TrainParams, "batch_size", 16)
+    lr: float = redefault(TrainParams, "lr", 0.002)
+    schedule: Literal["step", "cosine"] = redefault(TrainParams, "schedule", "cosine")
+    lr_factor: float = redefault(TrainParams, "lr_factor", 0.01)
+    warmup_steps: int = redefault(TrainParams, "warmup_steps", 20)
+    log_every: int = redefault(TrainParams, "log_every", 10)
+    target: TargetSource = "pseudo3d"                 # pseudo3d (self-supervised) | gt (fully supervised)
+    subjects: list[str] = field(default_factory=lambda: list(TRAIN_SUBJECTS))
+    depth_range_mm: float = in_range(100.0, 20000.0, default=2000.0)   # d = (z − z_pelvis) / range
+    loss_beta: float = in_range(0.0, 1.0, default=0.02)    # smooth-L1 transition, in normalised units
+    min_views: int = in_range(0, 64, default=2)            # pseudo-labels from fewer views are masked
+    max_reproj_err: float = in_range(0.0, 1e6, default=0.0)   # px; larger mean reprojection errors masked; 0 = off
+    fit_frames: int = in_range(0, 1000000, default=256)     # training frames of the per-epoch fit curve; 0 = none
+    flip_test: bool = False                                 # predictions on the training frames (refiner input)
+    eval_batch_size: int = in_range(1, 65536, default=128)
+    decode_workers: int = in_range(1, 64, default=2)
+
+
+# --- targets ---------------------------------------------------------------------------------------------
+def encode_targets(cache: FrameCache, targets: Targets, rig: Rig, depth_range_mm: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Targets → (uvd (N, J, 3) float32 — crop px, crop px, relative depth; 0 where invalid —, valid (N, J))."""
+    uvd = np.zeros(targets.pose_cam.shape)
+    for (_, _, camera), idx in key_groups(cache.keys).items():
+        cam = rig.intrinsic_camera(camera)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            uvd[idx] = encode_pose(targets.pose_cam[idx], cam, cache.boxes[idx], cache.crop_size, depth_range_mm)
+    valid = targets.valid & np.isfinite(uvd).all(-1)
+    uvd = np.where(valid[..., None], uvd, 0.0)
+    return uvd.astype(np.float32), valid
+
+
+# --- the loss --------------------------------------------------------------------------------------------
+def smooth_l1_3d(xy: torch.Tensor, z: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, input_size: int,
+                 beta: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Smooth-L1 on (x / size, y / size, z) over valid joints (mean over valid coordinates).
+
+    xy (B, J, 2) input px, z (B, J) relative depth; target (B, J, 3) the same units; valid (B, J).
+    Also returns the mean 2D error (input px) and depth error (relative) of the valid joints.
+    """
+    pred = torch.cat([xy.float() / input_size, z.float()[..., None]], dim=-1)
+    tgt = torch.cat([target[..., :2].float() / input_size, target[..., 2:3].float()], dim=-1)
+    w = valid.float()[..., None]
+    n = w.sum().clamp_min(1.0)
+    loss = (F.smooth_l1_loss(pred, tgt, reduction="none", beta=beta) * w).sum() / (3.0 * n)
+    with torch.no_grad():
+        err_xy = ((xy.float() - target[..., :2].float()).norm(dim=-1) * w[..., 0]).sum() / n
+        err_z = ((z.float() - target[..., 2].float()).abs() * w[..., 0]).sum() / n
+    return loss, {"err_xy_px": err_xy, "err_z": err_z}
+
+
+class Loss3D:
+    """The train_3d loss_fn for ``epipose.train.fit``: augment on the device, smooth-L1 on (x, y, z)."""
+
+    def __init__(self, src_box: float, input_size: int, aug: AugmentParams, beta: float, channels_last: bool = True):
+        self.src_box, self.input_size, self.aug, self.beta = src_box, input_size, aug, beta
+        self.channels_last = channels_last
+        self.occluders = load_voc_occluders(aug.voc_root, aug.voc_max_objects) if aug.voc_root else None
+
+    def __call__(self, model: nn.Module, batch: dict, gen: torch.Generator):
+        images, target, valid = augment_batch(batch["images"], batch["target"], batch["valid"], self.src_box,
+                                              self.input_size, self.aug, gen, self.occluders)
+        x = normalise(images)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out = model(x)
+        return smooth_l1_3d(out["xy"], out["z"], target, valid, self.input_size, self.beta)
+
+
+# --- the network ------------------------------------------------------------------------------------------
+def init_from_2d(pose2d_path: str | Path, model_params: ModelParams) -> PoseNet:
+    """The 3D network initialised from the 2D one (same architecture, ``model.depth_bins`` bins)."""
+    net2d, _ = load_pose_net(pose2d_path, num_joints=model_params.num_joints)
+    c2 = net2d.config
+    for key in ("backbone", "backbone_stages", "input_size", "deconv_layers", "deconv_channels"):
+        if getattr(c2, key) != getattr(model_params, key):
+            raise ValueError(f"{pose2d_path}: the 2D network has {key} {getattr(c2, key)} but param model.{key} is "
+                             f"{getattr(model_params, key)} (rerun pretrain_2d)")
+    config = dataclasses.replace(c2, depth_bins=model_params.depth_bins)
+    model = PoseNet(config)
+    model.load_state_dict(expand_depth(net2d.state_dict(), c2, config.depth_bins))
+    return model
+
+
+def target_mpjpe(pred_cam: np.ndarray, targets: Targets) -> float:
+    """Root-relative mean error (mm) of predictions against the targets over valid joints."""
+    return masked_mpjpe(root_relative(pred_cam), root_relative(targets.pose_cam), targets.valid)
+
+
+@dataclass
+class Train3DResult:
+    fit: FitResult
+    cache: FrameCache
+    targets: Targets
+    info: dict
+
+
+def train_3d(frames_root: str | Path, pose2d_path: str | Path, rig: Rig, model_params: ModelParams,
+             p: Train3DParams, aug: AugmentParams, ckpt_dir: str | Path, live_dir: str | Path | None = None,
+             pseudo3d_path: str | Path | None = None, h36m_root: str | Path | None = None,
+             runtime: Runtime | None = None, progress: bool = True) -> Train3DResult:
+    """Train the 3D network on ``p.subjects``' frames with ``p.target`` labels (pseudo3d or gt)."""
+    if p.target == "pseudo3d" and pseudo3d_path is None:
+        raise ValueError("param train_3d.target is pseudo3d but no pseudo-label table was given (--pseudo3d)")
+    if p.target == "gt" and h36m_root is None:
+        raise ValueError("param train_3d.target is gt but no Human3.6M root with ground truth was given "
+                         "(param data.h36m_root)")
+    model = init_from_2d(pose2d_path, model_params)
+    t0 = time.perf_counter()
+    cache = load_frames(frames_root, p.subjects, workers=p.decode_workers, progress=progress)
+    if p.target == "pseudo3d":
+        targets = pseudo3d_targets(cache.keys, pseudo3d_path, p.min_views, p.max_reproj_err)
+    else:
+        targets = gt_targets(cache.keys, H36MDataset(h36m_root))
+    uvd, valid = encode_targets(cache, targets, rig, p.depth_range_mm)
+    info = {"train_frames": len(cache), "labelled_frames": int(valid.any(1).sum()),
+            "valid_joint_fraction": round(float(valid.mean()), 4), "target": p.target,
+            "decode_seconds": round(time.perf_counter() - t0, 1)}
+    dataset = TensorSet(images=cache.images, target=torch.from_numpy(uvd), valid=torch.from_numpy(valid))
+    loss_fn = Loss3D(float(cache.crop_size), model.config.input_size, aug, p.loss_beta, p.channels_last)
+
+    # Per-epoch fit curve: root-relative error (mm) against the labels on a fixed subset of training frames.
+    labelled = np.flatnonzero(valid[:, skeleton.PELVIS])
+    subset = labelled[np.linspace(0, len(labelled) - 1, min(p.fit_frames, len(labelled))).astype(int)] \
+        if p.fit_frames > 0 and len(labelled) else np.zeros(0, dtype=int)
+    sub_targets = Targets(targets.pose_cam[subset], valid[subset], targets.source)
+    all_cams = rig.intrinsic_cameras(cache.keys["camera"])
+    sub_cams = [all_cams[i] for i in subset]
+
+    def evaluate(m: nn.Module) -> dict[str, float]:
+        out = infer_3d(m, cache.images[subset], cache.boxes[subset], sub_cams, sub_targets.root_depth,
+                       depth_range_mm=p.depth_range_mm, batch_size=p.eval_batch_size, flip_test=False, amp=p.amp,
+                       channels_last=p.channels_last)
+        return {"fit_mpjpe_mm": target_mpjpe(out["pose_cam"], sub_targets)}
+
+    signature = {"frames": cache.signature(), "targets": content_hash(uvd, valid), "augment": aug,
+                 "pose2d": content_hash(Path(pose2d_path))}
+    torch.manual_seed(p.seed)
+    result = fit(model, dataset, loss_fn, p, ckpt_dir, live_dir, evaluate if len(subset) else None, signature,
+                 runtime=runtime, progress=progress)
+    return Train3DResult(result, cache, Targets(targets.pose_cam, valid, targets.source), info)
+
+
+# --- predictions on the training frames (the refiner's input) ---------------------------------------------
+def predict_frames(model: PoseNet, cache: FrameCache, rig: Rig, root_depth_mm: np.ndarray, depth_range_mm: float,
+                   batch_size: int = 128, flip_test: bool = True, amp: str = "auto", channels_last: bool = True,
+                   progress: bool = True) -> dict[str, np.ndarray]:
+    """``infer_3d`` on every cached frame, back-projected with each camera's intrinsics at ``root_depth_mm``."""
+    return infer_3d(model, cache.images, cache.boxes, rig.intrinsic_cameras(cache.keys["camera"]), root_depth_mm,
+                    depth_range_mm=depth_range_mm, batch_size=batch_size, flip_test=flip_test, amp=amp,
+                    channels_last=channels_last, progress=progress)

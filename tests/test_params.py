@@ -1,0 +1,75 @@
+"""params.yaml is the one source of truth: every section's code defaults equal it, and a key missing
+from it is an error that names the key (never a silent fallback to another value)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from epipose.compute import ComputeParams
+from epipose.data.frames import FramesParams
+from epipose.data.synth.config import SynthParams
+from epipose.data.transforms import AugmentParams
+from epipose.models.pose_net import ModelParams, load_model_params
+from epipose.params import ParamError, load_section
+from epipose.pipeline.evaluate import EvaluateParams
+from epipose.pipeline.infer_2d import Infer2DParams
+from epipose.pipeline.pretrain_2d import Pretrain2DParams
+from epipose.pipeline.train_3d import Train3DParams
+from epipose.pipeline.train_refiner import RefinerParams
+from epipose.pipeline.triangulate import TriangulateParams
+
+PARAMS = ROOT / "params.yaml"
+SECTIONS = {"compute": ComputeParams, "frames": FramesParams, "synth": SynthParams, "model": ModelParams,
+            "augment": AugmentParams, "pretrain_2d": Pretrain2DParams, "infer_2d": Infer2DParams,
+            "triangulate": TriangulateParams, "train_3d": Train3DParams, "refiner": RefinerParams,
+            "evaluate": EvaluateParams}
+
+
+def test_every_section_of_params_yaml_has_its_dataclass():
+    assert set(yaml.safe_load(PARAMS.read_text())) == set(SECTIONS) | {"data"}
+
+
+@pytest.mark.parametrize("section", sorted(SECTIONS))
+def test_code_defaults_are_the_params_yaml_values(section):
+    cls = SECTIONS[section]
+    assert cls() == load_section(cls, section, PARAMS), (
+        f"{cls.__name__}() differs from params.yaml's section {section}: "
+        + ", ".join(f"{f.name}: {getattr(cls(), f.name)!r} vs {getattr(load_section(cls, section, PARAMS), f.name)!r}"
+                    for f in dataclasses.fields(cls)
+                    if getattr(cls(), f.name) != getattr(load_section(cls, section, PARAMS), f.name)))
+
+
+def _without(tmp_path, section: str, key: str):
+    params = yaml.safe_load(PARAMS.read_text())
+    node = params[section]
+    *parents, last = key.split(".")
+    for p in parents:
+        node = node[p]
+    del node[last]
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+@pytest.mark.parametrize("section, key", [("triangulate", "min_conf"), ("refiner", "epochs"),
+                                          ("train_3d", "flip_test"), ("synth", "rig.focal_factor")])
+def test_a_missing_key_is_an_error_naming_it(tmp_path, section, key):
+    path = _without(tmp_path, section, key)
+    with pytest.raises(ParamError, match=rf"param {section}\.{key}: missing"):
+        load_section(SECTIONS[section], section, path)
+
+
+def test_the_2d_stages_read_the_model_section_without_depth_bins(tmp_path):
+    path = _without(tmp_path, "model", "depth_bins")
+    assert load_model_params(path).input_size == ModelParams().input_size
+    with pytest.raises(ParamError, match=r"param model\.input_size: missing"):
+        load_model_params(_without(tmp_path, "model", "input_size"))
+
+
+def test_defaults_are_not_shared_between_instances():
+    a, b = TriangulateParams(), TriangulateParams()
+    assert a.bone_lengths_mm == b.bone_lengths_mm and a.bone_lengths_mm is not b.bone_lengths_mm
