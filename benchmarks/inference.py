@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from epipose.compute import amp_dtype  # noqa: E402
+from epipose.data.crop import crop_to_original  # noqa: E402
 from epipose.data import frames as fr  # noqa: E402
 from epipose.models.pose_net import (PoseNet, PoseNetConfig, count_flops, load_model_params, load_pose_net,  # noqa: E402
                                      normalise, save_pose_net)
@@ -73,7 +74,7 @@ def naive_loop(model: torch.nn.Module, shards, flip_test: bool) -> tuple[int, fl
                     xy[:, 0] = size - 1 - xy[:, 0]
                     preds.append(xy[list(_flip_perm())])
                 xy = np.mean(preds, axis=0) * (s / size)
-                uv = fr.crop_to_original(xy, r.x0, r.y0, r.size, s)
+                uv = crop_to_original(xy, r.x0, r.y0, r.size, s)
                 rows.append((key, r.frame, uv))
                 n += 1
     pd.DataFrame({"frame": [r[1] for r in rows], "u": [r[2][0, 0] for r in rows]}).to_parquet(

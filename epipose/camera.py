@@ -149,7 +149,8 @@ def _matrix(value, shape: tuple[int, ...], where: str) -> np.ndarray:
 
 
 def load_rig(path: str | Path) -> Rig:
-    """Read a cameras.json (the camera-parameters.json schema of the Human3.6M community)."""
+    """Read a cameras.json (the camera-parameters.json schema of the Human3.6M community). ``extrinsics``
+    is optional: a rig of known intrinsics only (a user's own cameras) is a valid rig."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -157,8 +158,8 @@ def load_rig(path: str | Path) -> Rig:
         raise FileNotFoundError(f"cameras file not found: {path}") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(data, dict) or "intrinsics" not in data or "extrinsics" not in data:
-        raise ValueError(f"{path}: expected top-level keys 'intrinsics' and 'extrinsics'")
+    if not isinstance(data, dict) or "intrinsics" not in data:
+        raise ValueError(f"{path}: expected the top-level key 'intrinsics' (and, optionally, 'extrinsics')")
     intr = {}
     for cam, v in data["intrinsics"].items():
         where = f"{path}: intrinsics[{cam!r}]"
@@ -169,7 +170,7 @@ def load_rig(path: str | Path) -> Rig:
             raise ValueError(f"{where}.distortion: expected [k1, k2, p1, p2, k3], got {dist.size} values")
         intr[str(cam)] = (_matrix(v["calibration_matrix"], (3, 3), f"{where}.calibration_matrix"), dist)
     extr: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
-    for subj, cams in data["extrinsics"].items():
+    for subj, cams in (data.get("extrinsics") or {}).items():
         extr[str(subj)] = {}
         for cam, v in cams.items():
             where = f"{path}: extrinsics[{subj!r}][{cam!r}]"

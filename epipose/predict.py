@@ -49,7 +49,7 @@ from tqdm import tqdm
 from epipose import skeleton
 from epipose.camera import Camera
 from epipose.compute import select_device
-from epipose.data.frames import crop_image
+from epipose.data.crop import crop_image
 from epipose.data.pose_tables import KEYS, PREDICTION_SCHEMA, PREDICTION_VALUES, from_dense, write_table
 from epipose.io import atomic_path
 from epipose.metrics import root_relative

@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from epipose.launch import run_stage
 from epipose.io import atomic_path, write_json
+from epipose.launch import run_stage
 from epipose.params import load_section, load_value
 from epipose.pipeline.evaluate import EvaluateParams, per_action_tsv, results_markdown, run_evaluation
 

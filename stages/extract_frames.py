@@ -3,21 +3,23 @@
 import argparse
 import sys
 
-from epipose.launch import run_stage, stage_logger
 from epipose.data.frames import FramesParams
+from epipose.launch import run_stage, stage_logger
 from epipose.params import load_section
 from epipose.pipeline.extract_frames import extract_frames
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--h36m", required=True, help="Human3.6M-layout root (videos, D3_Positions, cameras.json)")
+    parser.add_argument("--h36m", required=True, help="Human3.6M-layout root (videos and cameras.json; D3_Positions "
+                        "and extrinsics only for frames.boxes: gt)")
     parser.add_argument("--out", required=True, help="output folder of shards, <out>/<subject>/<action>.<camera>.parquet")
     parser.add_argument("--params", default="params.yaml", help="params file (section frames)")
     args = parser.parse_args()
     params = load_section(FramesParams, "frames", args.params)
     summary = extract_frames(args.h36m, args.out, params)
-    stage_logger().info("%d videos, %d frames → %s", summary["sequences"], summary["frames"], args.out)
+    stage_logger().info("%d videos, %d frames (boxes: %s; person not found in %d) → %s", summary["sequences"],
+                        summary["frames"], params.boxes, summary["frames_without_person"], args.out)
 
 
 if __name__ == "__main__":

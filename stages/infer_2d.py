@@ -7,9 +7,9 @@ does): the shards are split over N torchrun processes; rank 0 writes the outputs
 import argparse
 import sys
 
-from epipose.launch import run_stage, stage_logger
 from epipose.compute import load_compute, setup_runtime
 from epipose.io import write_json
+from epipose.launch import run_stage, stage_logger
 from epipose.params import load_section, load_value
 from epipose.pipeline.infer_2d import Infer2DParams, run_infer_2d
 

@@ -8,10 +8,10 @@ import argparse
 import sys
 import time
 
-from epipose.launch import run_stage, stage_logger
 from epipose.compute import load_compute, setup_runtime
 from epipose.data.transforms import AugmentParams
 from epipose.io import write_json
+from epipose.launch import run_stage, stage_logger
 from epipose.models.pose_net import load_model_params, save_pose_net
 from epipose.params import load_section
 from epipose.pipeline.pretrain_2d import Pretrain2DParams, pretrain_2d

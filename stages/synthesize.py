@@ -3,8 +3,8 @@
 import argparse
 import sys
 
-from epipose.launch import run_stage
 from epipose.data.synth.config import SynthParams
+from epipose.launch import run_stage
 from epipose.params import load_section
 from epipose.pipeline.synthesize import synthesize
 

@@ -16,11 +16,11 @@ import time
 import numpy as np
 
 from epipose.camera import load_rig
-from epipose.launch import run_stage, stage_logger
 from epipose.compute import load_compute, setup_runtime
 from epipose.data.pose_tables import write_pred3d
 from epipose.data.transforms import AugmentParams
 from epipose.io import write_json
+from epipose.launch import run_stage, stage_logger
 from epipose.models.pose_net import ModelParams, save_pose_net
 from epipose.params import load_section, load_value
 from epipose.pipeline.train_3d import Train3DParams, predict_frames, target_mpjpe, train_3d

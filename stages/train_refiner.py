@@ -6,9 +6,9 @@ import argparse
 import sys
 import time
 
-from epipose.launch import run_stage
 from epipose.compute import load_compute, setup_runtime
 from epipose.io import write_json
+from epipose.launch import run_stage
 from epipose.models.refiner import save_refiner
 from epipose.params import load_section, load_value
 from epipose.pipeline.train_refiner import RefinerParams, refiner_data, train_refiner

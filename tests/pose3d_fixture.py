@@ -15,6 +15,7 @@ import pandas as pd
 
 from epipose import skeleton
 from epipose.camera import Rig, save_rig
+from epipose.data.crop import original_to_crop
 from epipose.data import frames as fr
 from epipose.data.h36m import H36MDataset, write_pose_cdf
 from epipose.data.pose_tables import from_dense, write_pseudo3d
@@ -57,7 +58,7 @@ def make_root(tmp_path: Path, rig: Rig, subjects=("S1", "S9"), actions=("Walking
             for cam_name, cam in rig.cameras(subject).items():
                 pose_cam = cam.world_to_camera(skeleton.h36m32_to_mpii(poses[FRAMES]))
                 boxes = fr.crop_boxes(pose_cam[:, skeleton.PELVIS], cam, 2000.0)
-                uv = fr.original_to_crop(cam.project_camera(pose_cam), boxes[:, None, 0], boxes[:, None, 1],
+                uv = original_to_crop(cam.project_camera(pose_cam), boxes[:, None, 0], boxes[:, None, 1],
                                          boxes[:, None, 2], CROP)
                 jpegs = [fr.encode_jpeg(draw_crop(uv[i]), 95) for i in range(len(FRAMES))]
                 fr.write_shard(fr.shard_path(frames_root, subject, action, cam_name), FRAMES, jpegs, boxes)

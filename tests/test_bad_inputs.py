@@ -193,11 +193,11 @@ CASES = [
          {"triangulate": {"extrinsics": "guessed"}}),
     # input files: the error names the file
     Case("cameras-missing-subject", lambda w, t: extract_frames(w, t, cameras_without(w, t, subject="S9")),
-         r"{tmp}/in/videos/cameras.json: no extrinsics for subject S9"),
+         r"{tmp}/in/videos/cameras.json: no extrinsics for subject S9", {"frames": {"boxes": "gt"}}),
     Case("cameras-missing-camera", lambda w, t: extract_frames(w, t, cameras_without(w, t, camera=CAMS[1])),
          rf"{{tmp}}/in/videos/cameras.json: camera {CAMS[1]} of .*Walking 1.{CAMS[1]}.mp4 is not in its intrinsics"),
     Case("truncated-video", lambda w, t: extract_frames(w, t, truncated_video(w, t)),
-         rf"{{tmp}}/in/videos/S9/Videos/Walking 1.{CAMS[1]}.mp4: ", {"frames": {"workers": 1}}),
+         rf"{{tmp}}/in/videos/S9/Videos/Walking 1.{CAMS[1]}.mp4: ", {"frames": {"workers": 1, "boxes": "gt"}}),
     Case("unreadable-shard", lambda w, t: infer_2d(w, t, frames=broken_shard(w, t)),
          rf"{{tmp}}/in/frames/S1/Walking 1.{CAMS[1]}.parquet: not a readable frame shard"),
     Case("missing-frames", lambda w, t: infer_2d(w, t, frames=t / "nowhere"), r"frames folder not found: {tmp}/nowhere"),
@@ -205,8 +205,6 @@ CASES = [
          r"model checkpoint not found: {tmp}/models/pose2d.pt"),
     Case("checkpoint-joints", lambda w, t: infer_2d(w, t, model=w["ckpt17"]),
          r"{world}/j17.pt: the checkpoint predicts 17 joints but param model.num_joints is 16"),
-    Case("missing-cdf", lambda w, t: infer_2d(w, t, gt=without_cdf(w, t)),
-         r"pose file not found: {tmp}/in/h36m/S1/MyPoseFeatures/D3_Positions/Walking 1.cdf"),
     Case("pose2d-schema", lambda w, t: triangulate(w, t, pose2d_table(w, t, lambda d: d.drop(columns="conf"))),
          r"{tmp}/in/pose2d.parquet: missing column\(s\) \['conf'\]"),
     Case("pose2d-joint-names", lambda w, t: triangulate(
@@ -260,3 +258,25 @@ def test_bad_input_names_it_and_writes_nothing(case, world, tmp_path, monkeypatc
     out = case_dir / "out"
     assert not out.exists() or not any(out.rglob("*")), f"{stage} wrote {sorted(out.rglob('*'))}"
     assert not any(p.name.startswith(".") for p in case_dir.rglob("*") if "in" not in p.relative_to(case_dir).parts)
+
+
+def test_a_sequence_without_ground_truth_is_left_out_of_the_2d_error_and_counted(world, tmp_path, monkeypatch,
+                                                                                   caplog):
+    """No D3_Positions for a sequence is not bad input (a recording without ground truth): infer_2d
+    writes its table, leaves the sequence out of the 2D error with one log line and counts it."""
+    case_dir = tmp_path / "case"
+    case_dir.mkdir()
+    params = copy.deepcopy(BASE_PARAMS)
+    params["data"]["h36m_root"] = str(world["h36m"])
+    (case_dir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    stage, args = infer_2d(world, case_dir, gt=without_cdf(world, case_dir))
+    caplog.set_level(logging.INFO)
+    monkeypatch.chdir(case_dir)
+    monkeypatch.setattr(sys, "argv", [f"stages/{stage}.py", *args])
+    with pytest.raises(SystemExit) as exit_:
+        runpy.run_path(str(ROOT / "stages" / f"{stage}.py"), run_name="__main__")
+    assert exit_.value.code == 0
+    metrics = json.loads((case_dir / "out" / "m.json").read_text())
+    assert metrics["shards_without_gt"] == metrics["shards"] == 2 and "median_px" not in metrics
+    assert (case_dir / "out" / "pose2d.parquet").is_file()
+    assert "2 of 2 shards have no ground truth" in caplog.text

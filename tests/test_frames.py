@@ -4,8 +4,8 @@ import pytest
 from epipose import skeleton
 from epipose.camera import Rig
 from epipose.pipeline.extract_frames import extract_frames
-from epipose.data.frames import (FramesParams, crop_boxes, crop_image, crop_to_original, decode_jpeg, list_shards,
-                                 original_to_crop, read_shard)
+from epipose.data.crop import crop_image, crop_to_original, original_to_crop
+from epipose.data.frames import FramesParams, crop_boxes, decode_jpeg, list_shards, read_shard
 from epipose.data.h36m import H36MDataset
 
 from h36m_fixture import make_root
@@ -51,10 +51,11 @@ def test_box_is_2000mm_at_pelvis(real_rig):
 
 
 def test_extract_frames_shards(root, tmp_path):
-    params = FramesParams(stride=5, crop_size=96, jpeg_quality=95, workers=2)
+    """The paper's crops (frames.boxes: gt): the box around the ground-truth pelvis holds every joint."""
+    params = FramesParams(stride=5, crop_size=96, jpeg_quality=95, boxes="gt", workers=2)
     summary = extract_frames(root, tmp_path / "frames", params)
     shards = list_shards(tmp_path / "frames")
-    assert summary == {"sequences": 16, "frames": 16 * 5}
+    assert summary == {"sequences": 16, "frames": 16 * 5, "frames_without_person": 0}
     assert len(shards) == 16 and shards[0].relative_to(tmp_path / "frames").as_posix() == "S1/Greeting.54138969.parquet"
     ds = H36MDataset(root)
     for path in shards[::5]:
@@ -75,12 +76,13 @@ def test_extract_frames_shards(root, tmp_path):
             assert r > 150 and g > 150 and b < r - 40               # (background: grey 90)
 
 
-def test_extract_frames_is_deterministic(root, tmp_path):
-    params = FramesParams(stride=7, crop_size=64, workers=1)
+@pytest.mark.parametrize("boxes", ["auto", "gt"])
+def test_extract_frames_is_deterministic(root, tmp_path, boxes):
+    params = FramesParams(stride=7, crop_size=64, boxes=boxes, workers=1)
     extract_frames(root, tmp_path / "a", params)
-    extract_frames(root, tmp_path / "b", FramesParams(stride=7, crop_size=64, workers=2))
+    extract_frames(root, tmp_path / "b", FramesParams(stride=7, crop_size=64, boxes=boxes, workers=2))
     a, b = list_shards(tmp_path / "a"), list_shards(tmp_path / "b")
-    assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
+    assert len(a) == 16 and [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
 
 
 def test_corrupt_video_leaves_nothing(root, tmp_path):
@@ -88,15 +90,18 @@ def test_corrupt_video_leaves_nothing(root, tmp_path):
     video.write_bytes(video.read_bytes()[:2000])
     out = tmp_path / "frames"
     with pytest.raises(ValueError, match=video.name):
-        extract_frames(root, out, FramesParams(stride=5, workers=2))
+        extract_frames(root, out, FramesParams(stride=5, boxes="gt", workers=2))
     assert not out.exists() and list(tmp_path.glob(".frames*")) == []
 
 
 def test_missing_cdf_and_camera(root, tmp_path):
     (root / "S1" / "MyPoseFeatures" / "D3_Positions" / "Greeting.cdf").unlink()
     # A video without poses is skipped with a warning, the rest is extracted.
-    summary = extract_frames(root, tmp_path / "f", FramesParams(stride=10, workers=1))
+    summary = extract_frames(root, tmp_path / "f", FramesParams(stride=10, boxes="gt", workers=1))
     assert summary["sequences"] == 12
+    # Boxes from the videos need no poses: every video is a sequence (its poses None where missing).
+    videos = H36MDataset(root).sequences(require_poses=False)
+    assert len(videos) == 16 and sum(s.poses is None for s in videos) == 4
     with pytest.raises(FileNotFoundError, match="h36m_root"):
         extract_frames(tmp_path / "nowhere", tmp_path / "g", FramesParams())
 

@@ -16,6 +16,7 @@ from torch import nn
 from epipose import skeleton
 from epipose.pipeline import infer_2d as infer2d
 from epipose.camera import Rig, save_rig
+from epipose.data.crop import crop_to_original
 from epipose.data import frames as fr
 from epipose.data.h36m import write_pose_cdf
 from epipose.data.pose_tables import POSE2D_SCHEMA, read_pose2d, sort_rows
@@ -95,7 +96,7 @@ def test_a_point_in_the_crop_maps_back_to_its_original_pixel(tmp_path, rig, monk
     for cam in ("54138969", "55011271"):
         shard = fr.read_shard(fr.shard_path(frames_root, "S1", "Walking 1", cam)).sort_values("frame")
         for i, row in enumerate(shard.itertuples()):
-            expected = fr.crop_to_original(np.array(_dot_position(i), float), row.x0, row.y0, row.size, CROP)
+            expected = crop_to_original(np.array(_dot_position(i), float), row.x0, row.y0, row.size, CROP)
             got = df[(df.camera == cam) & (df.frame == row.frame) & (df.joint == "l_wrist")][["u", "v"]].to_numpy()[0]
             assert got == pytest.approx(expected, abs=0.1 * row.size / CROP)     # a tenth of a crop pixel
 

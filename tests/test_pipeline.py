@@ -139,3 +139,49 @@ def test_stages_read_exactly_the_params_they_list(repo):
         assert not unused, f"stage {name} lists {unused} under params but never reads them"
         checked.append(name)
     assert {"synthesize", "extract_frames"} <= set(checked), checked
+
+
+def test_a_recording_without_ground_truth_runs_the_self_supervised_chain(repo, tmp_path):
+    """Videos and an intrinsics-only cameras.json (no D3_Positions, no extrinsics): ``dvc repro
+    train_refiner`` writes the pseudo-labels (the same as with ground truth beside them), the recovered
+    rig and both models; the stages that need ground truth say so in one line."""
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    repo, env = repo
+    _run(["dvc", "repro", "triangulate"], repo, env)            # the run with ground truth (if not yet run)
+    copy = tmp_path / "repo"
+    shutil.copytree(repo, copy, symlinks=True)
+    nogt = copy / "recording"
+    shutil.copytree(repo / "data" / "raw" / "h36m", nogt)
+    for features in nogt.glob("S*/MyPoseFeatures"):
+        shutil.rmtree(features)
+    cameras = json.loads((nogt / "cameras.json").read_text())
+    del cameras["extrinsics"]
+    (nogt / "cameras.json").write_text(json.dumps(cameras))
+    params = yaml.safe_load((copy / "params.yaml").read_text())
+    params["data"]["h36m_root"] = "recording"
+    (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+    out = _run(["dvc", "repro", "train_refiner"], copy, env)
+    assert "Running stage 'pretrain_2d'" not in out and "Running stage 'train_3d_gt'" not in out
+    for path in ("models/pose3d.pt", "models/refiner.pt", "data/pseudo3d.parquet"):
+        assert (copy / path).is_file(), path
+    with_gt = pd.read_parquet(repo / "data" / "pseudo3d.parquet")
+    without = pd.read_parquet(copy / "data" / "pseudo3d.parquet")
+    assert with_gt[["subject", "action", "camera", "frame", "joint"]].equals(without[with_gt.columns[:5]])
+    np.testing.assert_allclose(without[["x", "y", "z"]].to_numpy(), with_gt[["x", "y", "z"]].to_numpy(),
+                               rtol=1e-6, atol=1e-3)
+    rig = json.loads((copy / "data" / "cameras_estimated.json").read_text())
+    assert sorted(rig["extrinsics"]) == ["S1", "S9"] and len(rig["extrinsics"]["S1"]) == 4
+    infer = json.loads((copy / "metrics" / "infer_2d.json").read_text())
+    assert infer["shards_without_gt"] == infer["shards"] and "median_px" not in infer
+    tri = json.loads((copy / "metrics" / "triangulate.json").read_text())
+    assert tri["ground_truth"]["frames_evaluated"] == 0 and "camera_errors" not in tri["subjects"]["S1"]
+
+    proc = subprocess.run(["dvc", "repro", "train_3d_gt"], cwd=copy, env=env, capture_output=True, text=True)
+    said = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    assert "no ground truth (D3_Positions and the subject's extrinsics" in said and "dvc repro train_refiner" in said

@@ -14,6 +14,7 @@ import torch
 
 from epipose import skeleton
 from epipose.__main__ import main
+from epipose.data.crop import crop_image
 from epipose.data import frames as fr
 from epipose.data.synth.motion import generate_motion, random_body
 from epipose.data.pose_tables import read_predictions
@@ -89,7 +90,7 @@ def test_predict_recovers_the_evaluate_path_numbers(models, tmp_path):
     from epipose.models.pose_net import load_pose3d
 
     net, meta = load_pose3d(models / "pose3d.pt")
-    crop = fr.crop_image(images[0][..., ::-1].copy(), *boxes[0], CROP)[None]
+    crop = crop_image(images[0][..., ::-1].copy(), *boxes[0], CROP)[None]
     ref = infer_3d(net.to(memory_format=torch.channels_last), crop, boxes, cam, gt[:, skeleton.PELVIS, 2],
                    depth_range_mm=meta["depth_range_mm"], amp="none", channels_last=True)
     table = read_predictions(tmp_path / "out" / "predictions.parquet")

@@ -4,7 +4,7 @@ Contract (docs/data-contracts.md): ``data/frames/<subject>/<action>.<camera>.par
 ``frame`` int32 (index at the video's native rate), ``jpeg`` binary (the square crop, resized
 to ``crop_size``), ``x0``, ``y0``, ``size`` float32 (the crop's square in original pixels).
 A crop pixel ``(u_c, v_c)`` maps to the original image by ``u = x0 + u_c * size / crop_size``
-(same for v), in OpenCV pixel coordinates for both images. ``load_frames`` decodes the shards of
+(same for v), in OpenCV pixel coordinates for both images (``epipose.data.crop``). ``load_frames`` decodes the shards of
 some subjects once into a ``FrameCache`` (the 3D stages' in-memory frames).
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import cv2
 import numpy as np
@@ -48,7 +48,13 @@ class FramesParams:
     stride: int = in_range(1, None, default=5)
     crop_size: int = in_range(16, 1024, default=128)
     jpeg_quality: int = in_range(1, 100, default=90)
-    box_mm: float = in_range(100.0, 10000.0, default=2000.0)
+    boxes: Literal["auto", "gt"] = "auto"                          # from the videos alone | ground-truth pelvis (the paper)
+    box_mm: float = in_range(100.0, 10000.0, default=2000.0)     # gt: the crop is a box this wide around the pelvis
+    person_fraction: float = in_range(0.1, 2.0, default=0.95)    # auto: standing silhouette height / crop side
+    centre_shift: float = in_range(-0.5, 0.5, default=-0.07)     # auto: crop centre below the silhouette's, × side
+    box_window_s: float = in_range(0.0, 600.0, default=2.0)      # auto: the side follows the tallest silhouette of this window
+    background_frames: int = in_range(3, 100000, default=63)     # auto: frames per camera for its background
+    fg_threshold: float = in_range(1.0, 255.0, default=30.0)     # auto: foreground = this far from the background (0-255)
     workers: int = in_range(1, 64, default=2)
 
 
@@ -65,28 +71,6 @@ def crop_boxes(pelvis_cam: np.ndarray, camera: Camera, box_mm: float) -> np.ndar
     centre = camera.project_camera(pelvis_cam)                               # (F, 2)
     size = np.maximum(pts[:, 1, 0] - pts[:, 0, 0], pts[:, 3, 1] - pts[:, 2, 1])
     return np.stack([centre[:, 0] - size / 2, centre[:, 1] - size / 2, size], axis=-1)
-
-
-def crop_to_original(uv: np.ndarray, x0, y0, size, crop_size: int) -> np.ndarray:
-    """Crop pixels (..., 2) → original-image pixels; box values broadcast over leading axes."""
-    s = np.asarray(size, dtype=np.float64)[..., None] / crop_size
-    origin = np.stack(np.broadcast_arrays(np.asarray(x0, np.float64), np.asarray(y0, np.float64)), axis=-1)
-    return np.asarray(uv, dtype=np.float64) * s + origin
-
-
-def original_to_crop(uv: np.ndarray, x0, y0, size, crop_size: int) -> np.ndarray:
-    """Original-image pixels (..., 2) → crop pixels (inverse of ``crop_to_original``)."""
-    s = crop_size / np.asarray(size, dtype=np.float64)[..., None]
-    origin = np.stack(np.broadcast_arrays(np.asarray(x0, np.float64), np.asarray(y0, np.float64)), axis=-1)
-    return (np.asarray(uv, dtype=np.float64) - origin) * s
-
-
-def crop_image(image: np.ndarray, x0: float, y0: float, size: float, crop_size: int) -> np.ndarray:
-    """Cut the square (x0, y0, size) out of ``image`` resized to ``crop_size``; black padding."""
-    s = crop_size / size
-    M = np.array([[s, 0.0, -x0 * s], [0.0, s, -y0 * s]])
-    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
-    return cv2.warpAffine(image, M, (crop_size, crop_size), flags=interp, borderMode=cv2.BORDER_CONSTANT)
 
 
 def encode_jpeg(image: np.ndarray, quality: int) -> bytes:
@@ -198,6 +182,11 @@ class FrameCache:
     @property
     def crop_size(self) -> int:
         return int(self.images.shape[-1])
+
+    def subset(self, index: np.ndarray) -> "FrameCache":
+        """The frames at ``index`` (keys renumbered)."""
+        return FrameCache(self.images[index], self.keys.iloc[index].reset_index(drop=True), self.boxes[index],
+                          self.root)
 
     def signature(self) -> str:
         """The content hash of every key, box and pixel."""

@@ -139,7 +139,7 @@ class Sequence:
     action: str          # pose-file spelling
     camera: str
     video: Path
-    poses: Path
+    poses: Path | None   # None: a recording without ground truth
 
 
 class H36MDataset:
@@ -165,15 +165,20 @@ class H36MDataset:
         folder = self.root / subject / "MyPoseFeatures" / "D3_Positions"
         return sorted(p.stem for p in folder.glob("*.cdf"))
 
-    def sequences(self, subjects: list[str] | tuple[str, ...] | None = None) -> list[Sequence]:
-        """Every (subject, action, camera) with both a pose file and a video, sorted.
+    def sequences(self, subjects: list[str] | tuple[str, ...] | None = None,
+                  require_poses: bool = True) -> list[Sequence]:
+        """Every (subject, action, camera) with a video (and, with ``require_poses``, a pose file), sorted.
 
-        Videos without poses and poses without a camera's video are skipped with a warning (real
-        releases have both). A subject or a video's camera that cameras.json does not calibrate is
-        an error naming cameras.json: its crops cannot be computed, and skipping it would drop data
-        silently.
+        With ``require_poses`` (the paper's ground-truth crops) videos without poses and poses without
+        a camera's video are skipped with a warning (real releases have both), and a subject or a
+        video's camera that cameras.json does not calibrate (intrinsics and the subject's extrinsics)
+        is an error naming cameras.json: its crops cannot be computed, and skipping it would drop
+        data silently. Without it (a recording without ground truth) every video whose camera has
+        intrinsics is a sequence; its ``poses`` is the pose file if there is one, else None.
         """
         subjects = list(subjects) if subjects is not None else self.subjects()
+        if not require_poses:
+            return [seq for subject in subjects for seq in self._videos(subject)]
         out: list[Sequence] = []
         for subject in subjects:
             if not (self.root / subject).is_dir():
@@ -207,6 +212,29 @@ class H36MDataset:
                         continue
                     out.append(Sequence(subject, action, cam, video, self.pose_path(subject, action)))
         return out
+
+    def _videos(self, subject: str) -> list[Sequence]:
+        """A subject's videos, each with its pose file if it has one; cameras need intrinsics only."""
+        if not (self.root / subject).is_dir():
+            raise FileNotFoundError(f"subject folder not found: {self.root / subject}")
+        out = []
+        for video in sorted((self.root / subject / "Videos").glob("*.mp4")):
+            m = _VIDEO_RE.match(video.name)
+            if not m or "_ALL" in m["action"]:
+                continue
+            if m["camera"] not in self.rig.intrinsics:
+                raise ValueError(f"{self.rig.source}: camera {m['camera']} of {video} is not in its intrinsics "
+                                 f"(have {self.rig.camera_names})")
+            action = canonical_action(m["action"])
+            poses = self.pose_path(subject, action)
+            out.append(Sequence(subject, action, m["camera"], video, poses if poses.exists() else None))
+        if not out:
+            log.warning("%s: no videos (<action>.<camera>.mp4 under Videos/), subject skipped", self.root / subject)
+        return sorted(out, key=lambda s: (s.action, s.camera))
+
+    def has_ground_truth(self, subject: str, action: str, camera: str) -> bool:
+        """Whether the root has the poses of (subject, action) and the extrinsics of camera for subject."""
+        return self.pose_path(subject, action).exists() and self.rig.has_extrinsics(subject, camera)
 
     def poses_world(self, subject: str, action: str) -> np.ndarray:
         """Ground truth (N, 32, 3), mm, world frame."""

@@ -34,6 +34,9 @@ class GroundTruth(Protocol):
     def pose_path(self, subject: str, action: str) -> Path:
         """The file the poses come from (for error messages)."""
 
+    def has_ground_truth(self, subject: str, action: str, camera: str) -> bool:
+        """Whether poses of (subject, action) in camera's frame exist."""
+
 
 @dataclass
 class Targets:
@@ -87,10 +90,28 @@ def pseudo3d_targets(keys: pd.DataFrame, path: str | Path, min_views: int = 2, m
     return Targets(pose, valid, "pseudo3d")
 
 
-def gt_targets(keys: pd.DataFrame, dataset: GroundTruth) -> Targets:
-    """Labels from the ground truth (e.g. ``H36MDataset(root)``): every joint valid."""
+class NoGroundTruth(ValueError):
+    """None of the frames has ground truth: a stage that needs it cannot run on this data."""
+
+
+def gt_targets(keys: pd.DataFrame, dataset: GroundTruth, what: str = "this stage") -> Targets:
+    """Labels from the ground truth (e.g. ``H36MDataset(root)``): every joint of a frame with ground
+    truth valid. Sequences without it (a recording without D3_Positions or extrinsics) are left
+    invalid with one log line; when none has any, ``NoGroundTruth`` says what is missing."""
     pose = np.full((len(keys), skeleton.NUM_JOINTS, 3), np.nan)
-    for (subject, action, camera), idx in key_groups(keys).items():
+    groups = key_groups(keys)
+    missing = [k for k in groups if not dataset.has_ground_truth(*k)]
+    if len(missing) == len(groups):
+        raise NoGroundTruth(f"{getattr(dataset, 'root', 'the data')}: no ground truth (D3_Positions and the "
+                            f"subject's extrinsics in cameras.json) for any of the {len(keys)} frames that "
+                            f"{what} needs it for; without ground truth run the self-supervised chain only: "
+                            "`dvc repro train_refiner`")
+    if missing:
+        log.warning("%d of %d sequences have no ground truth (D3_Positions and extrinsics), e.g. %s: their "
+                    "frames are left out", len(missing), len(groups), " ".join(missing[0]))
+    for (subject, action, camera), idx in groups.items():
+        if (subject, action, camera) in missing:
+            continue
         gt = dataset.poses_mpii_camera(subject, action, camera)
         frames = keys["frame"].to_numpy()[idx]
         if frames.max() >= len(gt):

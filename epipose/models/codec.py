@@ -13,7 +13,7 @@ import numpy as np
 
 from epipose import skeleton
 from epipose.camera import Camera
-from epipose.data.frames import crop_to_original, original_to_crop
+from epipose.data.crop import crop_to_original, original_to_crop
 
 
 def encode_pose(pose_cam: np.ndarray, camera: Camera, boxes: np.ndarray, crop_size: int,

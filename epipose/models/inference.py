@@ -18,7 +18,7 @@ from tqdm import tqdm
 from epipose import skeleton
 from epipose.camera import Camera
 from epipose.compute import amp_dtype, autocast
-from epipose.data.frames import crop_to_original
+from epipose.data.crop import crop_to_original
 from epipose.data.transforms import apply_to_points, center_batch, flip_joints
 from epipose.models.codec import decode_pose
 from epipose.models.pose_net import normalise

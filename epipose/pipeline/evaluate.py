@@ -240,6 +240,7 @@ class TestSet:
     cache: FrameCache
     gt_cam: np.ndarray          # (N, J, 3) mm in each camera's frame
     centroids: dict[int, np.ndarray]
+    frames_without_gt: int = 0  # test frames left out: their sequence has no ground truth
 
     @property
     def gt_rr(self) -> np.ndarray:
@@ -251,9 +252,14 @@ class TestSet:
 
 
 def load_test_set(cache: FrameCache, dataset: H36MDataset, p: EvaluateParams) -> TestSet:
-    gt = gt_targets(cache.keys, dataset)
-    centroids = pss_centroids(dataset, p.pss_k, p.pss_max_poses, p.seed, fallback=gt.pose_cam)
-    return TestSet(cache, gt.pose_cam, centroids)
+    """The test frames that have ground truth (sequences without it are left out, with a log line
+    and their count in the protocol), their ground truth and the PSS clusters."""
+    gt = gt_targets(cache.keys, dataset, what="the evaluation")
+    scored = gt.valid.all(axis=1)
+    if not scored.all():
+        cache = cache.subset(np.flatnonzero(scored))
+    centroids = pss_centroids(dataset, p.pss_k, p.pss_max_poses, p.seed, fallback=gt.pose_cam[scored])
+    return TestSet(cache, gt.pose_cam[scored], centroids, int((~scored).sum()))
 
 
 def run_evaluation(frames_root: str | Path, h36m_root: str | Path, model_path: str | Path, p: EvaluateParams,
@@ -267,6 +273,7 @@ def run_evaluation(frames_root: str | Path, h36m_root: str | Path, model_path: s
     dataset = H36MDataset(h36m_root)
     cache = load_frames(frames_root, p.subjects, stride=p.stride, workers=p.decode_workers, progress=progress)
     test = load_test_set(cache, dataset, p)
+    cache = test.cache                     # the frames with ground truth
     cams = dataset.rig.intrinsic_cameras(cache.keys["camera"])
     memory_format = torch.channels_last if p.channels_last else torch.contiguous_format
     preds: dict[str, np.ndarray] = {}
@@ -302,4 +309,5 @@ def run_evaluation(frames_root: str | Path, h36m_root: str | Path, model_path: s
 def info_of(test: TestSet, p: EvaluateParams, h36m_root: str) -> dict:
     return {"subjects": sorted(set(test.cache.keys["subject"]), key=lambda s: (len(s), s)), "stride": p.stride,
             "frames": len(test.cache), "sequences": len(key_groups(test.cache.keys)),
-            "cameras": len(set(test.cache.keys["camera"])), "h36m_root": str(h36m_root)}
+            "cameras": len(set(test.cache.keys["camera"])), "h36m_root": str(h36m_root),
+            "frames_without_gt": test.frames_without_gt}

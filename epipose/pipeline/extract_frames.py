@@ -1,60 +1,132 @@
-"""The extract_frames stage's science: decode each video once, crop the person, write one shard per video."""
+"""The extract_frames stage's science: decode each video, find the person, write one shard of square
+person crops per video.
+
+``frames.boxes`` says where the crops come from:
+
+* ``auto`` (default): from the videos alone (``epipose.data.boxes``): per camera a background model
+  from frames of all its videos, the person's silhouette in each frame, the crop's side following
+  the tallest silhouette of a short window. No D3_Positions, no extrinsics: a user's own
+  recordings (videos and intrinsics) are enough.
+* ``gt``: the paper's protocol: the projection of a ``frames.box_mm`` box around the ground-truth
+  pelvis (D3_Positions and the subject's extrinsics from cameras.json).
+
+Work runs in ``frames.workers`` processes, one (subject, camera) at a time (its background is
+modelled once for all its videos); memory is bounded by one video's reduced-resolution frames.
+"""
 
 from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from epipose import skeleton
-from epipose.data.frames import FramesParams, crop_boxes, crop_image, encode_jpeg, shard_path, write_shard
-from epipose.data.h36m import H36MDataset, Sequence, iter_video_frames
+from epipose.data import boxes as bx
+from epipose.data.crop import crop_image
+from epipose.data.frames import FramesParams, crop_boxes, encode_jpeg, shard_path, write_shard
+from epipose.data.h36m import H36MDataset, Sequence, iter_video_frames, video_info
 from epipose.io import atomic_path
 
 log = logging.getLogger(__name__)
 
 
-def extract_sequence(dataset: H36MDataset, seq: Sequence, params: FramesParams, out_root: Path) -> int:
-    """Write the shard of one video; returns the number of frames written."""
+@dataclass(frozen=True)
+class CameraJob:
+    root: str
+    sequences: tuple[Sequence, ...]     # one (subject, camera): all its videos
+    params: FramesParams
+    out: str
+
+
+def gt_boxes(dataset: H36MDataset, seq: Sequence, wanted: np.ndarray, box_mm: float) -> np.ndarray:
+    """The paper's crops: the projection of a ``box_mm`` box around the ground-truth pelvis."""
     poses = dataset.poses_world(seq.subject, seq.action)
-    n = dataset.usable_frames(seq, n_poses=poses.shape[0])
-    wanted = np.arange(0, n, params.stride)
     camera = dataset.rig.camera(seq.subject, seq.camera)
     pelvis = camera.world_to_camera(poses[wanted, skeleton.MPII_FROM_H36M32[skeleton.PELVIS]])
-    boxes = crop_boxes(pelvis, camera, params.box_mm)
-    jpegs = [
-        encode_jpeg(crop_image(image, *boxes[i], params.crop_size), params.jpeg_quality)
-        for i, (_, image) in enumerate(iter_video_frames(seq.video, wanted))
-    ]
+    return crop_boxes(pelvis, camera, box_mm)
+
+
+def camera_background(videos: list[Path], n_frames: int) -> tuple[np.ndarray, float]:
+    """A camera's background (working resolution) from ``n_frames`` frames spread evenly over its
+    videos → (background, working scale)."""
+    per_video = -(-n_frames // len(videos))
+    frames = []
+    scale = 1.0
+    for video in videos:
+        n, width, height, _ = video_info(video)
+        scale = bx.work_scale(width, height)
+        wanted = np.unique(np.linspace(0, n - 1, min(per_video, n)).round().astype(np.int64))
+        frames += [bx.reduce(image, scale) for _, image in iter_video_frames(video, wanted)]
+    return bx.background(frames[:n_frames]), scale
+
+
+def auto_boxes(seq: Sequence, wanted: np.ndarray, bg: np.ndarray, scale: float, p: FramesParams
+               ) -> tuple[np.ndarray, int]:
+    """Crops from the video alone → (boxes (F, 3), frames in which no person was found)."""
+    extents = np.stack([bx.silhouette_extent(image, bg, scale, p.fg_threshold)
+                        for _, image in iter_video_frames(seq.video, wanted)])
+    missing = int((~np.isfinite(extents).all(axis=1)).sum())
+    if missing == len(extents):
+        raise ValueError(f"{seq.video}: no person found in any frame (a static camera filming one person; "
+                         f"check param frames.fg_threshold)")
+    if missing:
+        log.warning("%s: no person found in %d of %d frames: their crops follow the neighbouring frames",
+                    seq.video, missing, len(extents))
+    fps = video_info(seq.video)[3] or 50.0
+    window = int(round(p.box_window_s * fps / p.stride)) | 1
+    return bx.square_crops(extents, p.person_fraction, p.centre_shift, 5, window), missing
+
+
+def extract_sequence(dataset: H36MDataset, seq: Sequence, p: FramesParams, out_root: Path,
+                     background: tuple[np.ndarray, float] | None = None) -> tuple[int, int]:
+    """Write the shard of one video → (frames written, frames without a person found)."""
+    n = dataset.usable_frames(seq) if p.boxes == "gt" else video_info(seq.video)[0]
+    wanted = np.arange(0, n, p.stride)
+    missing = 0
+    if p.boxes == "gt":
+        boxes = gt_boxes(dataset, seq, wanted, p.box_mm)
+    else:
+        boxes, missing = auto_boxes(seq, wanted, *background, p)
+    jpegs = [encode_jpeg(crop_image(image, *boxes[i], p.crop_size), p.jpeg_quality)
+             for i, (_, image) in enumerate(iter_video_frames(seq.video, wanted))]
     write_shard(shard_path(out_root, seq.subject, seq.action, seq.camera), wanted, jpegs, boxes)
-    return len(wanted)
+    return len(wanted), missing
 
 
-def _worker(args: tuple[str, Sequence, FramesParams, str]) -> int:
-    root, seq, params, out = args
-    return extract_sequence(H36MDataset(root), seq, params, Path(out))
+def _extract_camera(job: CameraJob) -> tuple[int, int]:
+    dataset = H36MDataset(job.root)
+    bg = camera_background([s.video for s in job.sequences], job.params.background_frames) \
+        if job.params.boxes == "auto" else None
+    counts = [extract_sequence(dataset, seq, job.params, Path(job.out), bg) for seq in job.sequences]
+    return sum(c[0] for c in counts), sum(c[1] for c in counts)
 
 
 def extract_frames(h36m_root: str | Path, out_root: str | Path, params: FramesParams) -> dict:
-    """Extract every sequence of a Human3.6M-layout root into ``out_root`` (replaced atomically).
-
-    Runs ``params.workers`` processes over videos; memory is bounded by one video per worker.
-    Returns a summary (sequences, frames).
-    """
+    """Extract every video of a Human3.6M-layout root into ``out_root`` (replaced atomically) → a
+    summary (videos, frames, frames without a person found)."""
     dataset = H36MDataset(h36m_root)
-    sequences = dataset.sequences()
+    sequences = dataset.sequences(require_poses=params.boxes == "gt")
     if not sequences:
-        raise ValueError(f"{dataset.root}: no (subject, action, camera) sequence with both video and poses")
+        if params.boxes == "gt":
+            raise ValueError(f"{dataset.root}: no (subject, action, camera) with both a video and poses: param "
+                             "frames.boxes: gt (the paper's crops) needs D3_Positions and extrinsics; auto needs "
+                             "only the videos")
+        raise ValueError(f"{dataset.root}: no videos (<subject>/Videos/<action>.<camera>.mp4)")
+    groups: dict[tuple[str, str], list[Sequence]] = {}
+    for seq in sequences:
+        groups.setdefault((seq.subject, seq.camera), []).append(seq)
     with atomic_path(out_root, directory=True) as tmp:
-        jobs = [(str(dataset.root), seq, params, str(tmp)) for seq in sequences]
-        bar = tqdm(total=len(jobs), desc="extract_frames", unit="video")
+        jobs = [CameraJob(str(dataset.root), tuple(g), params, str(tmp)) for _, g in sorted(groups.items())]
+        bar = tqdm(total=len(jobs), desc="extract_frames", unit="camera")
         if params.workers == 1:
-            counts = [(_worker(j), bar.update())[0] for j in jobs]
+            counts = [(_extract_camera(j), bar.update())[0] for j in jobs]
         else:
             with mp.get_context("spawn").Pool(params.workers) as pool:
-                counts = [(c, bar.update())[0] for c in pool.imap(_worker, jobs)]
+                counts = [(c, bar.update())[0] for c in pool.imap(_extract_camera, jobs)]
         bar.close()
-    return {"sequences": len(sequences), "frames": int(sum(counts))}
+    return {"sequences": len(sequences), "frames": int(sum(c[0] for c in counts)),
+            "frames_without_person": int(sum(c[1] for c in counts))}

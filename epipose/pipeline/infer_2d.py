@@ -9,10 +9,12 @@ not by the number or the length of the shards: the error statistics are fixed-si
 and counters.
 
 Predictions are mapped from crop pixels back to the original (distorted) image with the shard's
-``x0, y0, size`` (``epipose.data.frames.crop_to_original``). With a Human3.6M-layout root the
+``x0, y0, size`` (``epipose.data.crop.crop_to_original``). With a Human3.6M-layout root the
 ground truth is projected through each camera (lens distortion included) and the 2D error is
 reported: median / mean pixels overall and per joint, PCKh@0.5 (head size = 0.6 × the projected
-head_top–upper_neck distance, as ``epipose.data.mpii``), for the train and the test subjects.
+head_top–upper_neck distance, as ``epipose.data.mpii``), for the train and the test subjects. Shards
+without ground truth (a recording without D3_Positions or extrinsics) are counted
+(``shards_without_gt``) and left out of the error; none reads a ground-truth file to make the table.
 
 Under torchrun (``compute.nproc`` > 1) the shards are dealt round-robin to the processes; each
 writes its row groups to a hidden part file beside the output, the statistics are summed over
@@ -45,6 +47,7 @@ from tqdm import tqdm
 from epipose import skeleton
 from epipose.compute import ComputeParams, Runtime, amp_dtype, setup_runtime
 from epipose.data import frames as fr
+from epipose.data.crop import crop_to_original
 from epipose.data.h36m import TEST_SUBJECTS, H36MDataset
 from epipose.data.mpii import HEAD_SIZE_FACTOR
 from epipose.data.pose_tables import POSE2D_SCHEMA
@@ -292,6 +295,10 @@ def run_infer_2d(frames_root: str | Path, model_path: str | Path, out_path: str 
     memory_format = torch.channels_last if p.channels_last else torch.contiguous_format
     model = fuse_for_inference(model).to(device=rt.device, memory_format=memory_format).eval()
     dataset = H36MDataset(gt_root) if gt_root is not None else None
+    without_gt = [key for key, _ in shards if dataset is not None and not dataset.has_ground_truth(*key)]
+    if without_gt and rt.is_main:
+        log.info("%d of %d shards have no ground truth (D3_Positions and extrinsics) in %s: the 2D error is "
+                 "over the others", len(without_gt), len(shards), gt_root)
     stats = {"all": ErrorStats(num_joints), "train_subjects": ErrorStats(num_joints),
              "test_subjects": ErrorStats(num_joints)}
     t0 = time.perf_counter()
@@ -306,7 +313,7 @@ def run_infer_2d(frames_root: str | Path, model_path: str | Path, out_path: str 
         dist.barrier()
     # A single process writes the output (atomically); under torchrun each writes a hidden part.
     with atomic_path(out_path) if not rt.distributed else nullcontext(_part_path(out_path, rt.rank)) as tmp:
-        written, n_frames = _write_rows(tmp, schema, model, mine, p, rt, dataset, stats, progress)
+        written, n_frames = _write_rows(tmp, schema, model, mine, p, rt, dataset, set(without_gt), stats, progress)
     if rt.distributed:
         n_frames = _merge_parts(out_path, schema, written, rt, stats, n_frames)
     seconds = time.perf_counter() - t0
@@ -314,6 +321,8 @@ def run_infer_2d(frames_root: str | Path, model_path: str | Path, out_path: str 
              n_frames / max(seconds, 1e-9))
     metrics: dict = {"frames": n_frames, "shards": len(shards), "flip_test": p.flip_test}
     if dataset is not None:
+        metrics["shards_without_gt"] = len(without_gt)
+    if dataset is not None and len(without_gt) < len(shards):
         metrics.update(stats["all"].summary())
         metrics["train_subjects"] = stats["train_subjects"].summary()
         metrics["test_subjects"] = stats["test_subjects"].summary()
@@ -321,9 +330,10 @@ def run_infer_2d(frames_root: str | Path, model_path: str | Path, out_path: str 
 
 
 def _write_rows(path: Path, schema: pa.Schema, model: torch.nn.Module, mine: list, p: Infer2DParams, rt: Runtime,
-                dataset: H36MDataset | None, stats: dict[str, ErrorStats], progress: bool) -> tuple[list[int], int]:
-    """This process's shards through the network into ``path``, one row group per shard, and their 2D
-    error into ``stats`` → (the global index of each shard written, frames written)."""
+                dataset: H36MDataset | None, without_gt: set, stats: dict[str, ErrorStats], progress: bool
+                ) -> tuple[list[int], int]:
+    """This process's shards through the network into ``path``, one row group per shard, and the 2D
+    error of those with ground truth into ``stats`` → (the global index of each shard written, frames written)."""
     written: list[int] = []
     n_frames = 0
     amp = amp_dtype(p.amp, rt.device)
@@ -335,13 +345,13 @@ def _write_rows(path: Path, schema: pa.Schema, model: torch.nn.Module, mine: lis
                 model, _read_shards(mine), p.batch_size, p.flip_test, amp, p.channels_last, pool,
                 max(1, p.decode_workers)):
             frames = shard["frame"].to_numpy(np.int64)
-            uv = fr.crop_to_original(xy, shard["x0"].to_numpy()[:, None], shard["y0"].to_numpy()[:, None],
+            uv = crop_to_original(xy, shard["x0"].to_numpy()[:, None], shard["y0"].to_numpy()[:, None],
                                      shard["size"].to_numpy()[:, None], crop_size)
             writer.write_table(shard_table(key, frames, uv, conf))
             written.append(index)
             n_frames += len(frames)
             bar.update(1)
-            if dataset is not None:
+            if dataset is not None and key not in without_gt:
                 gt = ground_truth_2d(dataset, key, frames)
                 stats["all"].add(uv, gt)
                 stats["test_subjects" if key[0] in TEST_SUBJECTS else "train_subjects"].add(uv, gt)

@@ -165,7 +165,7 @@ def train_3d(frames_root: str | Path, pose2d_path: str | Path, rig: Rig, model_p
     if p.target == "pseudo3d":
         targets = pseudo3d_targets(cache.keys, pseudo3d_path, p.min_views, p.max_reproj_err)
     else:
-        targets = gt_targets(cache.keys, H36MDataset(h36m_root))
+        targets = gt_targets(cache.keys, H36MDataset(h36m_root), what="the fully supervised baseline (train_3d_gt)")
     uvd, valid = encode_targets(cache, targets, rig, p.depth_range_mm)
     info = {"train_frames": len(cache), "labelled_frames": int(valid.any(1).sum()),
             "valid_joint_fraction": round(float(valid.mean()), 4), "target": p.target,

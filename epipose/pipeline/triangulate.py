@@ -531,6 +531,21 @@ def _metadata(p: TriangulateParams, subjects: dict, groups: dict[str, CameraGrou
     return {META_PREFIX + k: v for k, v in md.items()}
 
 
+# --- the recovered rig ------------------------------------------------------------------------------
+def recovered_rig(out: TriangulationOutput, rig: Rig, p: TriangulateParams) -> Rig:
+    """The cameras the pseudo-labels were triangulated with, as a cameras.json ``Rig``: every camera's
+    intrinsics as given and, per subject, each used camera's ``R, t`` — with ``extrinsics: estimated``
+    (pooled) the self-calibrated ones, in the reference camera's frame (the report's
+    ``reference_camera``: identity there), metric (mm) from the bone-length prior; with ``known`` the
+    given ones. Per-frame estimates have no single camera pose: intrinsics only."""
+    extrinsics: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    if p.extrinsics == "known" or p.relative_pose == "pooled":
+        for subject, group in sorted(out.cameras.items()):
+            extrinsics[subject] = {name: (np.round(cam.R, 9), np.round(cam.t, 6))
+                                   for name, cam in zip(group.names, group.cameras)}
+    return Rig(dict(rig.intrinsics), extrinsics, source="triangulate")
+
+
 # --- ground truth ----------------------------------------------------------------------------------
 def evaluate_against_gt(table: pd.DataFrame, gt: Callable[[str, str, str], np.ndarray | None]) -> dict:
     """Pseudo-label accuracy: ``gt(subject, action, camera)`` → (N, 16, 3) poses in that camera's frame (mm) or None.
