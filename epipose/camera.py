@@ -177,6 +177,8 @@ def load_rig(path: str | Path) -> Rig:
             if "R" not in v or "t" not in v:
                 raise ValueError(f"{where}: missing 'R' or 't'")
             extr[str(subj)][str(cam)] = (_matrix(v["R"], (3, 3), f"{where}.R"), _matrix(v["t"], (3,), f"{where}.t"))
+    if not intr:
+        raise ValueError(f"{path}: no camera under 'intrinsics'")
     return Rig(intr, extr, source=str(path))
 
 

@@ -93,9 +93,18 @@ def test_missing_subject_or_camera_names_file(tmp_path, real_rig):
         rig.intrinsic_camera("123")
 
 
+def test_intrinsics_only_is_a_rig_of_known_intrinsics(tmp_path):
+    p = tmp_path / "cameras.json"
+    p.write_text('{"intrinsics": {"cam0": {"calibration_matrix": [[1000, 0, 500], [0, 1000, 400], [0, 0, 1]]}}}')
+    rig = load_rig(p)
+    assert rig.camera_names == ["cam0"] and rig.extrinsics == {} and not rig.has_extrinsics("S1", "cam0")
+    assert rig.intrinsic_camera("cam0").K[0, 0] == 1000
+
+
 @pytest.mark.parametrize("content, match", [
     ("{not json", "not valid JSON"),
-    ('{"intrinsics": {}}', "top-level keys"),
+    ('{"extrinsics": {}}', "top-level key 'intrinsics'"),
+    ('{"intrinsics": {}}', "no camera under 'intrinsics'"),
     ('{"intrinsics": {"a": {"calibration_matrix": [[1, 0], [0, 1]]}}, "extrinsics": {}}', "calibration_matrix"),
     ('{"intrinsics": {}, "extrinsics": {"S1": {"a": {"R": [1, 2, 3]}}}}', "missing 'R' or 't'"),
 ])

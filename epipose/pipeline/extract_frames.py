@@ -11,7 +11,8 @@ person crops per video.
   pelvis (D3_Positions and the subject's extrinsics from cameras.json).
 
 Work runs in ``frames.workers`` processes, one (subject, camera) at a time (its background is
-modelled once for all its videos); memory is bounded by one video's reduced-resolution frames.
+modelled once for all its videos); memory is bounded by a camera's background frames (at ≤ 320 px)
+and one video's crops. In auto mode each video is decoded twice (the silhouettes, then the crops).
 """
 
 from __future__ import annotations
