@@ -148,6 +148,25 @@ def _matrix(value, shape: tuple[int, ...], where: str) -> np.ndarray:
     return arr.reshape(shape)
 
 
+def _check_intrinsics(K: np.ndarray, where: str) -> None:
+    """A pinhole K: positive focal lengths, a positive principal point, last row (0, 0, 1)."""
+    if not (K[0, 0] > 0 and K[1, 1] > 0):
+        raise ValueError(f"{where}: focal lengths must be positive, got fx {K[0, 0]:g}, fy {K[1, 1]:g}")
+    if not (K[0, 2] > 0 and K[1, 2] > 0):
+        raise ValueError(f"{where}: the principal point must lie inside the image, got ({K[0, 2]:g}, {K[1, 2]:g})")
+    if not np.allclose(K[2], [0.0, 0.0, 1.0]) or K[1, 0] != 0:
+        raise ValueError(f"{where}: not a camera matrix [[fx, s, cx], [0, fy, cy], [0, 0, 1]]")
+
+
+def _check_rotation(R: np.ndarray, where: str) -> None:
+    """A rotation: orthonormal rows, determinant +1 (not a reflection)."""
+    if np.abs(R @ R.T - np.eye(3)).max() > 1e-4:
+        raise ValueError(f"{where}: not a rotation (R·Rᵀ differs from the identity by "
+                         f"{np.abs(R @ R.T - np.eye(3)).max():.3g})")
+    if np.linalg.det(R) < 0:
+        raise ValueError(f"{where}: determinant −1, a reflection, not a rotation")
+
+
 def load_rig(path: str | Path) -> Rig:
     """Read a cameras.json (the camera-parameters.json schema of the Human3.6M community). ``extrinsics``
     is optional: a rig of known intrinsics only (a user's own cameras) is a valid rig."""
@@ -165,10 +184,10 @@ def load_rig(path: str | Path) -> Rig:
         where = f"{path}: intrinsics[{cam!r}]"
         if "calibration_matrix" not in v:
             raise ValueError(f"{where}: missing 'calibration_matrix'")
-        dist = np.asarray(v.get("distortion", [0.0] * 5), dtype=np.float64)
-        if dist.size != 5:
-            raise ValueError(f"{where}.distortion: expected [k1, k2, p1, p2, k3], got {dist.size} values")
-        intr[str(cam)] = (_matrix(v["calibration_matrix"], (3, 3), f"{where}.calibration_matrix"), dist)
+        dist = _matrix(v.get("distortion", [0.0] * 5), (5,), f"{where}.distortion ([k1, k2, p1, p2, k3])")
+        K = _matrix(v["calibration_matrix"], (3, 3), f"{where}.calibration_matrix")
+        _check_intrinsics(K, f"{where}.calibration_matrix")
+        intr[str(cam)] = (K, dist)
     extr: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
     for subj, cams in (data.get("extrinsics") or {}).items():
         extr[str(subj)] = {}
@@ -176,7 +195,9 @@ def load_rig(path: str | Path) -> Rig:
             where = f"{path}: extrinsics[{subj!r}][{cam!r}]"
             if "R" not in v or "t" not in v:
                 raise ValueError(f"{where}: missing 'R' or 't'")
-            extr[str(subj)][str(cam)] = (_matrix(v["R"], (3, 3), f"{where}.R"), _matrix(v["t"], (3,), f"{where}.t"))
+            R = _matrix(v["R"], (3, 3), f"{where}.R")
+            _check_rotation(R, f"{where}.R")
+            extr[str(subj)][str(cam)] = (R, _matrix(v["t"], (3,), f"{where}.t"))
     if not intr:
         raise ValueError(f"{path}: no camera under 'intrinsics'")
     return Rig(intr, extr, source=str(path))

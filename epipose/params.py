@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import math
 import os
 import sys
 import types
@@ -82,6 +83,8 @@ def _check(value: Any, tp: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ParamError(f"param {key}: expected a number, got {type(value).__name__} {value!r}")
+        if not math.isfinite(value):
+            raise ParamError(f"param {key}: expected a finite number, got {value!r}")
         return float(value)
     if tp is str:
         if not isinstance(value, str):

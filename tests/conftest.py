@@ -17,10 +17,16 @@ def real_rig():
     return load_rig(REAL_CAMERAS)
 
 
+REMOVE = object()    # as a value in ``deep_update``'s ``new``: delete that key
+
+
 def deep_update(base: dict, new: dict) -> dict:
-    """``base`` with ``new`` merged in, section by section."""
+    """``base`` with ``new`` merged in, section by section (``REMOVE`` deletes a key)."""
     for k, v in new.items():
-        base[k] = deep_update(dict(base.get(k) or {}), v) if isinstance(v, dict) else v
+        if v is REMOVE:
+            base.pop(k, None)
+        else:
+            base[k] = deep_update(dict(base.get(k) or {}), v) if isinstance(v, dict) else v
     return base
 
 

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pytest
 import yaml
 
-from conftest import ROOT, deep_update
+from conftest import REMOVE, ROOT, deep_update
 from epipose import skeleton
 from epipose.camera import Rig
 from epipose.data.h36m import H36MDataset
@@ -153,6 +154,47 @@ def mpii_without(w, t, key: str) -> Path:
     return root
 
 
+def cameras_changed(w, t, change: Callable, root: Path | None = None) -> Path:
+    """A copy of a cameras.json (of ``root``, default the world's Human3.6M root), changed in place."""
+    path = t / "in" / "cameras.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = json.loads(((root or w["h36m"]) / "cameras.json").read_text())
+    change(data)
+    path.write_text(json.dumps(data))
+    return path
+
+
+def videos_with_cameras(w, t, change: Callable) -> Path:
+    root = copy_tree(w["videos"], t)
+    data = json.loads((root / "cameras.json").read_text())
+    change(data)
+    (root / "cameras.json").write_text(json.dumps(data))
+    return root
+
+
+def _halve_intrinsics(data: dict) -> None:
+    for v in data["intrinsics"].values():
+        v["calibration_matrix"] = (np.asarray(v["calibration_matrix"]) * [[0.5], [0.5], [1.0]]).tolist()
+
+
+def _set(data: dict, path: tuple, value) -> None:
+    for k in path[:-1]:
+        data = data[k]
+    data[path[-1]] = value
+
+
+def nan_pelvis(w, t) -> Path:
+    from epipose.data.h36m import read_pose_cdf, write_pose_cdf
+
+    root = copy_tree(w["videos"], t)
+    cdf = root / "S1" / "MyPoseFeatures" / "D3_Positions" / "Walking 1.cdf"
+    poses = read_pose_cdf(cdf)
+    poses[2, 0] = np.nan                         # joint 0 of the 32: the pelvis (Hip)
+    cdf.unlink()
+    write_pose_cdf(cdf, poses)
+    return root
+
+
 def cameras_without_matrix(w, t) -> Path:
     path = t / "in" / "cameras.json"
     path.parent.mkdir(parents=True)
@@ -215,6 +257,43 @@ CASES = [
         r"{tmp}/in/pose2d.parquet: subject S1 action 'Walking 1' camera \d+ frame 3 has 15 joint rows, expected 16"),
     Case("pose2d-type", lambda w, t: triangulate(w, t, pose2d_table(w, t, lambda d: d.assign(u=d["u"].astype(str)))),
          r"{tmp}/in/pose2d.parquet: column 'u' is not numeric"),
+    # pose tables that would be silently misread
+    Case("pose2d-duplicate-joint", lambda w, t: triangulate(w, t, pose2d_table(w, t, lambda d: d.assign(
+        joint=d["joint"].mask((d["frame"] == 3) & (d["joint"] == "l_wrist"), "head_top")))),
+        r"{tmp}/in/pose2d.parquet: subject S1 .* frame 3 has joint 'head_top' twice and lacks \['l_wrist'\]"),
+    Case("pose2d-camera-integers", lambda w, t: triangulate(w, t, pose2d_table(
+        w, t, lambda d: d.assign(camera=d["camera"].astype(int)))),
+        r"{tmp}/in/pose2d.parquet: column 'camera' must hold strings"),
+    Case("pose2d-negative-conf", lambda w, t: triangulate(w, t, pose2d_table(w, t, lambda d: d.assign(conf=-d["conf"]))),
+         r"{tmp}/in/pose2d.parquet: confidence -[0-9.e-]+ is outside \[0, 1\]"),
+    Case("pose2d-conf-above-1", lambda w, t: triangulate(w, t, pose2d_table(w, t, lambda d: d.assign(conf=d["conf"] + 1))),
+         r"{tmp}/in/pose2d.parquet: confidence [0-9.]+ is outside \[0, 1\]"),
+    Case("pose2d-negative-frame", lambda w, t: triangulate(w, t, pose2d_table(w, t, lambda d: d.assign(frame=d["frame"] - 2))),
+         r"{tmp}/in/pose2d.parquet: frame index -2 is outside \[0, 2\^31\)"),
+    Case("pose2d-float-frame", lambda w, t: triangulate(w, t, pose2d_table(w, t, lambda d: d.assign(frame=d["frame"] + 0.5))),
+         r"{tmp}/in/pose2d.parquet: column 'frame' must hold integers"),
+    Case("params-nan", triangulate, r"param triangulate\.view_ransac_px: expected a finite number, got nan",
+         {"triangulate": {"view_ransac_px": float("nan")}}),
+    Case("params-missing-key", triangulate, r"param triangulate\.min_conf: missing",
+         {"triangulate": {"min_conf": REMOVE}}),
+    # calibrations that would be silently misused
+    Case("cameras-negative-focal", lambda w, t: triangulate(w, t, cameras=cameras_changed(
+        w, t, lambda d: _set(d, ("intrinsics", CAMS[0], "calibration_matrix", 0, 0), -1000.0))),
+        rf"{{tmp}}/in/cameras.json: intrinsics\['{CAMS[0]}'\].calibration_matrix: focal lengths must be positive"),
+    Case("cameras-nan-distortion", lambda w, t: triangulate(w, t, cameras=cameras_changed(
+        w, t, lambda d: _set(d, ("intrinsics", CAMS[1], "distortion", 0), float("nan")))),
+        rf"{{tmp}}/in/cameras.json: intrinsics\['{CAMS[1]}'\].distortion .*finite"),
+    Case("cameras-reflection", lambda w, t: triangulate(w, t, cameras=cameras_changed(
+        w, t, lambda d: _set(d, ("extrinsics", "S1", CAMS[0], "R", 0), [-x for x in d["extrinsics"]["S1"][CAMS[0]]["R"][0]]))),
+        rf"{{tmp}}/in/cameras.json: extrinsics\['S1'\]\['{CAMS[0]}'\].R: determinant −1"),
+    Case("cameras-not-a-rotation", lambda w, t: triangulate(w, t, cameras=cameras_changed(
+        w, t, lambda d: _set(d, ("extrinsics", "S1", CAMS[0], "R"), [[2, 0, 0], [0, 1, 0], [0, 0, 1]]))),
+        rf"{{tmp}}/in/cameras.json: extrinsics\['S1'\]\['{CAMS[0]}'\].R: not a rotation"),
+    Case("video-resolution", lambda w, t: extract_frames(w, t, videos_with_cameras(w, t, _halve_intrinsics)),
+         rf"{{tmp}}/in/videos/cameras.json: camera \d+'s principal point .* far from the centre of its 1000x1000 video"),
+    Case("nan-pelvis", lambda w, t: extract_frames(w, t, nan_pelvis(w, t)),
+         r"{tmp}/in/videos/S1/MyPoseFeatures/D3_Positions/Walking 1.cdf: the pelvis of frame 2 is not finite",
+         {"frames": {"boxes": "gt", "stride": 1, "workers": 1}}),
     Case("cameras-json-field", lambda w, t: triangulate(w, t, cameras=cameras_without_matrix(w, t)),
          rf"{{tmp}}/in/cameras.json: intrinsics\['{CAMS[0]}'\]: missing 'calibration_matrix'"),
     Case("mpii-field", lambda w, t: pretrain_2d(w, t, mpii_without(w, t, "joints_vis")),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -102,6 +104,18 @@ def test_refiner_learns_a_systematic_error(tmp_path, real_rig):
         load_refiner(tmp_path / "nothere.pt")
     with pytest.raises(ValueError, match=r"s1.parquet: no pseudo-labels for subject\(s\) \['S9'\] of the 3D network's predictions .*pred.parquet"):
         refiner_data(tmp_path / "pred.parquet", write_table(gt_table(h36m, ("S1",)), tmp_path / "s1.parquet"))
+
+    # A rerun resumes its complete checkpoint only for the same data: labels with the wrists swapped
+    # (every sum unchanged) train afresh.
+    again, _ = train_refiner(data, p, tmp_path / "ckpt", num_joints=16, progress=False)
+    assert again.resumed_from == p.epochs and again.epochs_run == 0
+    lw, rw = skeleton.JOINT_INDEX["l_wrist"], skeleton.JOINT_INDEX["r_wrist"]
+    swapped = data.targets.copy()
+    swapped[:, [lw, rw]] = swapped[:, [rw, lw]]
+    assert swapped.sum() == data.targets.sum()
+    other, _ = train_refiner(dataclasses.replace(data, targets=swapped), p, tmp_path / "ckpt", num_joints=16,
+                             progress=False)
+    assert other.resumed_from == 0 and other.epochs_run == p.epochs
 
 
 def test_mirror_augmentation_is_an_involution_and_swaps_sides():

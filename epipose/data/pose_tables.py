@@ -55,25 +55,61 @@ class TableError(ValueError):
     """A pose table does not follow its contract (the message names the file)."""
 
 
+STRING_COLUMNS = ("subject", "action", "camera", "joint")
+
+
 def check_table(df: pd.DataFrame, schema: pa.Schema, source: str) -> None:
-    """Raise ``TableError`` naming ``source`` if columns, joint names or row layout are wrong."""
+    """Raise ``TableError`` naming ``source`` if columns, their types or values, joint names or the row
+    layout (every frame: each of the 16 joints once) are wrong."""
     missing = [n for n in schema.names if n not in df.columns]
     if missing:
         raise TableError(f"{source}: missing column(s) {missing} (expected {schema.names})")
+    for name in STRING_COLUMNS:
+        kind = pd.api.types.infer_dtype(df[name], skipna=False)
+        if len(df) and kind != "string":
+            raise TableError(f"{source}: column {name!r} must hold strings (e.g. camera \"54138969\"), found {kind} "
+                             "values")
     bad = sorted(set(df["joint"].unique()) - set(skeleton.MPII_NAMES))
     if bad:
         raise TableError(f"{source}: unknown joint name(s) {bad[:5]} (expected MPII names {list(skeleton.MPII_NAMES)})")
     for name in schema.names:
-        if name in ("subject", "action", "camera", "joint"):
+        if name in STRING_COLUMNS:
             continue
         if not pd.api.types.is_numeric_dtype(df[name]):
             raise TableError(f"{source}: column {name!r} is not numeric (dtype {df[name].dtype})")
-    counts = df.groupby(KEYS, sort=False, observed=True).size()
-    if len(counts) and (counts != skeleton.NUM_JOINTS).any():
-        key = counts[counts != skeleton.NUM_JOINTS].index[0]
+    _check_values(df, source)
+    _check_layout(df, source)
+
+
+def _check_values(df: pd.DataFrame, source: str) -> None:
+    """Frame indices: integers in [0, 2³¹); confidences in [0, 1] (NaN allowed: no detection)."""
+    frame = df["frame"]
+    if not pd.api.types.is_integer_dtype(frame):
+        raise TableError(f"{source}: column 'frame' must hold integers (the video's frame index), got {frame.dtype}")
+    if len(frame) and (frame.min() < 0 or frame.max() >= 2**31):
+        bad = int(frame.min()) if frame.min() < 0 else int(frame.max())
+        raise TableError(f"{source}: frame index {bad} is outside [0, 2^31)")
+    if "conf" in df.columns:
+        conf = df["conf"].to_numpy(np.float64)
+        outside = (conf < 0) | (conf > 1)
+        if outside.any():
+            raise TableError(f"{source}: confidence {conf[outside][0]:g} is outside [0, 1] (column 'conf', "
+                             f"{int(outside.sum())} rows)")
+
+
+def _check_layout(df: pd.DataFrame, source: str) -> None:
+    groups = df.groupby(KEYS, sort=False, observed=True)["joint"]
+    counts, distinct = groups.size(), groups.nunique()
+    wrong = counts[(counts != skeleton.NUM_JOINTS) | (distinct != counts)]
+    if len(wrong):
+        key = wrong.index[0]
         subject, action, camera, frame = (k.item() if hasattr(k, "item") else k for k in key)
-        raise TableError(f"{source}: subject {subject} action {action!r} camera {camera} frame {frame} has "
-                         f"{counts[key]} joint rows, expected {skeleton.NUM_JOINTS}")
+        where = f"{source}: subject {subject} action {action!r} camera {camera} frame {frame}"
+        if counts[key] != skeleton.NUM_JOINTS:
+            raise TableError(f"{where} has {counts[key]} joint rows, expected {skeleton.NUM_JOINTS}")
+        names = df.loc[groups.groups[key], "joint"]
+        raise TableError(f"{where} has joint {names[names.duplicated()].iloc[0]!r} twice and lacks "
+                         f"{sorted(set(skeleton.MPII_NAMES) - set(names))}")
 
 
 def sort_rows(df: pd.DataFrame) -> pd.DataFrame:

@@ -48,7 +48,23 @@ def gt_boxes(dataset: H36MDataset, seq: Sequence, wanted: np.ndarray, box_mm: fl
     poses = dataset.poses_world(seq.subject, seq.action)
     camera = dataset.rig.camera(seq.subject, seq.camera)
     pelvis = camera.world_to_camera(poses[wanted, skeleton.MPII_FROM_H36M32[skeleton.PELVIS]])
+    bad = ~np.isfinite(pelvis).all(axis=1)
+    if bad.any():
+        raise ValueError(f"{seq.poses}: the pelvis of frame {int(wanted[bad][0])} is not finite ({int(bad.sum())} "
+                         "frames): no crop around it (param frames.boxes: auto needs no poses)")
     return crop_boxes(pelvis, camera, box_mm)
+
+
+def check_resolution(dataset: H36MDataset, seq: Sequence) -> None:
+    """The camera's principal point lies in the middle 40% of its video's frame (real cameras: within a
+    few % of the centre): else the intrinsics are for another resolution (a 500 px calibration of a
+    1000 px video puts the principal point near a quarter of the frame, and every 3D ray elsewhere)."""
+    _, width, height, _ = video_info(seq.video)
+    K = dataset.rig.intrinsics[seq.camera][0]
+    if not (0.3 * width < K[0, 2] < 0.7 * width and 0.3 * height < K[1, 2] < 0.7 * height):
+        raise ValueError(f"{dataset.rig.source}: camera {seq.camera}'s principal point ({K[0, 2]:g}, {K[1, 2]:g}) "
+                         f"is far from the centre of its {width}x{height} video {seq.video}: intrinsics for "
+                         "another resolution?")
 
 
 def camera_background(videos: list[Path], n_frames: int) -> tuple[np.ndarray, float]:
@@ -100,6 +116,8 @@ def extract_sequence(dataset: H36MDataset, seq: Sequence, p: FramesParams, out_r
 
 def _extract_camera(job: CameraJob) -> tuple[int, int]:
     dataset = H36MDataset(job.root)
+    for seq in job.sequences:
+        check_resolution(dataset, seq)
     bg = camera_background([s.video for s in job.sequences], job.params.background_frames) \
         if job.params.boxes == "auto" else None
     counts = [extract_sequence(dataset, seq, job.params, Path(job.out), bg) for seq in job.sequences]
