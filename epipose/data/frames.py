@@ -48,13 +48,13 @@ class FramesParams:
     stride: int = in_range(1, None, default=5)
     crop_size: int = in_range(16, 1024, default=128)
     jpeg_quality: int = in_range(1, 100, default=90)
-    boxes: Literal["auto", "gt"] = "auto"                          # from the videos alone | ground-truth pelvis (the paper)
+    boxes: Literal["auto", "gt"] = "auto"                        # the videos alone | the GT pelvis (the paper)
     box_mm: float = in_range(100.0, 10000.0, default=2000.0)     # gt: the crop is a box this wide around the pelvis
     person_fraction: float = in_range(0.1, 2.0, default=0.95)    # auto: standing silhouette height / crop side
     centre_shift: float = in_range(-0.5, 0.5, default=-0.07)     # auto: crop centre below the silhouette's, × side
-    box_window_s: float = in_range(0.0, 600.0, default=2.0)      # auto: the side follows the tallest silhouette of this window
+    box_window_s: float = in_range(0.0, 600.0, default=2.0)      # auto: side = the tallest silhouette of this window
     background_frames: int = in_range(3, 100000, default=63)     # auto: frames per camera for its background
-    fg_threshold: float = in_range(1.0, 255.0, default=30.0)     # auto: foreground = this far from the background (0-255)
+    fg_threshold: float = in_range(1.0, 255.0, default=30.0)     # auto: foreground = this far from the background
     workers: int = in_range(1, 64, default=2)
 
 
