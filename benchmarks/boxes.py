@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from epipose import skeleton  # noqa: E402
 from epipose.data.frames import FramesParams  # noqa: E402
-from epipose.data.h36m import H36MDataset  # noqa: E402
+from epipose.data.h36m import H36MDataset, video_info  # noqa: E402
 from epipose.params import load_section  # noqa: E402
 from epipose.pipeline.extract_frames import auto_boxes, camera_background, gt_boxes  # noqa: E402
 
@@ -52,11 +52,12 @@ def measure(h36m: Path, p: FramesParams) -> dict:
         group = [s for s in sequences if (s.subject, s.camera) == (subject, camera)]
         background = camera_background([s.video for s in group], p.background_frames)
         for seq in group:
-            wanted = np.arange(0, ds.usable_frames(seq), p.stride)
-            gt = gt_boxes(ds, seq, wanted, p.box_mm)
-            auto, _ = auto_boxes(seq, wanted, *background, p)
+            poses = ds.poses_world(subject, seq.action)
+            wanted = np.arange(0, ds.usable_frames(seq, n_poses=poses.shape[0]), p.stride)
+            gt = gt_boxes(ds, seq, poses, wanted, p.box_mm)
+            auto, _ = auto_boxes(seq, wanted, video_info(seq.video)[3], *background, p)
             cam = ds.rig.camera(subject, camera)
-            uv = cam.project(skeleton.h36m32_to_mpii(ds.poses_world(subject, seq.action))[wanted])
+            uv = cam.project(skeleton.h36m32_to_mpii(poses)[wanted])
             height = np.ptp(uv[..., 1], axis=1)
             rows["action"] += [seq.action.split(" ")[0]] * len(wanted)
             rows["auto_in"].append(inside(uv, auto))

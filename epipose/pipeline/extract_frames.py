@@ -43,9 +43,9 @@ class CameraJob:
     out: str
 
 
-def gt_boxes(dataset: H36MDataset, seq: Sequence, wanted: np.ndarray, box_mm: float) -> np.ndarray:
-    """The paper's crops: the projection of a ``box_mm`` box around the ground-truth pelvis."""
-    poses = dataset.poses_world(seq.subject, seq.action)
+def gt_boxes(dataset: H36MDataset, seq: Sequence, poses: np.ndarray, wanted: np.ndarray, box_mm: float) -> np.ndarray:
+    """The paper's crops: the projection of a ``box_mm`` box around the ground-truth pelvis (``poses``:
+    the sequence's world poses, (N, 32, 3))."""
     camera = dataset.rig.camera(seq.subject, seq.camera)
     pelvis = camera.world_to_camera(poses[wanted, skeleton.MPII_FROM_H36M32[skeleton.PELVIS]])
     bad = ~np.isfinite(pelvis).all(axis=1)
@@ -81,9 +81,10 @@ def camera_background(videos: list[Path], n_frames: int) -> tuple[np.ndarray, fl
     return bx.background(frames[:n_frames]), scale
 
 
-def auto_boxes(seq: Sequence, wanted: np.ndarray, bg: np.ndarray, scale: float, p: FramesParams
+def auto_boxes(seq: Sequence, wanted: np.ndarray, fps: float, bg: np.ndarray, scale: float, p: FramesParams
                ) -> tuple[np.ndarray, int]:
-    """Crops from the video alone → (boxes (F, 3), frames in which no person was found)."""
+    """Crops from the video alone (``fps``: its frame rate) → (boxes (F, 3), frames in which no person
+    was found)."""
     extents = np.stack([bx.silhouette_extent(image, bg, scale, p.fg_threshold)
                         for _, image in iter_video_frames(seq.video, wanted)])
     missing = int((~np.isfinite(extents).all(axis=1)).sum())
@@ -93,21 +94,22 @@ def auto_boxes(seq: Sequence, wanted: np.ndarray, bg: np.ndarray, scale: float, 
     if missing:
         log.warning("%s: no person found in %d of %d frames: their crops follow the neighbouring frames",
                     seq.video, missing, len(extents))
-    fps = video_info(seq.video)[3] or 50.0
-    window = int(round(p.box_window_s * fps / p.stride)) | 1
+    window = int(round(p.box_window_s * (fps or 50.0) / p.stride)) | 1
     return bx.square_crops(extents, p.person_fraction, p.centre_shift, 5, window), missing
 
 
 def extract_sequence(dataset: H36MDataset, seq: Sequence, p: FramesParams, out_root: Path,
                      background: tuple[np.ndarray, float] | None = None) -> tuple[int, int]:
     """Write the shard of one video → (frames written, frames without a person found)."""
-    n = dataset.usable_frames(seq) if p.boxes == "gt" else video_info(seq.video)[0]
-    wanted = np.arange(0, n, p.stride)
     missing = 0
     if p.boxes == "gt":
-        boxes = gt_boxes(dataset, seq, wanted, p.box_mm)
+        poses = dataset.poses_world(seq.subject, seq.action)          # read once: frame count and boxes
+        wanted = np.arange(0, dataset.usable_frames(seq, n_poses=poses.shape[0]), p.stride)
+        boxes = gt_boxes(dataset, seq, poses, wanted, p.box_mm)
     else:
-        boxes, missing = auto_boxes(seq, wanted, *background, p)
+        n, _, _, fps = video_info(seq.video)
+        wanted = np.arange(0, n, p.stride)
+        boxes, missing = auto_boxes(seq, wanted, fps, *background, p)
     jpegs = [encode_jpeg(crop_image(image, *boxes[i], p.crop_size), p.jpeg_quality)
              for i, (_, image) in enumerate(iter_video_frames(seq.video, wanted))]
     write_shard(shard_path(out_root, seq.subject, seq.action, seq.camera), wanted, jpegs, boxes)
