@@ -281,11 +281,20 @@ def test_pooled_on_real_detector_output():
     df = pd.read_parquet(ROOT / "tests/data/default_run_pose2d_S7_S11.parquet")
     rig = load_rig(ROOT / "tests/data/default_run_cameras_S7_S11.json")
     robust = _run(df, rig, min_conf=0.01)
-    naive = _run(df, rig, min_conf=0.01, essential_points="joints")
+    naive = _run(df, rig, min_conf=0.01, essential_points="joints", min_epipolar_agreement=0.0)
     for s in ("S7", "S11"):            # measured: max 5.7 and 3.3 deg; from the joints 28.7 and 176.5
         assert _rel_rotation_errors(robust, rig, s).max() < 8.0
+        assert robust.report["subjects"][s]["status"] == "ok"
     assert _rel_rotation_errors(naive, rig, "S7").max() > 20.0
     assert _rel_rotation_errors(naive, rig, "S11").max() > 90.0
+    # the self-calibration check (tests/test_selfcalib.py) catches those wrong cameras: no spanning tree
+    # of pairs from all joints agrees with every pair (about half a pair's inliers), so both are refused
+    checked = _run(df, rig, min_conf=0.01, essential_points="joints")
+    for s in ("S7", "S11"):
+        rep = checked.report["subjects"][s]
+        assert rep["status"] == "dropped: self-calibration inconsistent"
+        assert min(rep["epipolar_agreement"].values()) < 0.7
+    assert len(checked.table) == 0 and checked.report["subjects_dropped"] == 2
 
 
 def test_pseudo_label_accuracy_counts_incomplete_frames(data):

@@ -19,7 +19,11 @@ distortion), so the essential matrix is estimated with K = I and a threshold of 
 - ``per_frame_pair``: one frame's joints only, as in EpipolarPose (fragile: 16 points that span a
   small part of the image).
 - ``chain_cameras``: bring the cameras into the reference camera's frame: rotations chained along
-  the strongest pairs, translation scales from triangulated points.
+  the strongest pairs (or along given ones), translation scales from triangulated points.
+- ``epipolar_agreement``: does a set of cameras agree with each pair's own epipolar geometry? A
+  pair whose essential matrix was wrong (near-degenerate points fit a wrong one as well as the
+  true one) corrupts every camera chained through it; the chained cameras then contradict the
+  other pairs' correspondences. ``spanning_trees`` lists the other ways to chain them.
 """
 
 from __future__ import annotations
@@ -192,8 +196,10 @@ def _edge(pairs: dict[tuple[int, int], RelativePose], a: int, b: int) -> Relativ
 
 
 def chain_cameras(pairs: dict[tuple[int, int], RelativePose], x: np.ndarray, valid: np.ndarray, focal: np.ndarray,
-                  threshold_px: float, names: list[str] | tuple[str, ...] | None = None) -> ChainedCameras:
-    """Register cameras in the reference camera's frame from the usable pairwise poses.
+                  threshold_px: float, names: list[str] | tuple[str, ...] | None = None,
+                  edges: tuple[tuple[int, int], ...] | None = None) -> ChainedCameras:
+    """Register cameras in the reference camera's frame from the usable pairwise poses (only
+    those in ``edges`` if given, e.g. a spanning tree).
 
     The reference is the camera with the most inliers over its usable pairs; the first partner
     is its strongest pair (baseline = unit length); every further camera takes its rotation from
@@ -202,7 +208,7 @@ def chain_cameras(pairs: dict[tuple[int, int], RelativePose], x: np.ndarray, val
     """
     V = x.shape[1]
     names = list(names) if names is not None else [str(i) for i in range(V)]
-    good = {k: p for k, p in pairs.items() if p.ok}
+    good = {k: p for k, p in pairs.items() if p.ok and (edges is None or k in edges)}
     R = np.tile(np.eye(3), (V, 1, 1))
     t = np.zeros((V, 3))
     registered = np.zeros(V, dtype=bool)
@@ -263,3 +269,79 @@ def chain_cameras(pairs: dict[tuple[int, int], RelativePose], x: np.ndarray, val
     for v in np.flatnonzero(~registered):
         notes.append(f"camera {names[v]}: no usable pair links it to the reference")
     return ChainedCameras(R, t, registered, ref, tuple(order), tuple(notes))
+
+
+# --- do the cameras agree with every pair? -----------------------------------------------------------
+def sampson_distance(xa: np.ndarray, xb: np.ndarray, R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """(n,) first-order distances of normalised correspondences (n, 2) to the epipolar geometry of
+    x_b ~ R x_a + t (normalised units; multiply by the focal length for pixels)."""
+    E = np.cross(np.asarray(t, dtype=np.float64), np.asarray(R, dtype=np.float64).T).T     # [t]x R
+    ha = np.concatenate([xa, np.ones((len(xa), 1))], axis=1)
+    hb = np.concatenate([xb, np.ones((len(xb), 1))], axis=1)
+    Ea, Eb = ha @ E.T, hb @ E
+    den = np.sqrt(Ea[:, 0] ** 2 + Ea[:, 1] ** 2 + Eb[:, 0] ** 2 + Eb[:, 1] ** 2)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.abs((hb * Ea).sum(1)) / den
+
+
+def epipolar_agreement(pairs: dict[tuple[int, int], RelativePose], x: np.ndarray, valid: np.ndarray,
+                       focal: np.ndarray, R: np.ndarray, t: np.ndarray, registered: np.ndarray, *,
+                       threshold_px: float, max_points: int,
+                       invariant: tuple[np.ndarray, np.ndarray] | None = None) -> dict[tuple[int, int], float]:
+    """For every usable pair of registered cameras: the share of its correspondences (the same ones
+    its essential matrix came from) that the cameras' relative pose explains within
+    ``threshold_px``, over the share its own estimate explains. About 1 when the cameras agree
+    with the pair (noise moves it by a few per cent either way); well below 1 when they contradict it."""
+    out = {}
+    for (a, b), pose in pairs.items():
+        if not (pose.ok and registered[a] and registered[b]):
+            continue
+        pts = invariant if pose.points == "swap_invariant" and invariant is not None else (x, valid)
+        xa, xb, _ = pair_points(*pts, a, b, max_points)
+        thr = threshold_px / float(np.sqrt(focal[a] * focal[b]))
+        Rab = R[b] @ R[a].T
+        tab = t[b] - Rab @ t[a]
+        norm = float(np.linalg.norm(tab))
+        own = int((sampson_distance(xa, xb, pose.R, pose.t) < thr).sum())
+        rig = int((sampson_distance(xa, xb, Rab, tab / norm) < thr).sum()) if norm > 0 else 0
+        out[(a, b)] = rig / own if own else 0.0
+    return out
+
+
+def spanning_trees(edges: list[tuple[int, int]], n_nodes: int, limit: int, seed: int = 0) -> list[tuple[tuple[int, int], ...]]:
+    """Spanning trees of the graph (``n_nodes`` nodes, ``edges``; of its connected part when a node has no
+    edge): all of them when there are at most ``limit`` edge subsets to try, otherwise up to ``limit``
+    random ones (Kruskal on shuffled edges, seeded). Each is a sorted tuple of edges."""
+    edges = sorted(edges)
+
+    def tree(order) -> tuple[tuple[int, int], ...]:
+        """Kruskal: the edges of ``order`` that close no cycle."""
+        parent = list(range(n_nodes))
+
+        def root(i: int) -> int:
+            while parent[i] != i:
+                i = parent[i]
+            return i
+        chosen = []
+        for a, b in order:
+            ra, rb = root(a), root(b)
+            if ra != rb:
+                parent[ra] = rb
+                chosen.append((a, b))
+        return tuple(sorted(chosen))
+
+    size = len(tree(edges))                          # edges of a spanning forest (isolated nodes stay out)
+    if size == 0:
+        return []
+
+    n_subsets = 1
+    for i in range(size):                            # C(E, size), stopped early
+        n_subsets = n_subsets * (len(edges) - i) // (i + 1)
+        if n_subsets > limit:
+            break
+    if n_subsets <= limit:
+        found = (tree(c) for c in combinations(edges, size))
+    else:
+        rng = np.random.default_rng(seed)
+        found = (tree([edges[i] for i in rng.permutation(len(edges))]) for _ in range(limit))
+    return list(dict.fromkeys(t for t in found if len(t) == size))

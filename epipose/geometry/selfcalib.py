@@ -7,6 +7,15 @@ the joints of a subsample of frames are refined jointly by robust bundle adjustm
 with a loose view-RANSAC threshold from the initial cameras, once after re-triangulating with
 the refined cameras, with left/right swaps corrected).
 
+A wrong pair poisons every camera chained through it: points that barely span 3D (a short
+recording of one movement) can fit a wrong essential matrix as well as the true one (on 40
+frames of one walk, relative rotations came out 95–125° wrong with every pair "usable"). So the
+chained cameras are checked against every pair's correspondences (``epipolar_agreement``); when
+they contradict one (agreement below ``min_epipolar_agreement``), every spanning tree of the
+usable pairs is chained, the one whose cameras agree best with all pairs is bundle-adjusted again
+and kept if it agrees better (``CameraEstimate.reregistered``). ``CameraEstimate.consistent``
+says whether the final cameras pass: the caller refuses an inconsistent subject.
+
 ``triangulate_per_frame`` (as in the paper): per frame and camera pair, the essential matrix
 of that frame's joints, relative pose, triangulation; each pair's reconstruction gets its own
 scale from the bone-length prior and the pairs are combined by a per-joint median.
@@ -15,7 +24,7 @@ scale from the bone-length prior and the pairs are combined by a per-joint media
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -38,6 +47,7 @@ class SelfCalibOptions(Protocol):
     min_pair_points: int
     min_inlier_ratio: float
     min_parallax_deg: float
+    min_epipolar_agreement: float
     view_ransac_px: float
     min_views: int
     swap_detection: bool
@@ -59,6 +69,9 @@ class CameraEstimate:
     pairs: dict[tuple[int, int], rp.RelativePose]
     bundle: BundleResult | None
     notes: tuple[str, ...] = field(default=())
+    agreement: dict[tuple[int, int], float] = field(default_factory=dict)   # per usable pair, final cameras
+    reregistered: bool = False         # the strongest pairs' chain contradicted a pair: another tree was used
+    consistent: bool = True            # every agreement >= min_epipolar_agreement
 
     @property
     def ok(self) -> bool:
@@ -91,20 +104,69 @@ def estimate_cameras_pooled(x: np.ndarray, w: np.ndarray, focal: np.ndarray, opt
     # Essential matrices and chaining from swap-proof points (params: triangulate.essential_points);
     # the bundle adjustment below fits every joint, with swaps corrected.
     invariant = rp.swap_invariant_points(x, valid) if opts.essential_points == "swap_invariant" else None
-    xe, ve = invariant if invariant is not None else (x, valid)
     pairs = rp.pooled_pairs(x, valid, focal, invariant=invariant, threshold_px=opts.essential_px,
                             method=opts.essential_method, confidence=opts.essential_confidence,
                             max_points=opts.essential_max_points, min_points=opts.min_pair_points,
                             min_inlier_ratio=opts.min_inlier_ratio, min_parallax_deg=opts.min_parallax_deg,
                             seed=opts.seed)
-    chain = rp.chain_cameras(pairs, xe, ve, focal, opts.view_ransac_px, names)
+
+    def agreement(R: np.ndarray, t: np.ndarray, registered: np.ndarray) -> dict[tuple[int, int], float]:
+        return rp.epipolar_agreement(pairs, x, valid, focal, R, t, registered, threshold_px=opts.essential_px,
+                                     max_points=opts.essential_max_points, invariant=invariant)
+
+    chain = rp.chain_cameras(pairs, *(invariant or (x, valid)), focal, opts.view_ransac_px, names)
+    est = _adjust(chain, x, w, focal, pairs, opts, agreement)
+    if est.ok and not est.consistent:
+        # a wrong pair in the chain: chain along the spanning tree that agrees best with all pairs
+        retry = _adjust(_best_tree(pairs, invariant or (x, valid), focal, opts, names, agreement),
+                        x, w, focal, pairs, opts, agreement)
+        if retry.ok and min(retry.agreement.values(), default=1.0) > min(est.agreement.values(), default=1.0):
+            est = replace(retry, reregistered=True)
+    return est
+
+
+def _adjust(chain: rp.ChainedCameras, x: np.ndarray, w: np.ndarray, focal: np.ndarray,
+            pairs: dict[tuple[int, int], rp.RelativePose], opts: SelfCalibOptions, agreement) -> CameraEstimate:
+    """Bundle-adjust the chained cameras and check them against every pair."""
     notes = list(chain.notes)
-    V = x.shape[1]
     if chain.registered.sum() < 2:
         return CameraEstimate(chain.R, chain.t, chain.registered, chain.reference, -1, pairs, None, tuple(notes))
     reg = np.flatnonzero(chain.registered)
-    ref = int(np.searchsorted(reg, chain.reference))
     scale_cam = int(np.searchsorted(reg, chain.order[1]))
+    R, t, bundle = _bundle_adjust(x, w, focal, chain, scale_cam, opts, notes)
+    Rall, tall = chain.R.copy(), chain.t.copy()
+    Rall[reg], tall[reg] = R, t
+    agree = agreement(Rall, tall, chain.registered)
+    consistent = min(agree.values(), default=1.0) >= opts.min_epipolar_agreement
+    return CameraEstimate(Rall, tall, chain.registered, chain.reference, int(reg[scale_cam]), pairs, bundle,
+                          tuple(notes), agree, False, consistent)
+
+
+MAX_REGISTRATIONS = 256     # spanning trees tried when the strongest pairs' chain contradicts a pair
+
+
+def _best_tree(pairs: dict[tuple[int, int], rp.RelativePose], points: tuple[np.ndarray, np.ndarray],
+               focal: np.ndarray, opts: SelfCalibOptions, names, agreement) -> rp.ChainedCameras:
+    """The cameras chained along the spanning tree of usable pairs that agrees best with all pairs
+    (most cameras registered, then the highest mean agreement; ties: the first tree)."""
+    xe, ve = points
+    best, best_score = None, None
+    for edges in rp.spanning_trees([k for k, p in pairs.items() if p.ok], xe.shape[1], MAX_REGISTRATIONS, opts.seed):
+        cand = rp.chain_cameras(pairs, xe, ve, focal, opts.view_ransac_px, names, edges=edges)
+        a = agreement(cand.R, cand.t, cand.registered)
+        score = (int(cand.registered.sum()), float(np.mean(np.minimum(list(a.values()), 1.0))) if a else 0.0)
+        if best_score is None or score > best_score:
+            best, best_score = cand, score
+    return best
+
+
+def _bundle_adjust(x: np.ndarray, w: np.ndarray, focal: np.ndarray, chain: rp.ChainedCameras, scale_cam: int,
+                   opts: SelfCalibOptions, notes: list[str]) -> tuple[np.ndarray, np.ndarray, BundleResult | None]:
+    """Robust bundle adjustment of the registered cameras (reference fixed, ``scale_cam``'s baseline
+    the unit) → their R, t and the last round's result."""
+    valid = w > 0
+    reg = np.flatnonzero(chain.registered)
+    ref = int(np.searchsorted(reg, chain.reference))
     R, t = chain.R[reg], chain.t[reg]
     f = focal[reg]
     bundle = None
@@ -126,9 +188,7 @@ def estimate_cameras_pooled(x: np.ndarray, w: np.ndarray, focal: np.ndarray, opt
         bundle = bundle_adjust(ox, ow, oc, op, R, t, X0, f, fixed=ref, scale_cam=scale_cam, loss=opts.ba_loss,
                                f_scale_px=opts.ba_f_scale_px, max_nfev=opts.ba_iterations)
         R, t = bundle.R, bundle.t
-    Rall, tall = chain.R.copy(), chain.t.copy()
-    Rall[reg], tall[reg] = R, t
-    return CameraEstimate(Rall, tall, chain.registered, chain.reference, int(reg[scale_cam]), pairs, bundle, tuple(notes))
+    return R, t, bundle
 
 
 # --- EpipolarPose's per-frame estimate ----------------------------------------------------------

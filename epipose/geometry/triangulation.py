@@ -17,6 +17,7 @@ per-observation residual weights (the detector's confidence; 0 = not used).
 - ``find_swaps``: left/right-swapped legs or arms in a view, by comparing a view's 2D and its
   mirrored 2D against the other views' consensus.
 - ``triangulate_poses``: all of it for (T, V, J) pose arrays.
+- ``triangulation_angles``: how well the views constrain each point (its widest ray angle).
 
 Internally arrays are view-major ((V, N) rows, points (3, N)) so that every elementwise pass
 runs over long contiguous rows and sums over views are a few vector additions. The private helpers
@@ -186,6 +187,25 @@ def reprojection_errors(X: np.ndarray, x: np.ndarray, R: np.ndarray, t: np.ndarr
     xp, z = project_normalized(X, R, t)
     err = np.linalg.norm(xp - x, axis=-1) * np.asarray(f)
     return np.where(z > 0, err, np.inf)
+
+
+def triangulation_angles(X: np.ndarray, R: np.ndarray, t: np.ndarray, used: np.ndarray) -> np.ndarray:
+    """(T, J, 3) world points seen from cameras (T, V, 3, 3), (T, V, 3) by the ``used`` (T, V, J)
+    views → (T, J) the widest angle (deg, 0–90) between the lines of two of a point's rays; NaN with
+    fewer than two. Precision along a line falls as 1 / sin(angle), and two cameras facing each
+    other (rays at 180°) are as blind to it as two in a row (0°): cameras nearly in line with the
+    person give angles of a few degrees and depths that are mostly noise."""
+    centres = -np.einsum("tvji,tvj->tvi", R, t)                           # C = -Rᵀt
+    rays = np.asarray(X, np.float64)[:, None] - centres[:, :, None]       # (T, V, J, 3)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rays = rays / np.linalg.norm(rays, axis=-1, keepdims=True)
+    min_cos = np.full((rays.shape[0], rays.shape[2]), np.inf)
+    for a, b in combinations(range(rays.shape[1]), 2):
+        both = used[:, a] & used[:, b]
+        cos = np.abs((rays[:, a] * rays[:, b]).sum(-1))                 # lines, not directions
+        min_cos = np.where(both & (cos < min_cos), cos, min_cos)
+    with np.errstate(invalid="ignore"):
+        return np.where(np.isfinite(min_cos) & np.isfinite(X).all(-1), np.degrees(np.arccos(np.minimum(min_cos, 1.0))), np.nan)
 
 
 # --- RANSAC over views -----------------------------------------------------------------------

@@ -22,8 +22,11 @@ Rows are kept with NaN x, y, z, NaN reproj_err and ``n_views = 0`` for joints th
 triangulated (fewer than ``min_views`` consistent views) — a frame always keeps its 16 joint
 rows. Whole frames are dropped when none of their joints was triangulated; cameras are dropped
 when missing from cameras.json, without extrinsics (known mode), or not registered (estimated);
-subjects when their cameras cannot be estimated. Everything dropped or marked is counted in the
-report and warned about.
+subjects when their cameras cannot be estimated, when the estimated cameras contradict a pair's
+epipolar geometry even after re-registration (``selfcalib``; ``min_epipolar_agreement``), or when
+the cameras see the person along nearly one line (``_check_geometry``;
+``min_triangulation_angle_deg``). Everything dropped or marked is counted in the report and warned
+about.
 """
 
 from __future__ import annotations
@@ -72,6 +75,10 @@ class TriangulateParams:
     min_pair_points: int = in_range(8, None, default=100)         # fewer: the pair is unusable
     min_inlier_ratio: float = in_range(0.0, 1.0, default=0.3)
     min_parallax_deg: float = in_range(0.0, 90.0, default=1.0)   # median ray angle below: degenerate pair
+    min_epipolar_agreement: float = in_range(0.0, 1.0, default=0.9)   # estimated cameras must explain this share
+    #                                                  of each pair's epipolar inliers, else re-register / drop the subject
+    min_triangulation_angle_deg: float = in_range(0.0, 90.0, default=10.0)  # median widest ray angle per joint
+    #                                                  below: cameras nearly collinear with the person, subject dropped
     ba_max_frames: int = in_range(10, None, default=400)          # frames per subject in bundle adjustment
     ba_iterations: int = in_range(1, None, default=100)           # max function evaluations per round
     ba_loss: Literal["soft_l1", "huber", "cauchy", "linear"] = "soft_l1"
@@ -135,6 +142,7 @@ class _Counts:
     observations: int = 0
     inlier_err_sum: float = 0.0
     inlier_err_n: int = 0
+    reregistered: int = 0
 
     def drop(self, reason: str, n: int) -> None:
         if n:
@@ -222,6 +230,8 @@ def triangulate_table(pose2d: pd.DataFrame, rig: Rig, params: TriangulateParams,
         "joints_with_fewer_than_min_views": counts.joints_few_views,
         "observations_rejected_as_outliers": counts.outlier_observations,
         "swaps_corrected": counts.swaps,
+        "subjects_dropped": sum(str(r.get("status", "")).startswith("dropped") for r in subjects_report.values()),
+        "subjects_reregistered": counts.reregistered,
         "reproj_err_px": {
             "inliers_mean": _json_float(counts.inlier_err_sum / counts.inlier_err_n if counts.inlier_err_n else None),
             "rows_mean": _json_float(finite_err.mean() if len(finite_err) else None),
@@ -294,6 +304,8 @@ def _triangulate_subject(sdf: pd.DataFrame, subject: str, rig: Rig, p: Triangula
         sol = _solve_pooled(x, w, intr, sv, p, counts, rep)
     else:
         sol = _solve_per_frame(x, w, intr, present, subject, p, counts, rep)
+    if not isinstance(sol, Dropped):
+        sol = _check_geometry(sol, p, rep)
     if isinstance(sol, Dropped):
         n = len(sv.keys) * w.shape[2]
         log.warning("%s: %s: %d rows dropped", subject, sol.message, n)
@@ -311,6 +323,19 @@ def _triangulate_subject(sdf: pd.DataFrame, subject: str, rig: Rig, p: Triangula
     rep["swaps_corrected"] = int(sol.swaps.sum())
     rep["status"] = "ok"
     return SubjectOutput(table, sol.group if sol.group is not None else intr, sv.timestamps, sol.X)
+
+
+def _check_geometry(sol: Solution, p: TriangulateParams, rep: dict) -> Solution | Dropped:
+    """Refuse a reconstruction whose cameras see the person along nearly one line: its depths are
+    noise (the median over joints of the widest angle between two of the joint's rays is reported)."""
+    angle = tri.triangulation_angles(sol.X, sol.R, sol.t, sol.inliers)
+    median = float(np.nanmedian(angle)) if np.isfinite(angle).any() else 0.0
+    rep["triangulation_angle_deg"] = _json_float(median, 3)
+    if median >= p.min_triangulation_angle_deg:
+        return sol
+    return Dropped("subject_cameras_nearly_collinear", "dropped: cameras nearly collinear with the person",
+                   f"the cameras see the person along nearly one line (median triangulation angle {median:.1f} deg "
+                   f"< triangulate.min_triangulation_angle_deg {p.min_triangulation_angle_deg:g}): depth unresolved")
 
 
 def _usable_cameras(sdf: pd.DataFrame, subject: str, rig: Rig, p: TriangulateParams, counts: _Counts) -> list[str]:
@@ -367,6 +392,20 @@ def _solve_pooled(x: np.ndarray, w: np.ndarray, intr: CameraGroup, sv: SubjectVi
     if not est.ok:
         return Dropped("subject_cameras_not_estimated", "dropped: cameras could not be estimated",
                        "cameras could not be estimated (no usable camera pair)")
+    rep["epipolar_agreement"] = {f"{cams[a]}-{cams[b]}": _json_float(v) for (a, b), v in est.agreement.items()}
+    worst = min(est.agreement, key=est.agreement.get) if est.agreement else None
+    if est.reregistered:
+        counts.reregistered += 1
+        rep["reregistered"] = True
+        log.warning("%s: the cameras chained from the strongest pairs contradicted another pair's epipolar geometry; "
+                    "re-registered along the pairs that agree best (worst agreement now %.2f, pair %s-%s)",
+                    sv.subject, est.agreement.get(worst, 1.0), *(cams[i] for i in worst or (0, 0)))
+    if not est.consistent:
+        a, b = worst
+        return Dropped("subject_cameras_inconsistent", "dropped: self-calibration inconsistent",
+                       f"self-calibration failed: the estimated cameras explain only {est.agreement[worst]:.0%} of "
+                       f"pair {cams[a]}-{cams[b]}'s epipolar inliers (< triangulate.min_epipolar_agreement "
+                       f"{p.min_epipolar_agreement:g})")
     for v in np.flatnonzero(~est.registered):
         n = int((sv.keys["v"] == v).sum()) * x.shape[2]
         log.warning("%s: camera %s could not be registered: its %d rows are dropped", sv.subject, cams[v], n)
