@@ -195,6 +195,18 @@ def nan_pelvis(w, t) -> Path:
     return root
 
 
+def gt_not_finite(w, t) -> Path:
+    from epipose.data.h36m import read_pose_cdf, write_pose_cdf
+
+    root = copy_tree(w["h36m"], t)
+    cdf = root / "S1" / "MyPoseFeatures" / "D3_Positions" / "Walking 1.cdf"
+    poses = read_pose_cdf(cdf)
+    poses[1, 17, 2] = np.inf                     # a wrist, frame 1
+    cdf.unlink()
+    write_pose_cdf(cdf, poses)
+    return root
+
+
 def cameras_without_matrix(w, t) -> Path:
     path = t / "in" / "cameras.json"
     path.parent.mkdir(parents=True)
@@ -292,8 +304,11 @@ CASES = [
     Case("video-resolution", lambda w, t: extract_frames(w, t, videos_with_cameras(w, t, _halve_intrinsics)),
          rf"{{tmp}}/in/videos/cameras.json: camera \d+'s principal point .* far from the centre of its 1000x1000 video"),
     Case("nan-pelvis", lambda w, t: extract_frames(w, t, nan_pelvis(w, t)),
-         r"{tmp}/in/videos/S1/MyPoseFeatures/D3_Positions/Walking 1.cdf: the pelvis of frame 2 is not finite",
+         r"{tmp}/in/videos/S1/MyPoseFeatures/D3_Positions/Walking 1.cdf: ground truth not finite at frame 2, joint Hip",
          {"frames": {"boxes": "gt", "stride": 1, "workers": 1}}),
+    Case("gt-not-finite", lambda w, t: infer_2d(w, t, gt=gt_not_finite(w, t)),
+         r"{tmp}/in/h36m/S1/MyPoseFeatures/D3_Positions/Walking 1.cdf: ground truth not finite at frame 1, joint \w+ "
+         r"\(1 frames\)"),
     Case("cameras-json-field", lambda w, t: triangulate(w, t, cameras=cameras_without_matrix(w, t)),
          rf"{{tmp}}/in/cameras.json: intrinsics\['{CAMS[0]}'\]: missing 'calibration_matrix'"),
     Case("mpii-field", lambda w, t: pretrain_2d(w, t, mpii_without(w, t, "joints_vis")),

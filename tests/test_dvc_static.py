@@ -116,3 +116,15 @@ def test_params_are_known_sections(name):
             for part in key.split("."):
                 assert isinstance(node, dict) and part in node, f"stage {name}: param {key} not in params.yaml"
                 node = node[part]
+
+
+@pytest.mark.parametrize("name", sorted(STAGES))
+def test_param_paths_in_commands_are_quoted(name):
+    """A data root with a space (``data.h36m_root: /my recordings``) stays one argument."""
+    import re
+    import shlex
+
+    cmd = STAGES[name]["cmd"]
+    for m in re.finditer(r"\$\{[^}]+\}", cmd):
+        arg = next(a for a in shlex.split(cmd.replace(m.group(0), "/a b")) if "a b" in a)
+        assert arg.startswith("/a b"), f"{name}: {m.group(0)} is not quoted in its cmd"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -14,7 +15,7 @@ import yaml
 
 from epipose import skeleton
 from epipose.camera import load_rig
-from epipose.data.h36m import H36MDataset
+from epipose.data.h36m import H36MDataset, read_pose_cdf, write_pose_cdf
 from epipose.pipeline.evaluate import EvaluateParams, action_name, evaluate_predictions, figure_frames, per_action_tsv, pss_centroids, results_markdown
 from epipose.models.pose_net import PoseNet, PoseNetConfig, save_pose_net
 from epipose.models.refiner import Refiner, save_refiner
@@ -201,3 +202,19 @@ def test_evaluate_stage_end_to_end(world, tmp_path):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode != 0 and "pose3d_gt.pt: the checkpoint predicts 16 joints but param model.num_joints is 17" in proc.stderr
+    # NaN in a test subject's ground truth: one line naming the file, exit 2, nothing written
+    params["model"]["num_joints"] = 16
+    bad_root = tmp_path / "bad_root"
+    shutil.copytree(h36m, bad_root)
+    cdf = bad_root / "S9" / "MyPoseFeatures" / "D3_Positions" / "Walking 1.cdf"
+    poses = read_pose_cdf(cdf)
+    poses[3, 0, 1] = np.nan
+    cdf.unlink()
+    write_pose_cdf(cdf, poses)
+    params["data"]["h36m_root"] = str(bad_root)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    shutil.rmtree(out)
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].endswith(
+        f"{cdf}: ground truth not finite at frame 3, joint Hip (1 frames)"), proc.stderr[-2000:]
+    assert not out.exists() or not any(out.rglob("*"))

@@ -154,7 +154,7 @@ def test_a_recording_without_ground_truth_runs_the_self_supervised_chain(repo, t
     _run(["dvc", "repro", "triangulate"], repo, env)            # the run with ground truth (if not yet run)
     copy = tmp_path / "repo"
     shutil.copytree(repo, copy, symlinks=True)
-    nogt = copy / "recording"
+    nogt = copy / "my recording"                                # a space in the path: the cmds quote it
     shutil.copytree(repo / "data" / "raw" / "h36m", nogt)
     for features in nogt.glob("S*/MyPoseFeatures"):
         shutil.rmtree(features)
@@ -162,7 +162,7 @@ def test_a_recording_without_ground_truth_runs_the_self_supervised_chain(repo, t
     del cameras["extrinsics"]
     (nogt / "cameras.json").write_text(json.dumps(cameras))
     params = yaml.safe_load((copy / "params.yaml").read_text())
-    params["data"]["h36m_root"] = "recording"
+    params["data"]["h36m_root"] = "my recording"
     (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
     out = _run(["dvc", "repro", "train_refiner"], copy, env)

@@ -59,7 +59,13 @@ def read_pose_cdf(path: str | Path) -> np.ndarray:
         pose = pose[0]
     if pose.ndim != 2 or pose.shape[1] != 96:
         raise ValueError(f"{path}: expected 'Pose' of shape (1, N, 96), got {pose.shape}")
-    return pose.reshape(-1, 32, 3)
+    pose = pose.reshape(-1, 32, 3)
+    bad = ~np.isfinite(pose).all(-1)
+    if bad.any():
+        frame, joint = np.argwhere(bad)[0]
+        raise ValueError(f"{path}: ground truth not finite at frame {frame}, joint {skeleton.H36M32_NAMES[joint]} "
+                         f"({int(bad.any(-1).sum())} frames)")
+    return pose
 
 
 def write_pose_cdf(path: str | Path, poses32: np.ndarray) -> None:
