@@ -68,6 +68,22 @@ def run_stage(main: Callable[[], None]) -> int:
     return 0
 
 
+# The training stages split each batch over the processes: the params key of their batch size.
+SPLIT_BATCH = {"pretrain_2d": ("pretrain_2d", "batch_size"), "train_3d": ("train_3d", "batch_size"),
+               "train_refiner": ("refiner", "batch_size")}
+
+
+def check_batch_split(stage: str, nproc: int, path: str) -> None:
+    """Before any process starts: the stage's batch divides over ``nproc`` processes."""
+    if nproc == 1 or stage not in SPLIT_BATCH:
+        return
+    section, key = SPLIT_BATCH[stage]
+    batch = load_value(section, key, int, path)
+    if batch % nproc:
+        raise ParamError(f"param {section}.{key}: {batch} does not split over compute.nproc {nproc} processes "
+                         f"(make it a multiple of {nproc})")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or not argv[0].endswith(".py"):
@@ -79,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         nproc = load_value("compute", "nproc", int, path)
         if nproc < 1:
             raise ParamError(f"param compute.nproc: {nproc} is below the minimum 1")
+        check_batch_split(Path(script).stem, nproc, path)
     except (ParamError, FileNotFoundError) as exc:
         print(f"epipose.launch: {exc}", file=sys.stderr)
         return 2

@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -331,13 +332,34 @@ def _source(path: Path) -> Source:
         cap.release()
         if w <= 0 or h <= 0:
             raise PredictError(f"{path}: not a readable video (no frame size)")
-        return Source(path, "video", w, h, fps if fps > 0 else 25.0, n)
+        return _sized(Source(path, "video", w, h, fps if fps > 0 else 25.0, n))
     if ext in IMAGE_EXTS:
         # Header-only size check is not available in OpenCV: read it (images are read again when drawn).
         h, w = read_image(path).shape[:2]
-        return Source(path, "image", w, h, 0.0, 1)
+        return _sized(Source(path, "image", w, h, 0.0, 1))
     raise PredictError(f"{path}: unknown input type {ext!r} (images: {', '.join(IMAGE_EXTS)}; "
                        f"videos: {', '.join(VIDEO_EXTS)})")
+
+
+MIN_SIDE_PX = 16                # smaller inputs hold no person to see
+
+
+def _sized(source: Source) -> Source:
+    if min(source.width, source.height) < MIN_SIDE_PX:
+        raise PredictError(f"{source.path}: {source.width}x{source.height} {source.kind} is too small "
+                           f"(at least {MIN_SIDE_PX} px a side)")
+    return source
+
+
+def check_out_dir(out_dir: str | Path) -> Path:
+    """``--out``: a folder that exists or can be made, and is writable — checked before any work."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PredictError(f"--out {out_dir}: is a file, not a folder")
+    parent = next((p for p in (out_dir, *out_dir.parents) if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise PredictError(f"--out {out_dir}: {parent} is not a writable folder")
+    return out_dir
 
 
 def source_frames(source: Source) -> Iterator[tuple[int, np.ndarray]]:
@@ -489,6 +511,10 @@ def predict_sources(sources: list[Source], models: Models, boxes: BoxSpec, opts:
     for res in results:
         if not res.frames:
             raise PredictError(f"{res.source.path}: no frame could be read")
+        if res.source.kind == "video" and len(res.frames) < res.source.n_frames:
+            log.warning("%s: only %d of the %d frames its header announces could be read (a truncated or damaged "
+                        "file?): predictions for frames 0-%d", res.source.path, len(res.frames), res.source.n_frames,
+                        res.frames[-1])
     bar.close()
     for res in results:
         res.stack()
@@ -561,10 +587,10 @@ def predict(inputs: list[str | Path], model_path: str | Path, out_dir: str | Pat
     """Predict every input's poses and write ``out_dir``/predictions.parquet (+ figures)."""
     opts = opts or PredictOptions()
     boxes = boxes or BoxSpec()
+    out_dir = check_out_dir(out_dir)
     sources = collect_sources(inputs)
     models = load_models(model_path, refiner_path, device)
     results = predict_sources(sources, models, boxes, opts)
-    out_dir = Path(out_dir)
     table = prediction_table(results)
     box_note = ("--bbox" if boxes.bbox is not None else f"--boxes {boxes.table_path}" if boxes.table is not None
                 else "detector" if boxes.detector is not None else "whole frame")

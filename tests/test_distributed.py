@@ -54,6 +54,15 @@ def test_launcher_command():
     assert params_path(["--params=q.yaml"]) == "q.yaml" and params_path(["--out", "o"]) == "params.yaml"
 
 
+def test_a_batch_that_does_not_split_over_the_processes_stops_before_they_start(tmp_path):
+    params = write_params(tmp_path / "params.yaml", 3, train_3d={"batch_size": 16})
+    proc = subprocess.run([sys.executable, "-m", "epipose.launch", str(ROOT / "stages" / "train_3d.py"), "--params",
+                           str(params), "--out", "out/x.pt"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and not (tmp_path / "out").exists()
+    assert proc.stderr.strip() == ("epipose.launch: param train_3d.batch_size: 16 does not split over compute.nproc 3 "
+                                   "processes (make it a multiple of 3)")
+
+
 def _flat(state: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.cat([v.flatten().double() for k, v in state.items() if v.dtype.is_floating_point and "running" not in k])
 

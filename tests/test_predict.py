@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 
@@ -240,3 +241,33 @@ def test_local_detector_file(models, tmp_path):
     assert rc == 0 and len(read_predictions(tmp_path / "out" / "predictions.parquet")) == 16
     with pytest.raises(PredictError, match="other.pth: not a torchvision Faster R-CNN"):
         PersonDetector(tmp_path / "other.pth", torch.device("cpu"))
+
+
+def test_truncated_video_tiny_image_and_out_file(models, tmp_path, capsys, caplog):
+    """A video shorter than its header: predictions for the frames read, and a warning saying so; an
+    image too small to hold a person and an --out that is a file: one line each, before any work."""
+    _, _, frames, _ = scene(160, 120, n=10)
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (160, 120))
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    path.write_bytes(path.read_bytes()[: path.stat().st_size * 6 // 10])      # cut: the header still says 10
+    model = str(models / "pose3d.pt")
+    with caplog.at_level(logging.WARNING):
+        rc = main(["predict", str(path), "--model", model, "--bbox", "30,10,130,110", "--out", str(tmp_path / "out"),
+                   "--no-progress", "--amp", "none", "--no-figures"])
+    assert rc == 0
+    n = read_predictions(tmp_path / "out" / "predictions.parquet")["frame"].nunique()
+    assert 0 < n < 10 and f"clip.avi: only {n} of the 10 frames its header announces could be read" in caplog.text
+    tiny = tmp_path / "tiny.png"
+    cv2.imwrite(str(tiny), np.zeros((1, 1, 3), np.uint8))
+    err = _error(["predict", str(tiny), "--model", model, "--out", str(tmp_path / "o2")], capsys)
+    assert "tiny.png: 1x1 image is too small (at least 16 px a side)" in err and "person box" not in err
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    good = tmp_path / "good.png"
+    cv2.imwrite(str(good), frames[0])
+    err = _error(["predict", str(good), "--model", model, "--out", str(afile)], capsys)
+    assert f"--out {afile}: is a file, not a folder" in err and afile.read_text() == "x"
+    assert not (tmp_path / "o2").exists()
