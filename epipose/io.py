@@ -62,6 +62,20 @@ def atomic_path(target: str | os.PathLike, directory: bool = False) -> Iterator[
         raise
 
 
+def check_writable(*paths: str | os.PathLike | None) -> None:
+    """Before a stage's work: every output (file or folder; None skipped) can be created or replaced —
+    the nearest existing folder on its way is a writable folder. Raises OSError naming the output."""
+    for p in paths:
+        if p is None:
+            continue
+        p = Path(p)
+        existing = next(a for a in p.parents if a.exists() or a == a.parent)
+        if not existing.is_dir():
+            raise NotADirectoryError(f"{p}: cannot write there: {existing} is a file, not a folder")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(f"{p}: cannot write there: {existing} is not writable")
+
+
 def remove_stale_temporaries(target: str | os.PathLike) -> list[Path]:
     """Delete the hidden temporaries that killed writers of file ``target`` left beside it.
 

@@ -12,14 +12,15 @@ Every stage script ends with ``sys.exit(run_stage(main))``: logging goes to stde
 stage's name; a bad param or input — a ``ValueError`` (``ParamError``, ``TableError``, ...), an
 ``OSError`` (a missing or unwritable file) or a diverged training — stops the stage with one line
 that names the ``section.key`` or the file and exit status 2; outputs are written atomically at
-the end, so nothing is left half-written. Under torchrun every process leaves the process group
-on the way out.
+the end, so nothing is left half-written, also when the stage is terminated (SIGTERM). Under
+torchrun every process leaves the process group on the way out.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -53,9 +54,18 @@ def stage_logger() -> logging.Logger:
     return logging.getLogger(Path(sys.argv[0]).stem or "epipose")
 
 
+def _terminated(signum: int, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def run_stage(main: Callable[[], None]) -> int:
-    """Run a stage's ``main`` → its exit status: 0, or 2 after one error line for a bad param or input."""
+    """Run a stage's ``main`` → its exit status: 0, or 2 after one error line for a bad param or input.
+
+    SIGTERM (a cancelled ``dvc repro``, a job scheduler, ``kill``) unwinds the stage like an error:
+    the temporaries of the outputs being written are removed (SIGKILL cannot be caught: the
+    stage's next run removes what it left)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         main()
     except INPUT_ERRORS as exc:

@@ -267,7 +267,8 @@ class FitResult:
     model: nn.Module                  # the final weights (EMA if enabled), on the device, eval mode
     epochs_run: int                   # epochs trained in this call (0 when the checkpoint was complete)
     resumed_from: int                 # epoch the run started from (0 = fresh)
-    history: list[dict] = field(default_factory=list)   # per-epoch evaluation metrics of this call
+    history: list[dict] = field(default_factory=list)   # per-epoch train loss + evaluation, the whole run
+    #                                                        (a resumed run's earlier epochs from its checkpoint)
     runtime: Runtime | None = None
 
 
@@ -313,7 +314,7 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: LossFn, cfg: TrainParams, c
     run = _setup(model, len(dataset), cfg, rt, data_signature, Path(ckpt_dir))
     start_epoch, final = _resume(run)
     if final is not None:                 # the checkpoint holds a complete run: its final weights
-        return FitResult(final.eval(), 0, start_epoch, [], rt)
+        return FitResult(final.eval(), 0, start_epoch, run.history, rt)
     train_model: nn.Module = run.model
     if rt.distributed:
         train_model = nn.parallel.DistributedDataParallel(
@@ -373,6 +374,7 @@ def _resume(run: _Run) -> tuple[int, nn.Module | None]:
     if run.ema is not None:
         run.ema.load_state_dict(ckpt["ema"])
     set_rng_state(ckpt["rng"])
+    run.history = list(ckpt.get("history", []))
     start_epoch = int(ckpt["epoch"])
     log.info("resuming from %s at epoch %d/%d", run.ckpt_path, start_epoch, run.cfg.epochs)
     if start_epoch >= run.cfg.epochs and "final" in ckpt:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from epipose.io import atomic_path, write_json
+from epipose.io import atomic_path, check_writable, write_json
 from epipose.launch import run_stage
 from epipose.params import load_section, load_value
 from epipose.pipeline.evaluate import EvaluateParams, per_action_tsv, results_markdown, run_evaluation
@@ -26,6 +26,7 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args()
+    check_writable(args.metrics, args.per_action, args.figures, args.report)        # before any work
     params = load_section(EvaluateParams, "evaluate", args.params)
     num_joints = load_value("model", "num_joints", int, args.params)
     h36m_root = load_value("data", "h36m_root", str, args.params)

@@ -4,6 +4,7 @@ import argparse
 import sys
 
 from epipose.data.frames import FramesParams
+from epipose.io import check_writable
 from epipose.launch import run_stage, stage_logger
 from epipose.params import load_section
 from epipose.pipeline.extract_frames import extract_frames
@@ -16,6 +17,7 @@ def main() -> None:
     parser.add_argument("--out", required=True, help="output folder of shards, <out>/<subject>/<action>.<camera>.parquet")
     parser.add_argument("--params", default="params.yaml", help="params file (section frames)")
     args = parser.parse_args()
+    check_writable(args.out)        # before any work
     params = load_section(FramesParams, "frames", args.params)
     summary = extract_frames(args.h36m, args.out, params)
     stage_logger().info("%d videos, %d frames (boxes: %s; person not found in %d) → %s", summary["sequences"],

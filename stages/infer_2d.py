@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from epipose.compute import load_compute, setup_runtime
-from epipose.io import write_json
+from epipose.io import check_writable, write_json
 from epipose.launch import run_stage, stage_logger
 from epipose.params import load_section, load_value
 from epipose.pipeline.infer_2d import Infer2DParams, run_infer_2d
@@ -24,6 +24,7 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args()
+    check_writable(args.out, args.metrics)        # before any work
     compute = load_compute(args.params)
     params = load_section(Infer2DParams, "infer_2d", args.params)
     num_joints = load_value("model", "num_joints", int, args.params)

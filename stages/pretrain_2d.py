@@ -10,7 +10,7 @@ import time
 
 from epipose.compute import load_compute, setup_runtime
 from epipose.data.transforms import AugmentParams
-from epipose.io import write_json
+from epipose.io import check_writable, write_json
 from epipose.launch import run_stage, stage_logger
 from epipose.models.pose_net import load_model_params, save_pose_net
 from epipose.params import load_section
@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args()
+    check_writable(args.out, args.metrics, args.live_dir, args.ckpt_dir)        # before any work
     compute = load_compute(args.params)
     model_params = load_model_params(args.params)        # not model.depth_bins: the 2D network has none
     params = load_section(Pretrain2DParams, "pretrain_2d", args.params)
@@ -37,8 +38,7 @@ def main() -> None:
                                        runtime=setup_runtime(compute, params.threads), progress=not args.no_progress)
     if report is not None:                      # the main process
         seconds = time.perf_counter() - t0
-        metrics = {**report, **info, "seconds": round(seconds, 1), "epochs": params.epochs,
-                   "resumed_from_epoch": result.resumed_from}
+        metrics = {**report, **info, "seconds": round(seconds, 1), "epochs": params.epochs}
         save_pose_net(result.model, args.out, meta={"pckh@0.5": report["pckh@0.5"], "mpii_root": str(args.mpii)})
         write_json(metrics, args.metrics)
         stage_logger().info("PCKh@0.5 %.2f%% on %d valid joints, %.0f s → %s", report["pckh@0.5"], report["count"],

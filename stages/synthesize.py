@@ -4,6 +4,7 @@ import argparse
 import sys
 
 from epipose.data.synth.config import SynthParams
+from epipose.io import check_writable
 from epipose.launch import run_stage
 from epipose.params import load_section
 from epipose.pipeline.synthesize import synthesize
@@ -15,6 +16,7 @@ def main() -> None:
     parser.add_argument("--mpii-out", required=True, help="output MPII-layout root (images/, annot/train.json, valid.json)")
     parser.add_argument("--params", default="params.yaml", help="params file (section synth)")
     args = parser.parse_args()
+    check_writable(args.h36m_out, args.mpii_out)        # before any work
     params = load_section(SynthParams, "synth", args.params)
     synthesize(params, args.h36m_out, args.mpii_out)
 

@@ -19,7 +19,7 @@ from epipose.camera import load_rig
 from epipose.compute import load_compute, setup_runtime
 from epipose.data.pose_tables import write_pred3d
 from epipose.data.transforms import AugmentParams
-from epipose.io import write_json
+from epipose.io import check_writable, write_json
 from epipose.launch import run_stage, stage_logger
 from epipose.models.pose_net import ModelParams, save_pose_net
 from epipose.params import load_section, load_value
@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args()
+    check_writable(args.out, args.metrics, args.pred_out, args.live_dir, args.ckpt_dir)        # before any work
     compute = load_compute(args.params)
     model_params = load_section(ModelParams, "model", args.params)
     params = load_section(Train3DParams, "train_3d", args.params)
@@ -68,7 +69,7 @@ def main() -> None:
                      metadata={"model": args.out, "target": params.target, "flip_test": str(params.flip_test),
                                "root_depth": f"the {params.target} labels' pelvis depth"})
     history = run.fit.history
-    metrics = {**run.info, "epochs": params.epochs, "resumed_from_epoch": run.fit.resumed_from,
+    metrics = {**run.info, "epochs": params.epochs,
                "final_train_loss": round(history[-1]["train_loss"], 6) if history else None,
                "train_target_mpjpe_mm": round(fit_mpjpe, 2),
                "predicted_frames": int(np.isfinite(pred["pose_cam"]).all(axis=(1, 2)).sum()),

@@ -7,7 +7,7 @@ import sys
 import time
 
 from epipose.compute import load_compute, setup_runtime
-from epipose.io import write_json
+from epipose.io import check_writable, write_json
 from epipose.launch import run_stage
 from epipose.models.refiner import save_refiner
 from epipose.params import load_section, load_value
@@ -25,6 +25,7 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args()
+    check_writable(args.out, args.metrics, args.live_dir, args.ckpt_dir)        # before any work
     compute = load_compute(args.params)
     params = load_section(RefinerParams, "refiner", args.params)
     num_joints = load_value("model", "num_joints", int, args.params)
@@ -35,7 +36,7 @@ def main() -> None:
                                  runtime=setup_runtime(compute, params.threads), progress=not args.no_progress)
     if result.runtime.is_main:
         save_refiner(result.model, args.out, meta={"target": "pseudo3d", **info})
-        metrics = {**info, "target": "pseudo3d", "epochs": params.epochs, "resumed_from_epoch": result.resumed_from,
+        metrics = {**info, "target": "pseudo3d", "epochs": params.epochs,
                    "seconds": round(time.perf_counter() - t0, 1)}
         write_json(metrics, args.metrics)
 

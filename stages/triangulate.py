@@ -24,7 +24,7 @@ from tqdm import tqdm  # noqa: E402
 
 from epipose.camera import load_rig, save_rig  # noqa: E402
 from epipose.data.pose_tables import read_pose2d, write_pseudo3d  # noqa: E402
-from epipose.io import write_json  # noqa: E402
+from epipose.io import check_writable, write_json  # noqa: E402
 from epipose.launch import run_stage, stage_logger  # noqa: E402
 from epipose.params import load_section  # noqa: E402
 from epipose.pipeline.triangulate import (TriangulateParams, evaluate_against_gt, ground_truth,  # noqa: E402
@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--gt-root", help="Human3.6M-layout root with ground-truth D3_Positions, for the metrics")
     parser.add_argument("--params", default="params.yaml", help="params file (section triangulate)")
     args = parser.parse_args()
+    check_writable(args.out, args.cameras_out, args.metrics)        # before any work
     log = stage_logger()
     params = load_section(TriangulateParams, "triangulate", args.params)
     rig = load_rig(args.cameras)

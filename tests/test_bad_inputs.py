@@ -195,6 +195,15 @@ def nan_pelvis(w, t) -> Path:
     return root
 
 
+def blocked(stage_args: tuple[str, list[str]], t: Path, flag: str) -> tuple[str, list[str]]:
+    """The stage's ``flag`` output moved under a file (``in/blocker``): it cannot be written."""
+    stage, args = stage_args
+    (t / "in").mkdir(exist_ok=True)
+    (t / "in" / "blocker").write_text("a file, not a folder")
+    i = args.index(flag)
+    return stage, [*args[: i + 1], str(t / "in" / "blocker" / Path(args[i + 1]).name), *args[i + 2:]]
+
+
 def gt_not_finite(w, t) -> Path:
     from epipose.data.h36m import read_pose_cdf, write_pose_cdf
 
@@ -306,6 +315,13 @@ CASES = [
     Case("nan-pelvis", lambda w, t: extract_frames(w, t, nan_pelvis(w, t)),
          r"{tmp}/in/videos/S1/MyPoseFeatures/D3_Positions/Walking 1.cdf: ground truth not finite at frame 2, joint Hip",
          {"frames": {"boxes": "gt", "stride": 1, "workers": 1}}),
+    # outputs that cannot be written: refused before any work (the other outputs stay unwritten)
+    Case("metrics-unwritable", lambda w, t: blocked(triangulate(w, t), t, "--metrics"),
+         r"{tmp}/in/blocker/m.json: cannot write there: {tmp}/in/blocker is a file, not a folder"),
+    Case("checkpoint-unwritable", lambda w, t: blocked(pretrain_2d(w, t), t, "--ckpt-dir"),
+         r"{tmp}/in/blocker/ckpt: cannot write there: {tmp}/in/blocker is a file, not a folder"),
+    Case("frames-unwritable", lambda w, t: blocked(extract_frames(w, t), t, "--out"),
+         r"{tmp}/in/blocker/frames: cannot write there"),
     Case("gt-not-finite", lambda w, t: infer_2d(w, t, gt=gt_not_finite(w, t)),
          r"{tmp}/in/h36m/S1/MyPoseFeatures/D3_Positions/Walking 1.cdf: ground truth not finite at frame 1, joint \w+ "
          r"\(1 frames\)"),
@@ -374,3 +390,29 @@ def test_a_sequence_without_ground_truth_is_left_out_of_the_2d_error_and_counted
     assert metrics["shards_without_gt"] == metrics["shards"] == 2 and "median_px" not in metrics
     assert (case_dir / "out" / "pose2d.parquet").is_file()
     assert "2 of 2 shards have no ground truth" in caplog.text
+
+
+def test_a_terminated_stage_leaves_no_temporaries(tmp_path):
+    """SIGTERM in the middle of writing a directory output and a file output (as a cancelled dvc
+    repro sends it): the stage exits 143 and leaves neither outputs nor their hidden temporaries."""
+    import os
+    import subprocess
+
+    script = tmp_path / "stage.py"
+    script.write_text(
+        "import os, signal, sys, time\n"
+        "from pathlib import Path\n"
+        "from epipose.io import atomic_path\n"
+        "from epipose.launch import run_stage\n"
+        "def main():\n"
+        "    with atomic_path(Path('out/frames'), directory=True) as tmp:\n"
+        "        (tmp / 'S1.parquet').write_bytes(b'x' * 1000)\n"
+        "        with atomic_path(Path('out/models/last.pt')) as f:\n"
+        "            f.write_bytes(b'x' * 1000)\n"
+        "            os.kill(os.getpid(), signal.SIGTERM)\n"
+        "            time.sleep(60)\n"
+        "sys.exit(run_stage(main))\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, timeout=60)
+    assert proc.returncode == 128 + 15
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in (tmp_path / "out").rglob("*")) == ["out/models"]

@@ -87,6 +87,9 @@ def test_resume_continues_at_the_right_epoch(tmp_path):
     # A rerun of a finished training loads the final weights without training.
     again = fit(Tiny(), _tiny_data(), TinyLoss(fail_at_call=1), TINY, tmp_path / "b", progress=False)
     assert again.epochs_run == 0 and torch.equal(_weights(again.model), _weights(resumed.model))
+    # ... and the whole run's history, as the uninterrupted run's (a rerun writes the same metrics)
+    assert [h["epoch"] for h in resumed.history] == [h["epoch"] for h in again.history] == [1, 2, 3]
+    assert again.history == resumed.history == straight.history
 
 
 def test_stale_checkpoint_is_not_resumed(tmp_path, caplog):
