@@ -75,7 +75,7 @@ class TriangulateParams:
     min_pair_points: int = in_range(8, None, default=100)         # fewer: the pair is unusable
     min_inlier_ratio: float = in_range(0.0, 1.0, default=0.3)
     min_parallax_deg: float = in_range(0.0, 90.0, default=1.0)   # median ray angle below: degenerate pair
-    min_epipolar_agreement: float = in_range(0.0, 1.0, default=0.9)   # estimated cameras must explain this share
+    min_epipolar_agreement: float = in_range(0.0, 1.0, default=0.85)   # estimated cameras must explain this share
     #                                                  of each pair's epipolar inliers, else re-register / drop the subject
     min_triangulation_angle_deg: float = in_range(0.0, 90.0, default=10.0)  # median widest ray angle per joint
     #                                                  below: cameras nearly collinear with the person, subject dropped
