@@ -167,6 +167,13 @@ def _check_rotation(R: np.ndarray, where: str) -> None:
         raise ValueError(f"{where}: determinant −1, a reflection, not a rotation")
 
 
+def _object(value, where: str) -> dict:
+    """A JSON object (camera id → ..., subject → ..., or a camera's fields), else one clear error."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{where}: expected an object ({{...}}), got {type(value).__name__} {value!r:.40}")
+    return value
+
+
 def load_rig(path: str | Path) -> Rig:
     """Read a cameras.json (the camera-parameters.json schema of the Human3.6M community). ``extrinsics``
     is optional: a rig of known intrinsics only (a user's own cameras) is a valid rig."""
@@ -180,20 +187,20 @@ def load_rig(path: str | Path) -> Rig:
     if not isinstance(data, dict) or "intrinsics" not in data:
         raise ValueError(f"{path}: expected the top-level key 'intrinsics' (and, optionally, 'extrinsics')")
     intr = {}
-    for cam, v in data["intrinsics"].items():
+    for cam, v in _object(data["intrinsics"], f"{path}: intrinsics").items():
         where = f"{path}: intrinsics[{cam!r}]"
-        if "calibration_matrix" not in v:
+        if "calibration_matrix" not in _object(v, where):
             raise ValueError(f"{where}: missing 'calibration_matrix'")
         dist = _matrix(v.get("distortion", [0.0] * 5), (5,), f"{where}.distortion ([k1, k2, p1, p2, k3])")
         K = _matrix(v["calibration_matrix"], (3, 3), f"{where}.calibration_matrix")
         _check_intrinsics(K, f"{where}.calibration_matrix")
         intr[str(cam)] = (K, dist)
     extr: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
-    for subj, cams in (data.get("extrinsics") or {}).items():
+    for subj, cams in _object(data.get("extrinsics") or {}, f"{path}: extrinsics").items():
         extr[str(subj)] = {}
-        for cam, v in cams.items():
+        for cam, v in _object(cams, f"{path}: extrinsics[{subj!r}]").items():
             where = f"{path}: extrinsics[{subj!r}][{cam!r}]"
-            if "R" not in v or "t" not in v:
+            if "R" not in _object(v, where) or "t" not in v:
                 raise ValueError(f"{where}: missing 'R' or 't'")
             R = _matrix(v["R"], (3, 3), f"{where}.R")
             _check_rotation(R, f"{where}.R")

@@ -285,6 +285,9 @@ CASES = [
     Case("pose2d-camera-integers", lambda w, t: triangulate(w, t, pose2d_table(
         w, t, lambda d: d.assign(camera=d["camera"].astype(int)))),
         r"{tmp}/in/pose2d.parquet: column 'camera' must hold strings"),
+    Case("pose2d-null-camera", lambda w, t: triangulate(w, t, pose2d_table(
+        w, t, lambda d: d.assign(camera=d["camera"].astype(object).mask(d.index == 3, None)))),
+        r"{tmp}/in/pose2d.parquet: column 'camera' has 1 empty \(null\) value\(s\)"),
     Case("pose2d-negative-conf", lambda w, t: triangulate(w, t, pose2d_table(w, t, lambda d: d.assign(conf=-d["conf"]))),
          r"{tmp}/in/pose2d.parquet: confidence -[0-9.e-]+ is outside \[0, 1\]"),
     Case("pose2d-conf-above-1", lambda w, t: triangulate(w, t, pose2d_table(w, t, lambda d: d.assign(conf=d["conf"] + 1))),
@@ -325,6 +328,12 @@ CASES = [
     Case("gt-not-finite", lambda w, t: infer_2d(w, t, gt=gt_not_finite(w, t)),
          r"{tmp}/in/h36m/S1/MyPoseFeatures/D3_Positions/Walking 1.cdf: ground truth not finite at frame 1, joint \w+ "
          r"\(1 frames\)"),
+    Case("cameras-json-null-subject", lambda w, t: triangulate(w, t, cameras=cameras_changed(
+        w, t, lambda d: _set(d, ("extrinsics", "S1"), None))),
+        r"{tmp}/in/cameras.json: extrinsics\['S1'\]: expected an object \(\{...\}\), got NoneType"),
+    Case("cameras-json-intrinsics-list", lambda w, t: triangulate(w, t, cameras=cameras_changed(
+        w, t, lambda d: d.update(intrinsics=list(d["intrinsics"].values())))),
+        r"{tmp}/in/cameras.json: intrinsics: expected an object \(\{...\}\), got list"),
     Case("cameras-json-field", lambda w, t: triangulate(w, t, cameras=cameras_without_matrix(w, t)),
          rf"{{tmp}}/in/cameras.json: intrinsics\['{CAMS[0]}'\]: missing 'calibration_matrix'"),
     Case("mpii-field", lambda w, t: pretrain_2d(w, t, mpii_without(w, t, "joints_vis")),

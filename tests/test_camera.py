@@ -107,6 +107,12 @@ def test_intrinsics_only_is_a_rig_of_known_intrinsics(tmp_path):
     ('{"intrinsics": {}}', "no camera under 'intrinsics'"),
     ('{"intrinsics": {"a": {"calibration_matrix": [[1, 0], [0, 1]]}}, "extrinsics": {}}', "calibration_matrix"),
     ('{"intrinsics": {}, "extrinsics": {"S1": {"a": {"R": [1, 2, 3]}}}}', "missing 'R' or 't'"),
+    ('{"intrinsics": [1, 2]}', r"intrinsics: expected an object \(\{...\}\), got list"),
+    ('{"intrinsics": {"a": "K"}}', r"intrinsics\['a'\]: expected an object"),
+    ('{"intrinsics": {}, "extrinsics": {"S1": null}}', r"extrinsics\['S1'\]: expected an object \(\{...\}\), got NoneType"),
+    ('{"intrinsics": {}, "extrinsics": {"S1": {"a": null}}}', r"extrinsics\['S1'\]\['a'\]: expected an object"),
+    ('{"intrinsics": {"a": {"calibration_matrix": [[1000, 0, 500], [0, 1000, 500], [0, 0, 1]], "distortion": ["x", 0, 0, 0, 0]}}}',
+     r"intrinsics\['a'\].distortion .*not numeric"),
 ])
 def test_bad_cameras_json(tmp_path, content, match):
     p = tmp_path / "cameras.json"

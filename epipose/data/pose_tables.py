@@ -65,6 +65,9 @@ def check_table(df: pd.DataFrame, schema: pa.Schema, source: str) -> None:
     if missing:
         raise TableError(f"{source}: missing column(s) {missing} (expected {schema.names})")
     for name in STRING_COLUMNS:
+        nulls = int(df[name].isna().sum())
+        if nulls:
+            raise TableError(f"{source}: column {name!r} has {nulls} empty (null) value(s)")
         kind = pd.api.types.infer_dtype(df[name], skipna=False)
         if len(df) and kind != "string":
             raise TableError(f"{source}: column {name!r} must hold strings (e.g. camera \"54138969\"), found {kind} "
