@@ -1,6 +1,7 @@
 """Sweeps with DVC's experiment queue, as the README documents them: queue experiments with
 ``dvc exp run --queue -S ...``, run them with ``dvc queue start -j N``, compare them with
-``dvc exp show``. Tiny profile, cheapest stage (extract_frames), in a temporary git repository."""
+``dvc exp show``. Tiny profile, in a temporary git repository: the cheapest stage (extract_frames),
+and a train_3d experiment on the whole chain (only what follows train_3d reruns; it keeps its own curves)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,21 @@ def _experiments(shown: list[dict]) -> dict[str, dict]:
     return out
 
 
+def _run_queue(repo, env) -> str:
+    """Start the queue with one worker, wait until nothing is queued or running → the last status."""
+    try:
+        _run(["dvc", "queue", "start", "-j", "1"], repo, env)
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            status = _run(["dvc", "queue", "status"], repo, env)
+            if "Queued" not in status and "Running" not in status:
+                break
+            time.sleep(2)
+    finally:
+        _run(["dvc", "queue", "stop", "--kill"], repo, env)      # the workers (and a task still running)
+    return status
+
+
 def test_two_queued_experiments_run_and_show(repo):  # noqa: F811
     repo, env = repo
     _run(["dvc", "repro", "extract_frames"], repo, env)
@@ -33,16 +49,7 @@ def test_two_queued_experiments_run_and_show(repo):  # noqa: F811
     base_hash = next(o["md5"] for o in lock if o["path"] == "data/frames")
     _run(["dvc", "exp", "run", "--queue", "extract_frames", "-S", "frames.crop_size=48", "-n", "crop48"], repo, env)
     _run(["dvc", "exp", "run", "--queue", "extract_frames", "-S", "frames.stride=6", "-n", "stride6"], repo, env)
-    try:
-        _run(["dvc", "queue", "start", "-j", "1"], repo, env)
-        deadline = time.time() + 300
-        while time.time() < deadline:
-            status = _run(["dvc", "queue", "status"], repo, env)
-            if "Queued" not in status and "Running" not in status:
-                break
-            time.sleep(2)
-    finally:
-        _run(["dvc", "queue", "stop", "--kill"], repo, env)      # the workers (and a task still running)
+    status = _run_queue(repo, env)
     assert "Failed" not in status, status + _run(["dvc", "queue", "logs", "crop48"], repo, env)
     show = subprocess.run(["dvc", "exp", "show", "--json"], cwd=repo, env=env, capture_output=True, text=True, check=True)
     shown = _experiments(json.loads(show.stdout))
@@ -52,3 +59,33 @@ def test_two_queued_experiments_run_and_show(repo):  # noqa: F811
     frames = {name: shown[name]["outs"]["data/frames"]["hash"] for name in ("crop48", "stride6")}
     assert len({base_hash, *frames.values()}) == 3                     # three different frame sets
     assert all(shown[name]["state"] == "success" for name in ("crop48", "stride6"))
+
+
+def test_a_queued_train_3d_experiment_reruns_only_what_follows_and_keeps_its_curves(repo):  # noqa: F811
+    """The README's sweep on the committed chain: ``dvc exp run --queue -S train_3d.lr=...`` in DVC's
+    temporary workspace reruns train_3d and the stages after it, never pretrain_2d (no checkpoint
+    folder is an output); the experiment's commit holds its own training curves, and applying it or
+    going back leaves ``dvc status`` clean."""
+    repo, env = repo
+    _run(["dvc", "repro"], repo, env)
+    _run(["git", "add", "-A"], repo, env)                   # dvc.lock, metrics/, dvclive/ curves, reports
+    _run(["git", "commit", "-qm", "chain"], repo, env)
+    assert "up to date" in _run(["dvc", "status"], repo, env)
+    curve = "dvclive/train_3d/plots/metrics/train/loss.tsv"
+    base_curve = (repo / curve).read_text()
+    lr = yaml.safe_load((repo / "params.yaml").read_text())["train_3d"]["lr"]
+    _run(["dvc", "exp", "run", "--queue", "-S", f"train_3d.lr={lr * 1.5}", "-n", "lr15"], repo, env)
+    status = _run_queue(repo, env)
+    logs = _run(["dvc", "queue", "logs", "lr15"], repo, env)
+    assert "Failed" not in status, status + logs
+    for stage in ("synthesize", "extract_frames", "pretrain_2d", "infer_2d", "triangulate", "train_3d_gt"):
+        assert f"Running stage '{stage}'" not in logs, stage + logs[-3000:]
+    for stage in ("train_3d", "train_refiner", "evaluate"):
+        assert f"Running stage '{stage}'" in logs, stage + logs[-3000:]
+    _run(["dvc", "exp", "apply", "lr15"], repo, env)
+    assert (repo / curve).read_text() != base_curve          # the experiment's own curves
+    assert "up to date" in _run(["dvc", "status"], repo, env)
+    _run(["git", "checkout", "--", "."], repo, env)
+    _run(["dvc", "checkout"], repo, env)
+    assert (repo / curve).read_text() == base_curve
+    assert "up to date" in _run(["dvc", "status"], repo, env)
