@@ -56,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="autocast: auto = bf16/fp16 on CUDA")
     p.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda, cuda:N")
     p.add_argument("--no-figures", action="store_true", help="only the Parquet table (no PNG/MP4)")
+    p.add_argument("--kpt-thr", type=_number, default=0.0, help="figures: hide joints with a lower confidence")
+    p.add_argument("--warn-conf", type=_number, default=P.WARN_CONF,
+                   help="warn (log and figure title) when an input's mean joint confidence is lower: it probably "
+                        "looks unlike the training data")
+    p.add_argument("--export", nargs="+", choices=list(P.EXPORTS), default=[],
+                   help="also write predictions.csv (with the root position) and/or predictions.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
@@ -65,7 +71,8 @@ def run_predict(args: argparse.Namespace) -> P.PredictOutput:
         raise P.PredictError(f"--person-fraction {args.person_fraction}: must be in [0.05, 1]")
     opts = P.PredictOptions(focal=args.focal, root_depth_mm=args.root_depth, batch_size=args.batch_size,
                             flip_test=not args.no_flip, amp=args.amp, smooth=args.smooth,
-                            figures=not args.no_figures, progress=not args.no_progress)
+                            figures=not args.no_figures, progress=not args.no_progress, kpt_thr=args.kpt_thr,
+                            warn_conf=args.warn_conf, export=tuple(args.export))
     boxes = P.BoxSpec(fraction=args.person_fraction)
     if args.bbox is not None:
         boxes.bbox = P.parse_bbox(args.bbox)

@@ -32,11 +32,23 @@ def half_extent(poses: Sequence[np.ndarray]) -> float:
     return max(MIN_HALF_EXTENT_MM, biggest * 1.05)
 
 
+SIDE_COLOURS = {"l": "tab:blue", "r": "tab:red", "c": "black"}     # colour "sides": left, right, centre
+
+
+def _bone_colours(colour: str) -> list[str]:
+    """One colour per ``skeleton.BONES`` entry: ``colour`` for all, or by the child joint's side for "sides"."""
+    if colour != "sides":
+        return [colour] * len(skeleton.BONES)
+    return [SIDE_COLOURS.get(skeleton.MPII_NAMES[b][:2].rstrip("_"), SIDE_COLOURS["c"]) for _, b in skeleton.BONES]
+
+
 def pose_figure(image: np.ndarray, skeletons_2d: Sequence[tuple[np.ndarray, str]],
                 skeletons_3d: Sequence[tuple[np.ndarray, str, str]], *, image_title: str = "", title: str = "",
                 size_px: tuple[int, int] | None = None, dpi: int = 90, lim_mm: float | None = None):
     """A figure: ``image`` (H, W, 3 RGB uint8) with each ``(uv (J, 2) px, colour)`` skeleton drawn over
-    it, then one 3D panel per ``(pose (J, 3) root-relative mm, colour, panel title)``.
+    it, then one 3D panel per ``(pose (J, 3) root-relative mm, colour, panel title)``. A colour is a
+    matplotlib colour or "sides" (left limbs blue, right red, the centre line black); joints set to
+    NaN are not drawn.
 
     ``size_px`` (width, height): the figure's exact pixel size (else 3.5 × 3.6 inches per panel at
     ``dpi``); ``lim_mm``: the 3D views' half extent (else ``half_extent`` of the poses). The caller
@@ -51,8 +63,8 @@ def pose_figure(image: np.ndarray, skeletons_2d: Sequence[tuple[np.ndarray, str]
     ax = fig.add_subplot(1, panels, 1)
     ax.imshow(image)
     for uv, colour in skeletons_2d:
-        for a, b in skeleton.BONES:
-            ax.plot(uv[[a, b], 0], uv[[a, b], 1], "-", color=colour, lw=1.5)
+        for (a, b), c in zip(skeleton.BONES, _bone_colours(colour)):
+            ax.plot(uv[[a, b], 0], uv[[a, b], 1], "-", color=c, lw=1.5)
     ax.set_xlim(-0.5, image.shape[1] - 0.5)
     ax.set_ylim(image.shape[0] - 0.5, -0.5)
     ax.set_title(image_title, fontsize=8)
@@ -61,10 +73,11 @@ def pose_figure(image: np.ndarray, skeletons_2d: Sequence[tuple[np.ndarray, str]
     for k, (pose, colour, panel_title) in enumerate(skeletons_3d):
         ax3 = fig.add_subplot(1, panels, k + 2, projection="3d")
         # Camera frame (x right, y down, z forward) → plot x, z (depth), −y (up).
-        for a, b in skeleton.BONES:
-            ax3.plot(pose[[a, b], 0], pose[[a, b], 2], -pose[[a, b], 1], "-", color=colour, lw=2)
+        for (a, b), c in zip(skeleton.BONES, _bone_colours(colour)):
+            ax3.plot(pose[[a, b], 0], pose[[a, b], 2], -pose[[a, b], 1], "-", color=c, lw=2)
         ax3.set_xlim(-lim, lim); ax3.set_ylim(-lim, lim); ax3.set_zlim(-lim, lim)
-        ax3.set_xlabel("x", fontsize=7); ax3.set_ylabel("depth", fontsize=7); ax3.set_zlabel("up", fontsize=7)
+        ax3.set_xlabel("x (mm)", fontsize=7); ax3.set_ylabel("depth (mm)", fontsize=7)
+        ax3.set_zlabel("up (mm)", fontsize=7)
         ax3.tick_params(labelsize=6)
         ax3.view_init(elev=15, azim=-70)
         ax3.set_title(panel_title, fontsize=8)

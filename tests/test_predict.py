@@ -10,6 +10,7 @@ import sys
 import cv2
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -271,3 +272,40 @@ def test_truncated_video_tiny_image_and_out_file(models, tmp_path, capsys, caplo
     err = _error(["predict", str(good), "--model", model, "--out", str(afile)], capsys)
     assert f"--out {afile}: is a file, not a folder" in err and afile.read_text() == "x"
     assert not (tmp_path / "o2").exists()
+
+
+def test_low_confidence_flag_keypoint_threshold_and_exports(models, tmp_path, caplog):
+    """An input whose mean confidence is below --warn-conf is warned about, flagged in the figure and the
+    table's metadata; --kpt-thr hides joints in the figure; CSV and JSON exports match the table, with
+    the root position (the pelvis in the camera frame) the Parquet table leaves out."""
+    _, _, images, _ = scene(160, 120)
+    img = tmp_path / "p.png"
+    cv2.imwrite(str(img), images[0])
+    box = BoxSpec(bbox=(30, 10, 130, 110))
+    base = dict(progress=False, amp="none")
+    conf = predict([img], models / "pose3d.pt", tmp_path / "a", boxes=box,
+                   opts=PredictOptions(**base, warn_conf=0.0)).results[0].conf.mean()
+    with caplog.at_level(logging.WARNING):
+        flagged = predict([img], models / "pose3d.pt", tmp_path / "b", boxes=box,
+                          opts=PredictOptions(**base, warn_conf=min(conf + 0.01, 1.0), export=("csv", "json")))
+    assert flagged.results[0].low_confidence and f"p.png: mean joint confidence {conf:.2f}" in caplog.text
+    assert "unlike the training data" in caplog.text
+    meta = pq.read_schema(tmp_path / "b" / "predictions.parquet").metadata
+    assert json.loads(meta[b"low_confidence_inputs"]) == ["p"]
+    assert (tmp_path / "a" / "p.png").read_bytes() != (tmp_path / "b" / "p.png").read_bytes()    # the title says so
+    hidden = predict([img], models / "pose3d.pt", tmp_path / "c", boxes=box, opts=PredictOptions(**base, kpt_thr=1.0))
+    assert (tmp_path / "c" / "p.png").read_bytes() != (tmp_path / "a" / "p.png").read_bytes()
+    # exports
+    res = flagged.results[0]
+    csv = pd.read_csv(tmp_path / "b" / "predictions.csv")
+    assert len(csv) == 16 and {"root_x", "root_y", "root_z"} <= set(csv.columns)
+    np.testing.assert_allclose(csv[["x", "y", "z"]].to_numpy(), flagged.table[["x", "y", "z"]].to_numpy(), atol=1e-3)
+    np.testing.assert_allclose(csv[["root_x", "root_y", "root_z"]].to_numpy()[0], res.root[0], atol=1e-3)
+    assert res.root[0, 2] == pytest.approx(res.root_depth[0], rel=1e-3)        # the pelvis at the box's depth
+    doc = json.loads((tmp_path / "b" / "predictions.json").read_text())
+    frame = doc[0]["frames"][0]
+    assert doc[0]["input"] == "p.png" and set(frame["joints"]) == set(skeleton.MPII_NAMES)
+    np.testing.assert_allclose(frame["joints"]["l_wrist"]["xyz_mm"], res.pose[0, skeleton.JOINT_INDEX["l_wrist"]],
+                               atol=1e-3)
+    with pytest.raises(PredictError, match="--kpt-thr 2.0: must be a confidence in"):
+        PredictOptions(kpt_thr=2.0)
