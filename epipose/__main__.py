@@ -10,7 +10,7 @@ import argparse
 import logging
 import sys
 
-from epipose import predict as P
+from epipose import predict_options as O      # torch-free: --help answers at once; predict is imported to run
 
 
 def _number(text: str) -> float:
@@ -18,6 +18,15 @@ def _number(text: str) -> float:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown where there is one (not "None" on required or optional-without-default options)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.required:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run the trained 3D network (and refiner) on images, folders of images or videos. Writes "
                     "DIR/predictions.parquet (2D joints in pixels, root-relative 3D joints in mm in the camera frame, "
                     "confidence), a PNG per image and an MP4 per video. Without a box the whole frame is the person "
-                    "crop (the person should fill ~80%% of its height).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                    "crop (the person should fill ~80% of its height).",
+        formatter_class=_Formatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders of images/videos, or videos")
     p.add_argument("--model", required=True, help="the 3D network written by train_3d, e.g. models/pose3d.pt")
     p.add_argument("--refiner", default=None, help="the refiner written by train_refiner, e.g. models/refiner.pt")
@@ -42,10 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     box.add_argument("--detector", default=None,
                      help="a local torchvision Faster R-CNN COCO weights file (ResNet-50 FPN or MobileNetV3 320 FPN) "
                           "to find the person; nothing is downloaded")
-    p.add_argument("--person-fraction", type=_number, default=P.PERSON_FRACTION,
+    p.add_argument("--person-fraction", type=_number, default=O.PERSON_FRACTION,
                    help="share of the crop side a person box's longer side takes (the training crops' median)")
     p.add_argument("--focal", type=_number, default=None,
-                   help=f"focal length in pixels (default: {P.DEFAULT_FOCAL_FACTOR} x the larger image side)")
+                   help=f"focal length in pixels (default: {O.DEFAULT_FOCAL_FACTOR} x the larger image side)")
     p.add_argument("--root-depth", type=_number, default=None,
                    help="pelvis depth in mm (default: focal x 2000 mm / crop side in pixels)")
     p.add_argument("--smooth", type=_number, default=0.0,
@@ -57,19 +66,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA when available, else CPU), cpu, cuda, cuda:N")
     p.add_argument("--no-figures", action="store_true", help="only the Parquet table (no PNG/MP4)")
     p.add_argument("--kpt-thr", type=_number, default=0.0, help="figures: hide joints with a lower confidence")
-    p.add_argument("--warn-conf", type=_number, default=P.WARN_CONF,
+    p.add_argument("--warn-conf", type=_number, default=O.WARN_CONF,
                    help="warn (log and figure title) when an input's mean joint confidence is lower: it probably "
                         "looks unlike the training data")
-    p.add_argument("--export", nargs="+", choices=list(P.EXPORTS), default=[],
+    p.add_argument("--export", nargs="+", choices=list(O.EXPORTS), default=[],
                    help="also write predictions.csv (with the root position) and/or predictions.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
 
-def run_predict(args: argparse.Namespace) -> P.PredictOutput:
+def run_predict(args: argparse.Namespace):
+    """The predict command → ``epipose.predict.PredictOutput``."""
+    from epipose import predict as P
+
     if not 0.05 <= args.person_fraction <= 1.0:
-        raise P.PredictError(f"--person-fraction {args.person_fraction}: must be in [0.05, 1]")
-    opts = P.PredictOptions(focal=args.focal, root_depth_mm=args.root_depth, batch_size=args.batch_size,
+        raise O.PredictError(f"--person-fraction {args.person_fraction}: must be in [0.05, 1]")
+    opts = O.PredictOptions(focal=args.focal, root_depth_mm=args.root_depth, batch_size=args.batch_size,
                             flip_test=not args.no_flip, amp=args.amp, smooth=args.smooth,
                             figures=not args.no_figures, progress=not args.no_progress, kpt_thr=args.kpt_thr,
                             warn_conf=args.warn_conf, export=tuple(args.export))
@@ -89,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         out = run_predict(args)
-    except (P.PredictError, FileNotFoundError, ValueError) as exc:
+    except (O.PredictError, FileNotFoundError, ValueError) as exc:
         parser.exit(2, f"epipose {args.command}: error: {exc}\n")
     for path in out.files:
         print(path)

@@ -309,3 +309,13 @@ def test_low_confidence_flag_keypoint_threshold_and_exports(models, tmp_path, ca
                                atol=1e-3)
     with pytest.raises(PredictError, match="--kpt-thr 2.0: must be a confidence in"):
         PredictOptions(kpt_thr=2.0)
+
+
+def test_help_is_fast_and_clean():
+    """``epipose predict --help`` imports neither torch nor OpenCV, and prints no "(default: None)" or "%%"."""
+    code = ("import sys\nfrom epipose.__main__ import build_parser\n"
+            "text = build_parser()._subparsers._group_actions[0].choices['predict'].format_help()\n"
+            "print(sorted(m for m in ('torch', 'cv2') if m in sys.modules))\nprint(text)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.splitlines()[0] == "[]"
+    assert "default: None" not in out and "%%" not in out and "(default: 0.25)" in out
