@@ -166,6 +166,16 @@ def read_boxes(path: str | Path) -> pd.DataFrame:
     return df[["source", "frame", *cols]]
 
 
+def interpolate_box(rows: pd.DataFrame, frame: int) -> np.ndarray:
+    """One input's box rows (``frame`` + box columns) → its box at ``frame``: the row's own, else linear
+    between the nearest boxed frames before and after it, else the nearest one (before the first /
+    after the last). Sparse boxes (every 10th frame, a few keyframes) are enough for a video."""
+    rows = rows.sort_values("frame")
+    cols = [c for c in rows.columns if c not in ("source", "frame")]
+    frames = rows["frame"].to_numpy(np.float64)
+    return np.array([np.interp(frame, frames, rows[c].to_numpy(np.float64)) for c in cols])
+
+
 @dataclass
 class BoxSpec:
     """Where each frame's person box comes from: one ``bbox`` for all, a ``table``, a detector, or none."""
@@ -186,13 +196,12 @@ class BoxSpec:
             rows = t[t["source"].isin([source.name, source.stem])]
             if rows.empty:
                 rows = t[t["source"] == ""]
-            rows = rows[rows["frame"] == frame]
             if rows.empty:
-                raise PredictError(f"--boxes {self.table_path}: no box for {source.name} frame {frame}")
-            r = rows.iloc[0]
+                raise PredictError(f"--boxes {self.table_path}: no box for {source.name}")
+            box = interpolate_box(rows, frame)
             if "size" in rows.columns:
-                return float(r.x0), float(r.y0), float(r["size"])
-            return person_crop_box((r.x0, r.y0, r.x1, r.y1), self.fraction)
+                return tuple(box)
+            return person_crop_box(tuple(box), self.fraction)
         if self.detector is not None:
             box = self.detector([image])[0]
             if box is not None:
@@ -567,13 +576,17 @@ def write_image_figure(res: SourceResult, path: Path, kpt_thr: float = 0.0) -> N
 
 
 def write_video_figure(res: SourceResult, path: Path, progress: bool = True, kpt_thr: float = 0.0) -> None:
-    """An MP4 (mp4v) at the input's rate: each frame with its 2D skeleton beside the 3D view."""
+    """An H.264 MP4 (yuv420p, faststart: browsers and GitHub play it; ffmpeg from imageio-ffmpeg) at the
+    input's rate: each frame with its 2D skeleton beside the 3D view."""
+    import imageio_ffmpeg
+
     lim = half_extent(list(res.pose))
     index = {f: i for i, f in enumerate(res.frames)}
     with atomic_path(path) as tmp:
-        writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), res.source.fps, FIGURE_PX)
-        if not writer.isOpened():
-            raise PredictError(f"{path}: OpenCV cannot write an MP4 (mp4v) here")
+        writer = imageio_ffmpeg.write_frames(str(tmp), FIGURE_PX, fps=res.source.fps, codec="libx264",
+                                             pix_fmt_out="yuv420p", output_params=["-movflags", "+faststart"],
+                                             ffmpeg_log_level="error")
+        writer.send(None)                       # start ffmpeg
         try:
             for frame, image in tqdm(video_frames(res.source.path), total=len(res.frames), desc=f"draw {path.name}",
                                      unit="frame", file=sys.stderr, disable=not progress, mininterval=1.0):
@@ -582,11 +595,10 @@ def write_video_figure(res: SourceResult, path: Path, progress: bool = True, kpt
                     continue
                 fig = frame_figure(image, res.uv[i], res.pose[i], res.conf[i], f"{res.source.path.name} frame {frame}",
                                    lim, kpt_thr, res.low_confidence)
-                rgb = figure_rgb(fig)
+                writer.send(np.ascontiguousarray(figure_rgb(fig)))
                 close_figure(fig)
-                writer.write(np.ascontiguousarray(rgb[..., ::-1]))
         finally:
-            writer.release()
+            writer.close()
 
 
 # --- the command ---------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from epipose.data.pose_tables import read_predictions
 from epipose.models.pose_net import PoseNet, PoseNetConfig, save_pose_net
 from epipose.models.refiner import Refiner, save_refiner
 from epipose.predict import (BoxSpec, PersonDetector, PredictError, PredictOptions, default_camera, person_crop_box, predict,
-                             root_depth_from_box)
+                             read_boxes, root_depth_from_box)
 from epipose.models.inference import infer_3d
 from epipose.metrics import root_relative
 from epipose.models.refiner import refine_poses
@@ -173,6 +173,9 @@ def test_video_rows_per_frame_and_playable_mp4(models, tmp_path):
         assert frame.shape == (400, 800, 3)
         n += 1
     assert n == 5 and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 5
+    fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode()
+    assert fourcc.lower() in ("avc1", "h264"), fourcc                  # H.264: browsers play it
+    assert b"moov" in (tmp_path / "out" / "clip.mp4").read_bytes()[:4096]   # faststart: the index first
     # Smoothing: the same run without it differs, and smoothing reduces frame-to-frame change.
     raw = predict([path], models / "pose3d.pt", tmp_path / "raw", boxes=BoxSpec(bbox=(30, 10, 130, 110)),
                   opts=PredictOptions(progress=False, amp="none", figures=False)).results[0]
@@ -209,9 +212,9 @@ def test_bad_inputs_give_clear_errors(models, tmp_path, capsys):
     assert "refiner.pt" in err
     err = _error(["predict", str(tmp_path / "nope.png"), "--model", model, "--out", out], capsys)
     assert "input not found" in err and "nope.png" in err
-    (tmp_path / "boxes.json").write_text(json.dumps([{"frame": 3, "x0": 1, "y0": 1, "x1": 50, "y1": 90}]))
+    (tmp_path / "boxes.json").write_text(json.dumps([{"source": "other.png", "x0": 1, "y0": 1, "x1": 50, "y1": 90}]))
     err = _error(["predict", str(good), "--model", model, "--out", out, "--boxes", str(tmp_path / "boxes.json")], capsys)
-    assert "no box for good.png frame 0" in err
+    assert "no box for good.png" in err
     err = _error(["predict", str(good), "--model", model, "--out", out, "--detector", str(tmp_path / "det.pt")], capsys)
     assert "--detector: weights file not found" in err and "det.pt" in err
     assert not (tmp_path / "out").exists()          # nothing written on error
@@ -319,3 +322,21 @@ def test_help_is_fast_and_clean():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.splitlines()[0] == "[]"
     assert "default: None" not in out and "%%" not in out and "(default: 0.25)" in out
+
+
+def test_sparse_boxes_are_interpolated_over_a_video(models, tmp_path):
+    """Boxes on a few frames of a video: the frames between get the linear interpolation, the frames
+    outside the nearest box."""
+    _, _, frames, _ = scene(160, 120, n=6)
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (160, 120))
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    table = tmp_path / "boxes.csv"
+    table.write_text("source,frame,x0,y0,x1,y1\nclip,1,20,10,120,110\nclip,3,40,10,140,110\n")
+    out = predict([path], models / "pose3d.pt", tmp_path / "out", boxes=BoxSpec(table=read_boxes(table), table_path=table),
+                  opts=PredictOptions(progress=False, amp="none", figures=False))
+    boxes = out.results[0].boxes
+    expected = [person_crop_box(b) for b in [(20, 10, 120, 110)] * 2 + [(30, 10, 130, 110)] + [(40, 10, 140, 110)] * 3]
+    np.testing.assert_allclose(boxes, expected)
