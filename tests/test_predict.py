@@ -155,10 +155,7 @@ def test_other_size_and_aspect_and_folder(models, tmp_path):
 def test_video_rows_per_frame_and_playable_mp4(models, tmp_path):
     _, _, frames, _ = scene(160, 120, n=5)
     path = tmp_path / "clip.mp4"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10.0, (160, 120))
-    for f in frames:
-        writer.write(f)
-    writer.release()
+    write_video(path, frames, "mp4v")
     rc = main(["predict", str(path), "--model", str(models / "pose3d.pt"), "--bbox", "30,10,130,110",
                "--smooth", "1.5", "--out", str(tmp_path / "out"), "--no-progress", "--amp", "none", "--batch-size", "2"])
     assert rc == 0
@@ -181,6 +178,13 @@ def test_video_rows_per_frame_and_playable_mp4(models, tmp_path):
                   opts=PredictOptions(progress=False, amp="none", figures=False)).results[0]
     smooth = table[["x", "y", "z"]].to_numpy().reshape(5, 16, 3)
     assert np.abs(np.diff(smooth, axis=0)).sum() < np.abs(np.diff(raw.pose, axis=0)).sum()
+
+
+def write_video(path, frames, fourcc: str = "mp4v", fps: float = 10.0) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (frames[0].shape[1], frames[0].shape[0]))
+    for f in frames:
+        writer.write(f)
+    writer.release()
 
 
 def _error(argv, capsys) -> str:
@@ -252,10 +256,7 @@ def test_truncated_video_tiny_image_and_out_file(models, tmp_path, capsys, caplo
     image too small to hold a person and an --out that is a file: one line each, before any work."""
     _, _, frames, _ = scene(160, 120, n=10)
     path = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (160, 120))
-    for f in frames:
-        writer.write(f)
-    writer.release()
+    write_video(path, frames, "MJPG")
     path.write_bytes(path.read_bytes()[: path.stat().st_size * 6 // 10])      # cut: the header still says 10
     model = str(models / "pose3d.pt")
     with caplog.at_level(logging.WARNING):
@@ -329,10 +330,7 @@ def test_sparse_boxes_are_interpolated_over_a_video(models, tmp_path):
     outside the nearest box."""
     _, _, frames, _ = scene(160, 120, n=6)
     path = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (160, 120))
-    for f in frames:
-        writer.write(f)
-    writer.release()
+    write_video(path, frames, "MJPG")
     table = tmp_path / "boxes.csv"
     table.write_text("source,frame,x0,y0,x1,y1\nclip,1,20,10,120,110\nclip,3,40,10,140,110\n")
     out = predict([path], models / "pose3d.pt", tmp_path / "out", boxes=BoxSpec(table=read_boxes(table), table_path=table),
