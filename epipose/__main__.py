@@ -99,8 +99,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     try:
-        out = run_predict(args)
+        with logging_redirect_tqdm():            # warnings above the progress bars, not inside them
+            out = run_predict(args)
     except (O.PredictError, FileNotFoundError, ValueError) as exc:
         parser.exit(2, f"epipose {args.command}: error: {exc}\n")
     for path in out.files:

@@ -66,8 +66,11 @@ def run_stage(main: Callable[[], None]) -> int:
     stage's next run removes what it left)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     signal.signal(signal.SIGTERM, _terminated)
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
     try:
-        main()
+        with logging_redirect_tqdm():            # log lines above the progress bars, not inside them
+            main()
     except INPUT_ERRORS as exc:
         stage_logger().error("%s", " ".join(str(exc).split()) or type(exc).__name__)
         return 2
