@@ -128,3 +128,36 @@ def test_param_paths_in_commands_are_quoted(name):
     for m in re.finditer(r"\$\{[^}]+\}", cmd):
         arg = next(a for a in shlex.split(cmd.replace(m.group(0), "/a b")) if "a b" in a)
         assert arg.startswith("/a b"), f"{name}: {m.group(0)} is not quoted in its cmd"
+
+
+def _declared_plots() -> dict[str, dict]:
+    out = {}
+    for stage in STAGES.values():
+        for entry in stage.get("plots", []):
+            (path, cfg), = entry.items()
+            out[path] = cfg or {}
+    return out
+
+
+def test_every_training_curve_is_declared_with_title_and_axis_labels():
+    """Every series dvclive writes (committed under dvclive/) is a declared plot of its stage, each with
+    a title, axis labels and its x/y columns."""
+    written = {p.relative_to(ROOT).as_posix() for p in (ROOT / "dvclive").rglob("*.tsv")}
+    declared = _declared_plots()
+    assert written and written <= set(declared), sorted(written - set(declared))
+    for path, cfg in declared.items():
+        assert {"title", "x_label", "y_label", "x", "y"} <= set(cfg), path
+
+
+def test_dvc_plots_show_renders_every_declared_plot_with_its_title(tmp_path):
+    import json
+    import subprocess
+
+    proc = subprocess.run(["dvc", "plots", "show", "--json", "-o", str(tmp_path / "plots")], cwd=ROOT,
+                          capture_output=True, text=True, env={**__import__("os").environ, "DVC_NO_ANALYTICS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    shown = json.loads(proc.stdout)["data"]
+    declared = _declared_plots()
+    assert set(shown) == set(declared)
+    for path, items in shown.items():
+        assert items[0]["content"]["title"]["text"] == declared[path]["title"], path
