@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -52,7 +51,7 @@ from epipose.camera import Camera
 from epipose.compute import select_device
 from epipose.data.crop import crop_image
 from epipose.data.pose_tables import KEYS, PREDICTION_SCHEMA, PREDICTION_VALUES, from_dense, write_table
-from epipose.io import atomic_path
+from epipose.io import atomic_path, check_writable
 from epipose.metrics import root_relative
 from epipose.models.inference import infer_3d
 from epipose.models.pose_net import load_pose3d
@@ -358,9 +357,10 @@ def check_out_dir(out_dir: str | Path) -> Path:
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise PredictError(f"--out {out_dir}: is a file, not a folder")
-    parent = next((p for p in (out_dir, *out_dir.parents) if p.exists()), Path("."))
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise PredictError(f"--out {out_dir}: {parent} is not a writable folder")
+    try:
+        check_writable(out_dir / TABLE_NAME)
+    except OSError as exc:
+        raise PredictError(f"--out {out_dir}: {exc}") from None
     return out_dir
 
 
