@@ -408,3 +408,26 @@ def test_failure_midway_leaves_no_partial_output(tmp_path):
     synthesize(params, tmp_path / "out" / "h36m", tmp_path / "out" / "mpii")
     assert (tmp_path / "out" / "h36m" / "S1" / "Videos" / "Walking 1.55011271.mp4").is_file()
     assert (tmp_path / "out" / "h36m" / "S9" / "MyPoseFeatures" / "D3_Positions" / "Walking.cdf").is_file()
+
+
+def test_synthesized_human36m_survives_last_bit_differences_of_the_math_library(tmp_path, monkeypatch):
+    """Another CPU's numpy takes other SIMD paths for sin/cos/exp (results differing in the last bit):
+    with every such result one bit off, data/raw/h36m (cameras.json, the .cdf poses, the videos) keeps
+    its bytes — what is stored is rounded far above that (RIG_DECIMALS, POSE_DECIMALS_MM)."""
+    from epipose.pipeline.synthesize import synthesize
+
+    params = _tiny(workers=1, mpii=_tiny().mpii)           # one process: the patched functions are used
+    synthesize(params, tmp_path / "a" / "h36m", tmp_path / "a" / "mpii")
+    def one_bit_up(f):
+        def g(*args, **kwargs):
+            y = f(*args, **kwargs)
+            return y if np.iscomplexobj(y) else np.nextafter(y, np.asarray(np.inf, dtype=np.asarray(y).dtype))
+        return g
+
+    for name in ("sin", "cos", "exp", "arctan2", "sqrt", "hypot"):
+        monkeypatch.setattr(np, name, one_bit_up(getattr(np, name)))
+    assert np.sin(0.5) > __import__("math").sin(0.5)        # the patch is in effect
+    synthesize(params, tmp_path / "b" / "h36m", tmp_path / "b" / "mpii")
+    monkeypatch.undo()
+    a, b = _files(tmp_path / "a" / "h36m"), _files(tmp_path / "b" / "h36m")
+    assert a.keys() == b.keys() and [k for k in a if a[k] != b[k]] == []

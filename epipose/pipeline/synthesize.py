@@ -40,6 +40,9 @@ from epipose.params import ParamError
 log = logging.getLogger(__name__)
 
 CLEAR_RADIUS_MM = 2100.0  # no furniture this close to the centre, where people move
+# Procedural poses are stored (and rendered) rounded to a micrometre: the D3_Positions files have the
+# same bytes on CPUs whose sin/cos/exp differ in the last bit.
+POSE_DECIMALS_MM = 3
 
 
 def make_rig(params: SynthParams) -> Rig:
@@ -57,7 +60,8 @@ def subject_body(params: SynthParams, subject: str) -> Body:
 def subject_motions(params: SynthParams, subject: str, body: Body) -> dict[str, np.ndarray]:
     """{sequence name: (N, 32, 3) world poses}: procedural, or read from ``synth.motion_root``."""
     if params.motion_root is None:
-        return {name: generate_motion(name, params.n_frames, params.fps, body, rng_for(params.seed, "motion", subject, name))
+        return {name: np.round(generate_motion(name, params.n_frames, params.fps, body,
+                                               rng_for(params.seed, "motion", subject, name)), POSE_DECIMALS_MM)
                 for name in params.sequence_names()}
     loaded = load_motion_root(params.motion_root, subject)
     wanted = {base_action(a) for a in params.actions}

@@ -23,8 +23,15 @@ def _rotation(rng: np.random.Generator, sigma_deg: float) -> np.ndarray:
     return r
 
 
+# The synthetic rig is stored rounded to these decimals (and rendered with exactly what is stored):
+# far above the last-bit differences of sin/cos/exp/BLAS between CPUs (SIMD paths differ), so
+# cameras.json has the same bytes on any machine.
+RIG_DECIMALS = {"K": 6, "dist": 9, "R": 9, "t": 6}
+
+
 def synthetic_rig(params: RigParams, subjects: list[str], image_size: int, seed: int) -> Rig:
-    """Intrinsics per camera, extrinsics per (subject, camera), deterministic from ``seed``."""
+    """Intrinsics per camera, extrinsics per (subject, camera), deterministic from ``seed``, rounded
+    to ``RIG_DECIMALS``."""
     params.check()
     intr: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     extr: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {s: {} for s in subjects}
@@ -36,7 +43,7 @@ def synthetic_rig(params: RigParams, subjects: list[str], image_size: int, seed:
         K = np.array([[f, 0.0, cx], [0.0, f * aspect, cy], [0.0, 0.0, 1.0]])
         dist = np.asarray(params.distortion, dtype=np.float64).copy()
         dist[:2] += rng.normal(0, params.distortion_jitter, 2)
-        intr[cam] = (K, dist)
+        intr[cam] = (np.round(K, RIG_DECIMALS["K"]), np.round(dist, RIG_DECIMALS["dist"]))
         az = np.radians(params.azimuth_deg[i])
         base = np.array([params.distance_mm[i] * np.cos(az), params.distance_mm[i] * np.sin(az), params.height_mm[i]])
         for subject in subjects:
@@ -44,7 +51,7 @@ def synthetic_rig(params: RigParams, subjects: list[str], image_size: int, seed:
             centre = base + srng.normal(0, params.position_jitter_mm, 3) * (1.0, 1.0, 0.3)
             R, _ = look_at(centre, np.array([0.0, 0.0, params.target_height_mm]))
             R = _rotation(srng, params.angle_jitter_deg) @ R
-            extr[subject][cam] = (R, -R @ centre)
+            extr[subject][cam] = (np.round(R, RIG_DECIMALS["R"]), np.round(-R @ centre, RIG_DECIMALS["t"]))
     return Rig(intr, extr, source="<synthetic rig>")
 
 
