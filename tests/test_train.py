@@ -209,3 +209,29 @@ def test_distributed_data_parallel_with_torchrun(tmp_path):
     assert torch.equal(w0, w1)
     assert (tmp_path / "ck" / CHECKPOINT_NAME).exists()
     shutil.rmtree(tmp_path / "ck")
+
+
+def test_threads_auto_leaves_a_busy_core_to_its_process():
+    """``threads: 0`` counts the cores other work keeps busy when a stage starts: beside a process
+    spinning on one core it takes one thread fewer (every step would otherwise wait for the thread
+    sharing that core: benchmarks/threads_under_load.py)."""
+    import multiprocessing
+    import time
+
+    from epipose.compute import auto_threads, busy_cores, cpu_cores
+
+    spinner = multiprocessing.get_context("spawn").Process(target=_spin, daemon=True)
+    spinner.start()
+    try:
+        time.sleep(1.0)
+        assert busy_cores() >= 0.7
+        assert auto_threads() <= max(1, cpu_cores() - 1)
+    finally:
+        spinner.terminate()
+        spinner.join()
+    assert auto_threads(world=2) == max(1, cpu_cores() // 2)               # torchrun: the cores divided
+
+
+def _spin() -> None:
+    while True:
+        pass
