@@ -98,6 +98,17 @@ def write_json(obj, path: str | os.PathLike) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
+def write_metrics(summary: dict, path: str | os.PathLike) -> None:
+    """A stage's DVC metrics: one flat mapping of stable names (``group.name``) to numbers — what
+    ``dvc metrics show`` / ``dvc exp show`` compare. Details go to the stage's report, timings to its
+    timings file."""
+    bad = [k for k, v in summary.items() if isinstance(v, (bool, dict, list, str)) or not (v is None or
+                                                                                          isinstance(v, (int, float)))]
+    if bad:
+        raise TypeError(f"{path}: metrics must be flat numbers, not {', '.join(bad)}")
+    write_json(summary, path)
+
+
 def write_torch(obj, path: str | os.PathLike) -> None:
     """``torch.save`` atomically, through a file object: torch then names the archive's inner folder
     "archive" (given a path it takes the file's name, here the temporary's random one, and the bytes

@@ -160,11 +160,21 @@ def pck3d(pred: np.ndarray, gt: np.ndarray, threshold: float = 150.0) -> float:
     return float(100.0 * (joint_errors(pred, gt) <= threshold).mean())
 
 
+def pck3d_curve(pred: np.ndarray, gt: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """PCK3D (%) at each of ``thresholds`` (mm): the curve whose mean over 0–150 mm is the AUC."""
+    e = joint_errors(pred, gt).reshape(-1)
+    return 100.0 * (e[:, None] <= np.asarray(thresholds, dtype=np.float64)[None, :]).mean(axis=0)
+
+
 def auc(pred: np.ndarray, gt: np.ndarray, thresholds: np.ndarray | None = None) -> float:
     """Area under the PCK3D curve over 0–150 mm (31 thresholds, 5 mm apart), in %."""
-    thresholds = np.linspace(0.0, 150.0, 31) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
-    e = joint_errors(pred, gt)[..., None]
-    return float(100.0 * (e <= thresholds).mean())
+    thresholds = np.linspace(0.0, 150.0, 31) if thresholds is None else thresholds
+    return float(pck3d_curve(pred, gt, thresholds).mean())
+
+
+def per_joint_mpjpe(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Mean error of each joint over frames (J,) mm."""
+    return joint_errors(pred, gt).reshape(-1, np.shape(pred)[-2]).mean(axis=0)
 
 
 def normalise_poses(poses: np.ndarray, root: int = skeleton.PELVIS) -> np.ndarray:

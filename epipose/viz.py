@@ -16,7 +16,7 @@ from epipose import skeleton
 MIN_HALF_EXTENT_MM = 800.0      # the 3D views show at least ±this
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -54,7 +54,7 @@ def pose_figure(image: np.ndarray, skeletons_2d: Sequence[tuple[np.ndarray, str]
     ``dpi``); ``lim_mm``: the 3D views' half extent (else ``half_extent`` of the poses). The caller
     saves or rasterises the figure (``figure_rgb``) and closes it.
     """
-    plt = _pyplot()
+    plt = pyplot()
     panels = 1 + len(skeletons_3d)
     if size_px is None:
         fig = plt.figure(figsize=(3.5 * panels, 3.6), dpi=dpi)
@@ -95,8 +95,45 @@ def figure_rgb(fig) -> np.ndarray:
 def save_figure(fig, path) -> None:
     """PNG without a timestamp or software tag (stable bytes), then close the figure."""
     fig.savefig(path, metadata={"Software": None})
-    _pyplot().close(fig)
+    pyplot().close(fig)
 
 
 def close_figure(fig) -> None:
-    _pyplot().close(fig)
+    pyplot().close(fig)
+
+
+def rig_figure(panels: dict[str, dict], title: str, axis_labels: tuple[str, str] = ("x (mm)", "y (mm)"), dpi: int = 80):
+    """Camera rigs seen from above, one panel per entry: ``{"names": [...], "est": (centres (V, 2),
+    directions (V, 2)), "true": the same or None, "person": (2,) or None}`` — estimated cameras red
+    crosses, true ones green circles, each with its viewing direction. The caller saves and closes it."""
+    plt = pyplot()
+    n = max(1, len(panels))
+    cols = min(4, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows + 0.4), dpi=dpi, squeeze=False)
+    for ax in axes.ravel()[len(panels):]:
+        ax.axis("off")
+    for ax, (name, p) in zip(axes.ravel(), panels.items()):
+        extent = [c for key in ("est", "true") if p.get(key) is not None for c in p[key][0]]
+        arrow = 0.25 * max(1.0, float(np.ptp(np.asarray(extent), axis=0).max())) if extent else 500.0
+        for key, colour, marker, label in (("true", "tab:green", "o", "true"), ("est", "tab:red", "x", "recovered")):
+            if p.get(key) is None:
+                continue
+            c, d = (np.asarray(a, dtype=np.float64) for a in p[key])
+            ax.scatter(c[:, 0], c[:, 1], c=colour, marker=marker, s=30, label=label, zorder=3)
+            d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-9)
+            ax.quiver(c[:, 0], c[:, 1], d[:, 0] * arrow, d[:, 1] * arrow, color=colour, angles="xy",
+                      scale_units="xy", scale=1, width=0.006)
+        for cam, (x, y) in zip(p["names"], np.asarray(p["est"][0])):
+            ax.annotate(cam, (x, y), fontsize=5, xytext=(3, 3), textcoords="offset points")
+        if p.get("person") is not None:
+            ax.scatter(*p["person"], c="black", marker="*", s=40, label="person (mean)", zorder=3)
+        ax.set_aspect("equal", adjustable="datalim")
+        ax.set_title(name, fontsize=8)
+        ax.set_xlabel(axis_labels[0], fontsize=7)
+        ax.set_ylabel(axis_labels[1], fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.legend(fontsize=5, loc="best")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

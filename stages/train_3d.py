@@ -19,11 +19,11 @@ from epipose.camera import load_rig
 from epipose.compute import load_compute, setup_runtime
 from epipose.data.pose_tables import write_pred3d
 from epipose.data.transforms import AugmentParams
-from epipose.io import check_writable, write_json
+from epipose.io import check_writable, write_json, write_metrics
 from epipose.launch import run_stage, stage_logger
 from epipose.models.pose_net import ModelParams, save_pose_net
 from epipose.params import load_section, load_value
-from epipose.pipeline.train_3d import Train3DParams, predict_frames, target_mpjpe, train_3d
+from epipose.pipeline.train_3d import Train3DParams, predict_frames, summary, target_mpjpe, train_3d
 
 
 def main() -> None:
@@ -34,14 +34,16 @@ def main() -> None:
     parser.add_argument("--target", choices=["pseudo3d", "gt"], default=None,
                         help="override param train_3d.target (the fully supervised baseline stage passes gt)")
     parser.add_argument("--out", required=True, help="the trained network, e.g. models/pose3d.pt")
-    parser.add_argument("--metrics", required=True, help="metrics JSON, e.g. metrics/train_3d.json")
+    parser.add_argument("--metrics", required=True, help="flat metrics JSON, e.g. metrics/train_3d.json")
+    parser.add_argument("--report", required=True, help="detailed report JSON, e.g. reports/train_3d.json")
+    parser.add_argument("--timings", default=None, help="seconds taken, JSON (not a metric), e.g. timings/train_3d.json")
     parser.add_argument("--pred-out", default=None, help="predictions on the training frames, e.g. data/pred3d_train.parquet")
     parser.add_argument("--live-dir", required=True, help="dvclive folder for the training curves")
     parser.add_argument("--ckpt-dir", required=True, help="per-epoch checkpoint folder (persist: true, for resume)")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args()
-    check_writable(args.out, args.metrics, args.pred_out, args.live_dir, args.ckpt_dir)        # before any work
+    check_writable(args.out, args.metrics, args.report, args.timings, args.pred_out, args.live_dir, args.ckpt_dir)        # before any work
     compute = load_compute(args.params)
     model_params = load_section(ModelParams, "model", args.params)
     params = load_section(Train3DParams, "train_3d", args.params)
@@ -69,14 +71,19 @@ def main() -> None:
                      metadata={"model": args.out, "target": params.target, "flip_test": str(params.flip_test),
                                "root_depth": f"the {params.target} labels' pelvis depth"})
     history = run.fit.history
-    metrics = {**run.info, "epochs": params.epochs,
-               "final_train_loss": round(history[-1]["train_loss"], 6) if history else None,
-               "train_target_mpjpe_mm": round(fit_mpjpe, 2),
-               "predicted_frames": int(np.isfinite(pred["pose_cam"]).all(axis=(1, 2)).sum()),
-               "train_seconds": round(train_seconds, 1), "seconds": round(time.perf_counter() - t0, 1)}
-    write_json(metrics, args.metrics)
+    info = dict(run.info)
+    timings = {"decode_seconds": info.pop("decode_seconds"), "train_seconds": round(train_seconds, 1),
+               "seconds": round(time.perf_counter() - t0, 1)}
+    report = {**info, "epochs": params.epochs,
+              "final_train_loss": round(history[-1]["train_loss"], 6) if history else None,
+              "train_target_mpjpe_mm": round(fit_mpjpe, 2),
+              "predicted_frames": int(np.isfinite(pred["pose_cam"]).all(axis=(1, 2)).sum())}
+    write_json(report, args.report)
+    write_metrics(summary(report), args.metrics)
+    if args.timings:
+        write_json(timings, args.timings)
     stage_logger().info("%s: %d frames, root-relative error vs its labels %.1f mm, %.0f s → %s", params.target,
-                        len(run.cache), fit_mpjpe, metrics["seconds"], args.out)
+                        len(run.cache), fit_mpjpe, timings["seconds"], args.out)
 
 
 if __name__ == "__main__":

@@ -7,11 +7,11 @@ import sys
 import time
 
 from epipose.compute import load_compute, setup_runtime
-from epipose.io import check_writable, write_json
+from epipose.io import check_writable, write_json, write_metrics
 from epipose.launch import run_stage
 from epipose.models.refiner import save_refiner
 from epipose.params import load_section, load_value
-from epipose.pipeline.train_refiner import RefinerParams, refiner_data, train_refiner
+from epipose.pipeline.train_refiner import RefinerParams, refiner_data, summary, train_refiner
 
 
 def main() -> None:
@@ -19,13 +19,15 @@ def main() -> None:
     parser.add_argument("--pred3d", required=True, help="the 3D network's training-frame predictions, e.g. data/pred3d_train.parquet")
     parser.add_argument("--pseudo3d", required=True, help="pseudo-label table, e.g. data/pseudo3d.parquet")
     parser.add_argument("--out", required=True, help="the trained refiner, e.g. models/refiner.pt")
-    parser.add_argument("--metrics", required=True, help="metrics JSON, e.g. metrics/train_refiner.json")
+    parser.add_argument("--metrics", required=True, help="flat metrics JSON, e.g. metrics/train_refiner.json")
+    parser.add_argument("--report", required=True, help="detailed report JSON, e.g. reports/train_refiner.json")
+    parser.add_argument("--timings", default=None, help="seconds taken, JSON (not a metric), e.g. timings/train_refiner.json")
     parser.add_argument("--live-dir", required=True, help="dvclive folder for the training curves")
     parser.add_argument("--ckpt-dir", required=True, help="per-epoch checkpoint folder (persist: true, for resume)")
     parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args()
-    check_writable(args.out, args.metrics, args.live_dir, args.ckpt_dir)        # before any work
+    check_writable(args.out, args.metrics, args.report, args.timings, args.live_dir, args.ckpt_dir)        # before any work
     compute = load_compute(args.params)
     params = load_section(RefinerParams, "refiner", args.params)
     num_joints = load_value("model", "num_joints", int, args.params)
@@ -36,9 +38,11 @@ def main() -> None:
                                  runtime=setup_runtime(compute, params.threads), progress=not args.no_progress)
     if result.runtime.is_main:
         save_refiner(result.model, args.out, meta={"target": "pseudo3d", **info})
-        metrics = {**info, "target": "pseudo3d", "epochs": params.epochs,
-                   "seconds": round(time.perf_counter() - t0, 1)}
-        write_json(metrics, args.metrics)
+        report = {**info, "target": "pseudo3d", "epochs": params.epochs}
+        write_json(report, args.report)
+        write_metrics(summary(report), args.metrics)
+        if args.timings:
+            write_json({"seconds": round(time.perf_counter() - t0, 1)}, args.timings)
 
 
 if __name__ == "__main__":

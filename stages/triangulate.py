@@ -2,13 +2,16 @@
 
     python stages/triangulate.py --pose2d data/pose2d.parquet --cameras <h36m_root>/cameras.json \
         --out data/pseudo3d.parquet [--cameras-out data/cameras_estimated.json] \
-        [--metrics metrics/triangulate.json] [--gt-root <h36m_root>]
+        [--metrics metrics/triangulate.json --report reports/triangulate.json] [--plots reports/plots]
+        [--rig-figure reports/rig_topview.png] [--gt-root <h36m_root>]
 
 ``triangulate.extrinsics: estimated`` (default) ignores the extrinsics of cameras.json (the paper's
 self-supervised setting; they are only used to report camera errors), ``known`` uses them.
 ``--cameras-out`` writes the cameras the labels were triangulated with as a cameras.json (estimated:
 the recovered rig, per subject, metric). ``--gt-root`` (a Human3.6M-layout root with D3_Positions)
-adds pseudo-label accuracy to the metrics where it has ground truth.
+adds pseudo-label accuracy to the metrics where it has ground truth, and ``--plots`` its error by the
+number of views and by the reprojection error (headers only without it). ``--rig-figure`` draws the
+recovered cameras from above (beside the true ones where cameras.json has extrinsics).
 Nothing is written unless everything succeeded.
 """
 
@@ -19,16 +22,22 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # many tiny BLAS calls: thre
 import argparse  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pandas as pd  # noqa: E402
 
 from tqdm import tqdm  # noqa: E402
 
 from epipose.camera import load_rig, save_rig  # noqa: E402
 from epipose.data.pose_tables import read_pose2d, write_pseudo3d  # noqa: E402
-from epipose.io import check_writable, write_json  # noqa: E402
+from epipose.io import atomic_path, check_writable, write_json, write_metrics  # noqa: E402
 from epipose.launch import run_stage, stage_logger  # noqa: E402
 from epipose.params import load_section  # noqa: E402
-from epipose.pipeline.triangulate import (TriangulateParams, evaluate_against_gt, ground_truth,  # noqa: E402
-                                          recovered_rig, triangulate_table)
+from epipose.pipeline.triangulate import (TriangulateParams, error_tables, evaluate_against_gt,  # noqa: E402
+                                          ground_truth, labels_vs_gt, recovered_rig, rig_panels, summary,
+                                          triangulate_table)
+from epipose.viz import rig_figure, save_figure  # noqa: E402
 
 
 def main() -> None:
@@ -37,11 +46,17 @@ def main() -> None:
     parser.add_argument("--cameras", required=True, help="cameras.json (intrinsics; extrinsics used only if known)")
     parser.add_argument("--out", required=True, help="output 3D pseudo-labels (data/pseudo3d.parquet)")
     parser.add_argument("--cameras-out", help="output cameras.json of the cameras used (data/cameras_estimated.json)")
-    parser.add_argument("--metrics", help="output metrics JSON (metrics/triangulate.json)")
+    parser.add_argument("--metrics", help="output flat metrics JSON (metrics/triangulate.json)")
+    parser.add_argument("--report", help="output detailed report JSON, per subject and pair (reports/triangulate.json)")
+    parser.add_argument("--plots", help="folder for the error tables (pseudo3d_error_by_*.tsv), e.g. reports/plots")
+    parser.add_argument("--rig-figure", help="output PNG of the recovered cameras seen from above")
+    parser.add_argument("--timings", help="seconds taken, JSON (not a metric), e.g. timings/triangulate.json")
     parser.add_argument("--gt-root", help="Human3.6M-layout root with ground-truth D3_Positions, for the metrics")
     parser.add_argument("--params", default="params.yaml", help="params file (section triangulate)")
     args = parser.parse_args()
-    check_writable(args.out, args.cameras_out, args.metrics)        # before any work
+    check_writable(args.out, args.cameras_out, args.metrics, args.report, args.plots, args.rig_figure,
+                   args.timings)                                    # before any work
+    t0 = time.perf_counter()
     log = stage_logger()
     params = load_section(TriangulateParams, "triangulate", args.params)
     rig = load_rig(args.cameras)
@@ -58,9 +73,31 @@ def main() -> None:
     write_pseudo3d(out.table, args.out, out.metadata)
     if args.cameras_out:
         save_rig(recovered_rig(out, rig, params), args.cameras_out)
+    if args.report:
+        write_json(report, args.report)
     if args.metrics:
-        write_json(report, args.metrics)
+        write_metrics(summary(report), args.metrics)
+    if args.plots:
+        write_error_tables(out.table, gt, args.plots)
+    if args.rig_figure:
+        panels, axis_labels = rig_panels(out, rig)
+        with atomic_path(args.rig_figure) as tmp:
+            truth = any(p["true"] is not None for p in panels.values())
+            title = "Recovered cameras from above (red ×)" + (
+                ", the true ones (green ○)" if truth else ", in each subject's reference camera frame")
+            save_figure(rig_figure(panels, title, axis_labels), tmp)
+    if args.timings:
+        write_json({"seconds": round(time.perf_counter() - t0, 1)}, args.timings)
     log.info("wrote %s: %d rows, coverage %.4f", args.out, len(out.table), report["coverage"])
+
+
+def write_error_tables(table, gt, folder: str) -> None:
+    tables = error_tables(labels_vs_gt(table, gt)) if gt is not None and len(table) else {
+        "pseudo3d_error_by_views": pd.DataFrame(columns=["views", "mean_error_mm", "median_error_mm", "joints"]),
+        "pseudo3d_error_by_reproj": pd.DataFrame(columns=["reproj_px", "bin_px", "mean_error_mm", "median_error_mm", "joints"])}
+    for name, df in tables.items():
+        with atomic_path(Path(folder) / f"{name}.tsv") as tmp:
+            df.to_csv(tmp, sep="\t", index=False, float_format="%.3f")
 
 
 if __name__ == "__main__":

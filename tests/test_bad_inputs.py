@@ -70,12 +70,12 @@ def extract_frames(w, t, h36m=None):
 
 def pretrain_2d(w, t, mpii=None):
     return "pretrain_2d", ["--mpii", str(mpii or w["mpii"]), "--out", "out/pose2d.pt", "--metrics", "out/m.json",
-                           "--live-dir", "out/live", "--ckpt-dir", "out/ckpt", "--no-progress"]
+                           "--report", "out/r.json", "--live-dir", "out/live", "--ckpt-dir", "out/ckpt", "--no-progress"]
 
 
 def infer_2d(w, t, frames=None, model=None, gt=None):
     return "infer_2d", ["--frames", str(frames or w["frames"]), "--model", str(model or w["ckpt"]),
-                        "--out", "out/pose2d.parquet", "--metrics", "out/m.json", "--gt-root", str(gt or w["h36m"]),
+                        "--out", "out/pose2d.parquet", "--metrics", "out/m.json", "--report", "out/r.json", "--gt-root", str(gt or w["h36m"]),
                         "--no-progress"]
 
 
@@ -87,18 +87,19 @@ def triangulate(w, t, pose2d=None, cameras=None):
 def train_3d(w, t, pseudo3d=None):
     return "train_3d", ["--frames", str(w["frames"]), "--pose2d", str(w["ckpt"]),
                         "--pseudo3d", str(pseudo3d or w["pose2d"].parent / "pseudo3d.parquet"), "--out", "out/pose3d.pt",
-                        "--metrics", "out/m.json", "--live-dir", "out/live", "--ckpt-dir", "out/ckpt", "--no-progress"]
+                        "--metrics", "out/m.json", "--report", "out/r.json", "--live-dir", "out/live", "--ckpt-dir",
+                        "out/ckpt", "--no-progress"]
 
 
 def train_refiner(w, t):
     return "train_refiner", ["--pred3d", str(t / "pred3d.parquet"), "--pseudo3d", str(t / "pseudo3d.parquet"),
-                             "--out", "out/refiner.pt", "--metrics", "out/m.json", "--live-dir", "out/live",
+                             "--out", "out/refiner.pt", "--metrics", "out/m.json", "--report", "out/r.json", "--live-dir", "out/live",
                              "--ckpt-dir", "out/ckpt", "--no-progress"]
 
 
 def evaluate(w, t, model=None):
     return "evaluate", ["--frames", str(w["frames"]), "--model", str(model or w["ckpt"]), "--metrics", "out/m.json",
-                        "--per-action", "out/per_action.tsv", "--no-progress"]
+                        "--report", "out/r.json", "--plots", "out/plots", "--no-progress"]
 
 
 # --- input breakers: copy an input into the case's folder and break it --------------------------------------
@@ -395,7 +396,7 @@ def test_a_sequence_without_ground_truth_is_left_out_of_the_2d_error_and_counted
     with pytest.raises(SystemExit) as exit_:
         runpy.run_path(str(ROOT / "stages" / f"{stage}.py"), run_name="__main__")
     assert exit_.value.code == 0
-    metrics = json.loads((case_dir / "out" / "m.json").read_text())
+    metrics = json.loads((case_dir / "out" / "r.json").read_text())
     assert metrics["shards_without_gt"] == metrics["shards"] == 2 and "median_px" not in metrics
     assert (case_dir / "out" / "pose2d.parquet").is_file()
     assert "2 of 2 shards have no ground truth" in caplog.text

@@ -93,7 +93,8 @@ def test_train_3d_on_two_gloo_processes_trains_what_one_process_trains(tmp_path,
                               augment=NO_AUG)
         out = tmp_path / f"n{nproc}"
         launch("train_3d.py", ["--frames", frames_root, "--pose2d", pose2d, "--pseudo3d", pseudo3d,
-                               "--out", out / "pose3d.pt", "--metrics", out / "m.json", "--live-dir", out / "live",
+                               "--out", out / "pose3d.pt", "--metrics", out / "m.json", "--report", out / "r.json",
+                               "--live-dir", out / "live",
                                "--ckpt-dir", out / "ckpt", "--params", params, "--no-progress"], tmp_path)
         runs[nproc] = out
     init = _flat(init_from_2d(pose2d, ModelParams(**{**model, "num_joints": 16})).state_dict())
@@ -104,7 +105,7 @@ def test_train_3d_on_two_gloo_processes_trains_what_one_process_trains(tmp_path,
     steps = 2 * 2 * len(FRAMES) // 8                                   # S1: 2 actions x 2 cameras x frames
     ckpt = torch.load(runs[2] / "ckpt" / "last.pt", weights_only=False)
     assert ckpt["epoch"] == 2 and ckpt["step"] == 2 * steps
-    assert json.loads((runs[2] / "m.json").read_text())["train_frames"] == 2 * 2 * len(FRAMES)
+    assert json.loads((runs[2] / "r.json").read_text())["train_frames"] == 2 * 2 * len(FRAMES)
 
 
 def test_infer_2d_on_two_processes_writes_the_same_file(tmp_path, real_rig):
@@ -118,7 +119,8 @@ def test_infer_2d_on_two_processes_writes_the_same_file(tmp_path, real_rig):
     params = write_params(tmp_path / "params.yaml", 2, infer_2d={"batch_size": 3, "threads": 1})
     out = tmp_path / "n2"
     launch("infer_2d.py", ["--frames", frames_root, "--model", ckpt, "--out", out / "pose2d.parquet",
-                           "--metrics", out / "m.json", "--gt-root", h36m, "--params", params, "--no-progress"], tmp_path)
+                           "--metrics", out / "m.json", "--report", out / "r.json", "--gt-root", h36m, "--params", params,
+                           "--no-progress"], tmp_path)
     threads = torch.get_num_threads()
     try:                                            # the single process, here (one thread, as each rank)
         metrics = run_infer_2d(frames_root, ckpt, tmp_path / "n1.parquet", Infer2DParams(batch_size=3, threads=1),
@@ -127,5 +129,5 @@ def test_infer_2d_on_two_processes_writes_the_same_file(tmp_path, real_rig):
         torch.set_num_threads(threads)
     assert len(read_pose2d(out / "pose2d.parquet")) == 8 * len(FRAMES) * 16
     assert (out / "pose2d.parquet").read_bytes() == (tmp_path / "n1.parquet").read_bytes()
-    assert json.loads((out / "m.json").read_text()) == json.loads(json.dumps(metrics))
-    assert sorted(p.name for p in out.iterdir()) == ["m.json", "pose2d.parquet"]     # the parts are gone
+    assert json.loads((out / "r.json").read_text()) == json.loads(json.dumps(metrics))
+    assert sorted(p.name for p in out.iterdir()) == ["m.json", "pose2d.parquet", "r.json"]     # the parts are gone

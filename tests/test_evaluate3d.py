@@ -16,7 +16,8 @@ import yaml
 from epipose import skeleton
 from epipose.camera import load_rig
 from epipose.data.h36m import H36MDataset, read_pose_cdf, write_pose_cdf
-from epipose.pipeline.evaluate import EvaluateParams, action_name, evaluate_predictions, figure_frames, per_action_tsv, pss_centroids, results_markdown
+from epipose.pipeline.evaluate import (PCK_CURVE_MM, EvaluateParams, action_name, evaluate_predictions, figure_frames,
+                                       pss_centroids, results_markdown, summary, write_plots)
 from epipose.models.pose_net import PoseNet, PoseNetConfig, save_pose_net
 from epipose.models.refiner import Refiner, save_refiner
 from epipose.models.codec import encode_pose
@@ -58,7 +59,7 @@ def test_perfect_prediction_back_projected_with_the_gt_root_depth_recovers_the_t
         pose[idx] = out["pose_cam"]
     np.testing.assert_allclose(pose, gt, atol=1e-3)          # mm: exact up to float32 network outputs
     res = evaluate_predictions(cache.keys, {"perfect": root_relative(pose)}, root_relative(gt), centroids)["perfect"]
-    assert res["mpjpe"] < 1e-3 and res["p_mpjpe"] < 1e-3 and res["pck3d@150"] == 100.0
+    assert res["mpjpe"] < 1e-3 and res["p_mpjpe"] < 1e-3 and res["pck3d"] == 100.0
     assert res["pss@5"] == 100.0 and res["pss@10"] == 100.0 and res["auc"] > 96.7
 
 
@@ -96,7 +97,7 @@ def test_known_errors(world):
     dist = np.linalg.norm(gt_rr, axis=-1)
     assert res["shifted"]["mpjpe"] == pytest.approx(0.0, abs=1e-9)
     assert res["one"]["mpjpe"] == pytest.approx(2.0, abs=1e-3)
-    assert res["one"]["pck3d@150"] == 100.0
+    assert res["one"]["pck3d"] == 100.0
     assert res["scaled"]["mpjpe"] == pytest.approx(0.2 * dist.mean(), abs=1e-3)
     assert res["scaled"]["n_mpjpe"] < 1e-3 and res["scaled"]["p_mpjpe"] < 1e-3
     chord = 2 * np.sin(a / 2) * np.linalg.norm(gt_rr[..., [0, 2]], axis=-1)
@@ -105,7 +106,7 @@ def test_known_errors(world):
     # 200 mm off on every non-root joint: no joint within 150 mm but the root.
     far = gt_rr + np.where(np.arange(16)[None, :, None] == skeleton.PELVIS, 0.0, [200.0, 0.0, 0.0])
     r = evaluate_predictions(keys, {"far": far}, gt_rr, centroids)["far"]
-    assert r["pck3d@150"] == pytest.approx(100 / 16, abs=1e-3) and r["mpjpe"] == pytest.approx(200 * 15 / 16, abs=1e-3)
+    assert r["pck3d"] == pytest.approx(100 / 16, abs=1e-3) and r["mpjpe"] == pytest.approx(200 * 15 / 16, abs=1e-3)
 
 
 def test_per_action_and_frame_averaged_overall(world):
@@ -133,30 +134,48 @@ def test_per_action_and_frame_averaged_overall(world):
         evaluate_predictions(keys, {"m": bad}, gt_rr, centroids)
 
 
-def test_report_and_tsv(world, tmp_path):
+LABELS = {"pose3d": "Self-supervised (pseudo-labels)", "pose3d_refined": "Self-supervised + refiner",
+          "baseline_gt": "Fully supervised (ground truth)"}
+
+
+def test_report_plots_and_summary(world, tmp_path):
     _, _, _, _, cache, gt, centroids = world
     gt_rr = root_relative(gt)
-    noise = np.random.default_rng(0).normal(scale=20.0, size=gt.shape)
-    preds = {"fully_supervised": gt_rr + noise, "self_supervised": gt_rr + 2 * noise,
-             "self_supervised+refiner": gt_rr + 1.5 * noise}
+    noise = root_relative(np.random.default_rng(0).normal(scale=20.0, size=gt.shape))    # root-relative predictions
+    preds = {"pose3d": gt_rr + 2 * noise, "pose3d_refined": gt_rr + 1.5 * noise, "baseline_gt": gt_rr + noise}
     res = evaluate_predictions(cache.keys, preds, gt_rr, centroids)
-    per_action_tsv(res, tmp_path / "per_action.tsv")
-    tsv = pd.read_csv(tmp_path / "per_action.tsv", sep="\t")
+    paths = write_plots(res, tmp_path / "plots")
+    tsv = pd.read_csv(paths["per_action"], sep="\t")
     assert len(tsv) == 3 * 3 and set(tsv.method) == set(preds)
-    row = tsv[(tsv.action == "all") & (tsv.method == "self_supervised")]
-    assert row.mpjpe.item() == pytest.approx(res["self_supervised"]["mpjpe"], abs=1e-3)
-    md = results_markdown(res, {"subjects": ["S9"], "stride": 4, "frames": len(cache), "cameras": 2,
-                                "h36m_root": "data/raw/h36m", "figures": ["figures/a.png"]})
-    ratio = res["self_supervised"]["mpjpe"] / res["fully_supervised"]["mpjpe"]
-    assert f"**{ratio:.3f}**" in md and "76.6" in md and "51.8" in md and "60.5" in md
+    row = tsv[(tsv.action == "all") & (tsv.method == "pose3d")]
+    assert row.mpjpe.item() == pytest.approx(res["pose3d"]["mpjpe"], abs=1e-3)
+    joints = pd.read_csv(paths["per_joint"], sep="\t")
+    assert len(joints) == 3 * 16 and joints[joints.joint == "pelvis"].mpjpe.eq(0).all()      # the root
+    # per-joint means average to the MPJPE (16 joints, the root included, as the seed's code)
+    assert joints[joints.method == "pose3d"].mpjpe.mean() == pytest.approx(res["pose3d"]["mpjpe"], abs=1e-2)
+    curve = pd.read_csv(paths["pck3d_curve"], sep="\t")
+    assert list(curve.columns) == ["threshold_mm", "pose3d", "pose3d_refined", "baseline_gt"]
+    assert (np.diff(curve.pose3d) >= 0).all() and len(curve) == len(PCK_CURVE_MM)
+    at150 = curve[curve.threshold_mm == 150.0]
+    assert at150.baseline_gt.item() == pytest.approx(res["baseline_gt"]["pck3d"], abs=1e-2)
+    assert curve[curve.threshold_mm <= 150].pose3d.mean() == pytest.approx(res["pose3d"]["auc"], abs=1e-2)
+    # metrics: flat, stable names per role (whatever the networks were trained on)
+    flat = summary(res)
+    assert sorted(flat) == sorted(f"{r}.{k}" for r in preds for k in ("mpjpe", "n_mpjpe", "p_mpjpe", "pck3d", "auc"))
+    assert flat["pose3d_refined.mpjpe"] == res["pose3d_refined"]["mpjpe"]
+    info = {"subjects": ["S9"], "stride": 4, "frames": len(cache), "cameras": 2, "h36m_root": "data/raw/h36m",
+            "figures": ["figures/a.png", "rig_topview.png"], "methods": LABELS, "pck_threshold_mm": 150.0}
+    md = results_markdown(res, info)
+    ratio = res["pose3d"]["mpjpe"] / res["baseline_gt"]["mpjpe"]
+    assert f"**{ratio:.3f}**" in md and "76.6" in md and "51.8" in md and "60.5" in md and "PCK3D@150" in md
     assert "| Walking 1 |" not in md and "| Walking |" in md and "![a](figures/a.png)" in md
+    assert "![rig_topview](rig_topview.png)" in md and "`pose3d_refined`" in md
     assert list(figure_frames(100, 4)) == [20, 40, 59, 79] and len(figure_frames(3, 10)) == 3
     # A collapsed prediction (every joint at the root) has no scale/Procrustes fit: None in JSON, "–" in the report.
-    collapsed = evaluate_predictions(cache.keys, {"self_supervised": np.zeros_like(gt_rr)}, gt_rr, centroids)
-    assert collapsed["self_supervised"]["p_mpjpe"] is None and collapsed["self_supervised"]["mpjpe"] > 0
+    collapsed = evaluate_predictions(cache.keys, {"pose3d": np.zeros_like(gt_rr)}, gt_rr, centroids)
+    assert collapsed["pose3d"]["p_mpjpe"] is None and collapsed["pose3d"]["mpjpe"] > 0
     json.dumps(collapsed, allow_nan=False)
-    assert "| – |" in results_markdown(collapsed, {"subjects": ["S9"], "stride": 4, "frames": len(cache), "cameras": 2,
-                                                   "h36m_root": "x"})
+    assert "| – |" in results_markdown(collapsed, {**info, "figures": [], "h36m_root": "x"})
 
 
 def test_evaluate_stage_end_to_end(world, tmp_path):
@@ -178,23 +197,26 @@ def test_evaluate_stage_end_to_end(world, tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, str(ROOT / "stages" / "evaluate.py"), "--frames", str(frames_root), "--model",
            str(tmp_path / "pose3d.pt"), "--refiner", str(tmp_path / "refiner.pt"), "--baseline",
-           str(tmp_path / "pose3d_gt.pt"), "--metrics", str(out / "eval.json"), "--per-action",
-           str(out / "per_action.tsv"), "--figures", str(out / "reports" / "figures"), "--report",
+           str(tmp_path / "pose3d_gt.pt"), "--metrics", str(out / "eval.json"), "--report", str(out / "report.json"),
+           "--plots", str(out / "plots"), "--figures", str(out / "reports" / "figures"), "--markdown",
            str(out / "reports" / "results.md"), "--params", str(tmp_path / "params.yaml"), "--no-progress"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    metrics = json.loads((out / "eval.json").read_text())
-    assert list(metrics) == sorted(["protocol", "fully_supervised", "self_supervised", "self_supervised+refiner"])
-    assert metrics["protocol"]["frames"] == 2 * 2 * 3       # frames 0, 8, 16 of 2 actions × 2 cameras
+    report = json.loads((out / "report.json").read_text())
+    assert list(report) == sorted(["protocol", "pose3d", "pose3d_refined", "baseline_gt"])
+    assert report["protocol"]["methods"] == LABELS
+    assert report["protocol"]["frames"] == 2 * 2 * 3       # frames 0, 8, 16 of 2 actions × 2 cameras
     # The same network twice: identical numbers; the refiner changes them.
-    assert metrics["fully_supervised"]["mpjpe"] == metrics["self_supervised"]["mpjpe"]
-    assert metrics["self_supervised+refiner"]["mpjpe"] != metrics["self_supervised"]["mpjpe"]
+    assert report["baseline_gt"]["mpjpe"] == report["pose3d"]["mpjpe"]
+    assert report["pose3d_refined"]["mpjpe"] != report["pose3d"]["mpjpe"]
+    metrics = json.loads((out / "eval.json").read_text())
+    assert len(metrics) == 15 and metrics["pose3d.mpjpe"] == report["pose3d"]["mpjpe"]
     pngs = sorted((out / "reports" / "figures").glob("*.png"))
-    assert len(pngs) == 2 and all(p.stat().st_size > 10000 for p in pngs)
+    assert len(pngs) == 2 + 2 and all(p.stat().st_size > 10000 for p in pngs)       # examples, curves
     md = (out / "reports" / "results.md").read_text()
-    assert f"figures/{pngs[0].name}" in md and "Self-supervised + refiner" in md
+    assert all(f"figures/{p.name}" in md for p in pngs) and "Self-supervised + refiner" in md
     # Rerun: byte-identical outputs (deterministic evaluation).
-    first = {p: p.read_bytes() for p in [out / "eval.json", out / "per_action.tsv", *pngs]}
+    first = {p: p.read_bytes() for p in [out / "eval.json", out / "report.json", *(out / "plots").iterdir(), *pngs]}
     assert subprocess.run(cmd, capture_output=True, cwd=tmp_path).returncode == 0
     assert all(p.read_bytes() == b for p, b in first.items())
     # A wrong joint count in params is refused naming the file and the key.

@@ -208,18 +208,24 @@ def test_stages_end_to_end(tmp_path, rig):
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc
 
-    run(ROOT / "stages/pretrain_2d.py", "--mpii", mpii, "--out", "models/pose2d.pt", "--metrics",
-        "metrics/pretrain_2d.json", "--live-dir", "dvclive/pretrain_2d", "--ckpt-dir", "models/pretrain_2d")
-    m = json.loads((tmp_path / "metrics/pretrain_2d.json").read_text())
+    pretrain = (ROOT / "stages/pretrain_2d.py", "--mpii", mpii, "--out", "models/pose2d.pt", "--metrics",
+                "metrics/pretrain_2d.json", "--report", "reports/pretrain_2d.json", "--live-dir", "dvclive/pretrain_2d",
+                "--ckpt-dir", "models/pretrain_2d")
+    run(*pretrain)
+    m = json.loads((tmp_path / "reports/pretrain_2d.json").read_text())
     assert 0 <= m["pckh@0.5"] <= 100 and set(m["per_joint@0.5"]) == set(skeleton.MPII_NAMES)
     assert m["train_images"] == 16 and m["valid_images"] == 4 and m["epochs"] == 2
+    assert json.loads((tmp_path / "metrics/pretrain_2d.json").read_text()) == {
+        "mpii.pckh@0.5": round(m["pckh@0.5"], 3), "mpii.pckh@0.1": round(m["pckh@0.1"], 3)}
     assert (tmp_path / "dvclive/pretrain_2d/plots/metrics/valid/pckh.tsv").exists()
     run(ROOT / "stages/infer_2d.py", "--frames", frames_root, "--model", "models/pose2d.pt", "--out",
-        "data/pose2d.parquet", "--metrics", "metrics/infer_2d.json", "--gt-root", h36m)
-    m2 = json.loads((tmp_path / "metrics/infer_2d.json").read_text())
+        "data/pose2d.parquet", "--metrics", "metrics/infer_2d.json", "--report", "reports/infer_2d.json",
+        "--gt-root", h36m)
+    m2 = json.loads((tmp_path / "reports/infer_2d.json").read_text())
     assert m2["frames"] == 2 * len(FRAMES) and m2["median_px"] > 0
+    flat = json.loads((tmp_path / "metrics/infer_2d.json").read_text())
+    assert flat == {"pose2d.pckh@0.5": m2["pckh@0.5"], "pose2d.median_px": m2["median_px"], "pose2d.mean_px": m2["mean_px"]}
     assert len(read_pose2d(tmp_path / "data/pose2d.parquet")) == 2 * len(FRAMES) * 16
     # A rerun resumes the finished training from its checkpoint instead of training again.
-    proc = run(ROOT / "stages/pretrain_2d.py", "--mpii", mpii, "--out", "models/pose2d.pt", "--metrics",
-               "metrics/pretrain_2d.json", "--live-dir", "dvclive/pretrain_2d", "--ckpt-dir", "models/pretrain_2d")
+    proc = run(*pretrain)
     assert "at epoch 2/2" in proc.stderr and "epoch 1/2:" not in proc.stderr

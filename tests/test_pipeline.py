@@ -98,6 +98,16 @@ def test_full_repro_then_a_train_3d_param_reruns_only_what_follows(repo):
     assert pseudo.columns.tolist() == pose_tables.PSEUDO3D_SCHEMA.names
     assert set(pseudo["subject"]) <= {"S1", "S9"} and len(pd.read_parquet(repo / "data" / "pose2d.parquet"))
     assert "mpjpe" in json.dumps(json.loads((repo / "metrics" / "eval.json").read_text())).lower()
+    # Metrics: flat, stable names, no timings; `dvc metrics show` fits a screen (≤ 40 columns).
+    shown = json.loads(_run(["dvc", "metrics", "show", "--json"], repo, env))
+    files = next(iter(shown.values()))["data"]
+    names = {k for f in files.values() for k in f["data"]}
+    assert len(names) + 1 <= 40 and len(files) <= 40, sorted(names)
+    assert all(isinstance(v, (int, float)) or v is None for f in files.values() for v in f["data"].values())
+    assert not [n for n in names if "second" in n]
+    assert {"pose3d.mpjpe", "pose3d_refined.mpjpe", "baseline_gt.mpjpe", "pseudo3d.n_mpjpe", "rig.rotation_error_deg",
+            "mpii.pckh@0.5", "pose2d.pckh@0.5", "fit.mpjpe", "refiner.fit_mpjpe_after"} <= names
+    assert json.loads((repo / "timings" / "train_3d.json").read_text())["seconds"] > 0
     status = _run(["dvc", "status"], repo, env)
     assert "up to date" in status, status
 
@@ -179,10 +189,13 @@ def test_a_recording_without_ground_truth_runs_the_self_supervised_chain(repo, t
                                rtol=1e-6, atol=1e-3)
     rig = json.loads((copy / "data" / "cameras_estimated.json").read_text())
     assert sorted(rig["extrinsics"]) == ["S1", "S9"] and len(rig["extrinsics"]["S1"]) == 4
-    infer = json.loads((copy / "metrics" / "infer_2d.json").read_text())
+    infer = json.loads((copy / "reports" / "infer_2d.json").read_text())
     assert infer["shards_without_gt"] == infer["shards"] and "median_px" not in infer
-    tri = json.loads((copy / "metrics" / "triangulate.json").read_text())
+    assert json.loads((copy / "metrics" / "infer_2d.json").read_text()) == {}
+    tri = json.loads((copy / "reports" / "triangulate.json").read_text())
     assert tri["ground_truth"]["frames_evaluated"] == 0 and "camera_errors" not in tri["subjects"]["S1"]
+    assert "pseudo3d.mpjpe" not in json.loads((copy / "metrics" / "triangulate.json").read_text())
+    assert len(pd.read_csv(copy / "reports" / "plots" / "pseudo3d_error_by_views.tsv", sep="\t")) == 0
 
     proc = subprocess.run(["dvc", "repro", "train_3d_gt"], cwd=copy, env=env, capture_output=True, text=True)
     said = proc.stdout + proc.stderr

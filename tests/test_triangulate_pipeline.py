@@ -217,12 +217,13 @@ def test_output_schema_metadata_and_determinism(data, tmp_path):
     for i in range(2):
         cmd = [sys.executable, str(ROOT / "stages" / "triangulate.py"), "--pose2d", str(tmp_path / "pose2d.parquet"),
                "--cameras", str(root / "cameras.json"), "--out", str(tmp_path / f"p{i}.parquet"),
-               "--metrics", str(tmp_path / f"m{i}.json"), "--gt-root", str(root), "--params", str(tmp_path / "params.yaml")]
+               "--metrics", str(tmp_path / f"m{i}.json"), "--report", str(tmp_path / f"r{i}.json"), "--gt-root", str(root),
+               "--params", str(tmp_path / "params.yaml")]
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
         assert proc.returncode == 0, proc.stderr[-3000:]
         outs.append((tmp_path / f"p{i}.parquet").read_bytes())
     assert outs[0] == outs[1]                                            # byte-identical
-    assert (tmp_path / "m0.json").read_bytes() == (tmp_path / "m1.json").read_bytes()
+    assert (tmp_path / "r0.json").read_bytes() == (tmp_path / "r1.json").read_bytes()
     assert pq.read_schema(tmp_path / "p0.parquet").remove_metadata() == PSEUDO3D_SCHEMA
     table = pd.read_parquet(tmp_path / "p0.parquet")
     assert list(table.columns) == PSEUDO3D_SCHEMA.names and len(read_pseudo3d(tmp_path / "p0.parquet")) == len(table)
@@ -231,8 +232,11 @@ def test_output_schema_metadata_and_determinism(data, tmp_path):
     md = read_parquet_metadata(tmp_path / "p0.parquet")
     assert {"epipose.triangulate.extrinsics", "epipose.triangulate.scale", "epipose.triangulate.params"} <= set(md)
     assert "S1" in json.loads(md["epipose.triangulate.estimated_cameras"])
-    m = json.loads((tmp_path / "m0.json").read_text())
+    m = json.loads((tmp_path / "r0.json").read_text())
     assert m["ground_truth"]["frames_evaluated"] > 0 and m["ground_truth"]["n_mpjpe_mm"] < 60
+    flat = json.loads((tmp_path / "m0.json").read_text())
+    assert flat["pseudo3d.n_mpjpe"] == m["ground_truth"]["n_mpjpe_mm"] and flat["rig.subjects_dropped"] == 0
+    assert flat["rig.rotation_error_deg"] == m["camera_rotation_error_deg"]["mean"]
     assert m["camera_rotation_error_deg"]["max"] < 1.0 and m["reproj_err_px"]["inliers_mean"] < 8
     # mm in each camera's frame: depth of the pelvis ~ the camera distance
     pelvis = table[(table["joint"] == "pelvis") & table["z"].notna()]

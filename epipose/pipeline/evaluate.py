@@ -36,7 +36,7 @@ from epipose.models.inference import infer_3d
 from epipose.models.pose_net import load_pose3d
 from epipose.models.refiner import load_refiner, refine_poses
 from epipose.params import in_range
-from epipose.viz import pose_figure, save_figure
+from epipose.viz import pose_figure, pyplot, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,11 @@ PAPER_MPJPE = {"fully_supervised": 51.8, "self_supervised": 76.6, "self_supervis
 METHOD_OF_TARGET = {"pseudo3d": "self_supervised", "gt": "fully_supervised"}
 METHOD_LABELS = {"self_supervised": "Self-supervised (pseudo-labels)", "self_supervised+refiner": "Self-supervised + refiner",
                  "fully_supervised": "Fully supervised (ground truth)", "fully_supervised+refiner": "Fully supervised + refiner"}
+# Results are keyed by role, whatever the networks were trained on (their method is in the report):
+# the stage's network (--model), it refined (--refiner), the fully supervised baseline (--baseline).
+ROLES = ("pose3d", "pose3d_refined", "baseline_gt")
+SUMMARY_KEYS = ("mpjpe", "n_mpjpe", "p_mpjpe", "pck3d", "auc")      # per role, in metrics/eval.json
+PCK_CURVE_MM = np.arange(0.0, 305.0, 5.0)                            # the PCK3D-vs-threshold plot
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,7 @@ def pose_metrics(pred_rr: np.ndarray, gt_rr: np.ndarray, centroids: dict[int, np
         "mpjpe": M.mpjpe(pred_rr, gt_rr),
         "n_mpjpe": M.n_mpjpe(pred_rr, gt_rr),
         "p_mpjpe": M.p_mpjpe(pred_rr, gt_rr),
-        f"pck3d@{pck_threshold_mm:g}": M.pck3d(pred_rr, gt_rr, pck_threshold_mm),
+        "pck3d": M.pck3d(pred_rr, gt_rr, pck_threshold_mm),
         "auc": M.auc(pred_rr, gt_rr),
     }
     for k, c in sorted(centroids.items()):
@@ -123,7 +128,8 @@ def action_name(action: str) -> str:
 
 def evaluate_predictions(keys: pd.DataFrame, preds: dict[str, np.ndarray], gt_rr: np.ndarray,
                          centroids: dict[int, np.ndarray], pck_threshold_mm: float = 150.0) -> dict:
-    """Per method: overall (frame-averaged) and per-action metrics of root-relative predictions."""
+    """Per role: overall (frame-averaged), per-action and per-joint metrics of root-relative
+    predictions, and the PCK3D curve (% at ``PCK_CURVE_MM``)."""
     actions = keys["action"].map(action_name).to_numpy()
     results = {}
     for method, pred in preds.items():
@@ -133,34 +139,89 @@ def evaluate_predictions(keys: pd.DataFrame, preds: dict[str, np.ndarray], gt_rr
         res = pose_metrics(pred, gt_rr, centroids, pck_threshold_mm)
         res["per_action"] = {a: pose_metrics(pred[actions == a], gt_rr[actions == a], centroids, pck_threshold_mm)
                              for a in sorted(set(actions))}
+        res["per_joint_mpjpe"] = {n: round(float(e), 3) for n, e in zip(skeleton.MPII_NAMES, M.per_joint_mpjpe(pred, gt_rr))}
+        res["pck3d_curve"] = [round(float(v), 3) for v in M.pck3d_curve(pred, gt_rr, PCK_CURVE_MM)]
         results[method] = res
     return results
 
 
 # --- outputs ----------------------------------------------------------------------------------------------
-def per_action_tsv(results: dict, path: str | Path) -> None:
-    """Long table for a dvc bar plot: one row per (action, method) with its MPJPE (+ ``all``)."""
-    rows = []
-    for method, res in results.items():
-        for action, r in res["per_action"].items():
-            rows.append((f"{action} | {method}", action, method, r["mpjpe"], r["p_mpjpe"], r["frames"]))
-        rows.append((f"all | {method}", "all", method, res["mpjpe"], res["p_mpjpe"], res["frames"]))
-    df = pd.DataFrame(rows, columns=["label", "action", "method", "mpjpe", "p_mpjpe", "frames"])
+def summary(results: dict) -> dict[str, float | None]:
+    """metrics/eval.json: ``<role>.<metric>`` for every role evaluated (flat; names independent of params)."""
+    return {f"{role}.{k}": results[role][k] for role in ROLES if role in results for k in SUMMARY_KEYS}
+
+
+def _write_tsv(df: pd.DataFrame, path: Path) -> None:
     with atomic_path(path) as tmp:
         df.to_csv(tmp, sep="\t", index=False, float_format="%.3f")
+
+
+def write_plots(results: dict, folder: str | Path) -> dict[str, Path]:
+    """The plots' data in ``folder``: MPJPE per action and per joint (long tables, label = "name | role")
+    and the PCK3D curve (one column per role) → {plot: path}."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for role, res in results.items():
+        for action, r in res["per_action"].items():
+            rows.append((f"{action} | {role}", action, role, r["mpjpe"], r["p_mpjpe"], r["frames"]))
+        rows.append((f"all | {role}", "all", role, res["mpjpe"], res["p_mpjpe"], res["frames"]))
+    paths = {name: folder / f"eval_{name}.tsv" for name in ("per_action", "per_joint", "pck3d_curve")}
+    _write_tsv(pd.DataFrame(rows, columns=["label", "action", "method", "mpjpe", "p_mpjpe", "frames"]),
+               paths["per_action"])
+    joints = [(f"{j} | {role}", j, role, e) for role, res in results.items() for j, e in res["per_joint_mpjpe"].items()]
+    _write_tsv(pd.DataFrame(joints, columns=["label", "joint", "method", "mpjpe"]), paths["per_joint"])
+    curve = pd.DataFrame({"threshold_mm": PCK_CURVE_MM, **{role: res["pck3d_curve"] for role, res in results.items()}})
+    _write_tsv(curve, paths["pck3d_curve"])
+    return paths
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        save_figure(fig, tmp)
+
+
+def draw_summary_figures(results: dict, labels: dict[str, str], folder: str | Path) -> list[Path]:
+    """The PCK3D curve and the per-joint MPJPE of every role as PNGs (for reports/results.md)."""
+    plt = pyplot()
+    folder = Path(folder)
+    fig, ax = plt.subplots(figsize=(5.5, 3.6), dpi=90)
+    for role, res in results.items():
+        ax.plot(PCK_CURVE_MM, res["pck3d_curve"], label=labels[role])
+    ax.set(title="PCK3D vs threshold (test subjects)", xlabel="threshold (mm)", ylabel="joints within (%)", ylim=(0, 100))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, folder / "pck3d_curve.png")
+    fig, ax = plt.subplots(figsize=(7.5, 3.6), dpi=90)
+    width = 0.8 / len(results)
+    x = np.arange(len(skeleton.MPII_NAMES))
+    for k, (role, res) in enumerate(results.items()):
+        ax.bar(x + (k - (len(results) - 1) / 2) * width, list(res["per_joint_mpjpe"].values()), width, label=labels[role])
+    ax.set_xticks(x, skeleton.MPII_NAMES, rotation=60, ha="right", fontsize=7)
+    ax.set(title="MPJPE per joint (test subjects; the pelvis is the root)", ylabel="MPJPE (mm)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, folder / "per_joint_mpjpe.png")
+    return [folder / "pck3d_curve.png", folder / "per_joint_mpjpe.png"]
 
 
 def _fmt(v) -> str:
     return "–" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.1f}"
 
 
+def _paper(label: str) -> float | None:
+    method = next((m for m, lab in METHOD_LABELS.items() if lab == label), None)
+    return PAPER_MPJPE.get(method)
+
+
 def results_markdown(results: dict, info: dict) -> str:
-    """The generated report: our numbers per method, overall and per action, next to the paper's."""
-    methods = list(results)
-    pck = next(k for k in results[methods[0]] if k.startswith("pck3d@"))
-    pss = [k for k in results[methods[0]] if k.startswith("pss@")]
-    cols = ["mpjpe", "n_mpjpe", "p_mpjpe", pck, "auc", *pss]
-    head = ["MPJPE", "N-MPJPE", "P-MPJPE", pck.upper().replace("PCK3D", "PCK3D"), "AUC", *[p.upper() for p in pss]]
+    """The generated report: our numbers per role, overall and per action, next to the paper's;
+    the figures listed in ``info["figures"]`` (paths relative to the report) embedded."""
+    roles, labels = list(results), info["methods"]
+    pss = [k for k in results[roles[0]] if k.startswith("pss@")]
+    cols = ["mpjpe", "n_mpjpe", "p_mpjpe", "pck3d", "auc", *pss]
+    head = ["MPJPE", "N-MPJPE", "P-MPJPE", f"PCK3D@{info['pck_threshold_mm']:g}", "AUC", *[p.upper() for p in pss]]
     lines = [
         "# EpipolarPose reproduction: results",
         "",
@@ -174,34 +235,46 @@ def results_markdown(results: dict, info: dict) -> str:
         "comparable with the paper's (different people, images, motion and scale); the paper's column is for "
         "orientation only.",
         "",
-        "| method | " + " | ".join(head) + " | paper MPJPE |",
-        "|---|" + "---:|" * (len(head) + 1),
+        "| method | metrics key | " + " | ".join(head) + " | paper MPJPE |",
+        "|---|---|" + "---:|" * (len(head) + 1),
     ]
-    for m in methods:
-        r = results[m]
-        lines.append(f"| {METHOD_LABELS.get(m, m)} | " + " | ".join(_fmt(r[c]) for c in cols)
-                     + f" | {_fmt(PAPER_MPJPE.get(m))} |")
-    if "self_supervised" in results and "fully_supervised" in results:
-        ratio = results["self_supervised"]["mpjpe"] / results["fully_supervised"]["mpjpe"]
+    for r in roles:
+        lines.append(f"| {labels[r]} | `{r}` | " + " | ".join(_fmt(results[r][c]) for c in cols)
+                     + f" | {_fmt(_paper(labels[r]))} |")
+    lines += _comparisons(results, labels)
+    actions = list(results[roles[0]]["per_action"])
+    lines += ["", "## MPJPE per action (mm)", "",
+              "| action | frames | " + " | ".join(labels[r] for r in roles) + " |",
+              "|---|---:|" + "---:|" * len(roles)]
+    for a in actions:
+        n = results[roles[0]]["per_action"][a]["frames"]
+        lines.append(f"| {a} | {n} | " + " | ".join(_fmt(results[r]["per_action"][a]["mpjpe"]) for r in roles) + " |")
+    lines.append(f"| **all** | {results[roles[0]]['frames']} | "
+                 + " | ".join(f"**{_fmt(results[r]['mpjpe'])}**" for r in roles) + " |")
+    figures = info.get("figures", [])
+    summary_figs = [f for f in figures if Path(f).stem in ("pck3d_curve", "per_joint_mpjpe", "rig_topview")]
+    if summary_figs:
+        lines += ["", "## Curves and the recovered cameras", ""]
+        lines += [f"![{Path(f).stem}]({f})" for f in summary_figs]
+    examples = [f for f in figures if f not in summary_figs]
+    if examples:
+        lines += ["", "## Example test frames", ""]
+        lines += [f"![{Path(f).stem}]({f})" for f in examples]
+    return "\n".join(lines) + "\n"
+
+
+def _comparisons(results: dict, labels: dict[str, str]) -> list[str]:
+    lines = []
+    self_sup, full = METHOD_LABELS["self_supervised"], METHOD_LABELS["fully_supervised"]
+    if "baseline_gt" in results and labels.get("pose3d") == self_sup and labels["baseline_gt"] == full:
+        ratio = results["pose3d"]["mpjpe"] / results["baseline_gt"]["mpjpe"]
         lines += ["", f"Self-supervised / fully supervised MPJPE (same training frames): **{ratio:.3f}** "
                       f"(the paper: {PAPER_MPJPE['self_supervised'] / PAPER_MPJPE['fully_supervised']:.3f})."]
-    if "self_supervised" in results and "self_supervised+refiner" in results:
-        a, b = results["self_supervised"]["mpjpe"], results["self_supervised+refiner"]["mpjpe"]
-        lines += ["", f"The refiner changes the self-supervised MPJPE by {b - a:+.1f} mm ({100 * (b - a) / a:+.1f}%; "
+    if "pose3d_refined" in results:
+        a, b = results["pose3d"]["mpjpe"], results["pose3d_refined"]["mpjpe"]
+        lines += ["", f"The refiner changes the MPJPE of {labels['pose3d']} by {b - a:+.1f} mm ({100 * (b - a) / a:+.1f}%; "
                       f"the paper: {PAPER_MPJPE['self_supervised+refiner'] - PAPER_MPJPE['self_supervised']:+.1f} mm)."]
-    actions = list(results[methods[0]]["per_action"])
-    lines += ["", "## MPJPE per action (mm)", "",
-              "| action | frames | " + " | ".join(METHOD_LABELS.get(m, m) for m in methods) + " |",
-              "|---|---:|" + "---:|" * len(methods)]
-    for a in actions:
-        n = results[methods[0]]["per_action"][a]["frames"]
-        lines.append(f"| {a} | {n} | " + " | ".join(_fmt(results[m]["per_action"][a]["mpjpe"]) for m in methods) + " |")
-    lines.append(f"| **all** | {results[methods[0]]['frames']} | "
-                 + " | ".join(f"**{_fmt(results[m]['mpjpe'])}**" for m in methods) + " |")
-    if info.get("figures"):
-        lines += ["", "## Example test frames", ""]
-        lines += [f"![{Path(f).stem}](figures/{Path(f).name})" for f in info["figures"]]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def draw_figures(folder: str | Path, cache: FrameCache, rig: Rig, idx: np.ndarray, uv_pred: np.ndarray,
@@ -266,9 +339,10 @@ def run_evaluation(frames_root: str | Path, h36m_root: str | Path, model_path: s
                    num_joints: int = skeleton.NUM_JOINTS, refiner_path: str | Path | None = None,
                    baseline_path: str | Path | None = None, figures_dir: str | Path | None = None,
                    device: str = "auto", progress: bool = True) -> tuple[dict, dict]:
-    """Evaluate ``model_path`` (+ ``refiner_path``) and optionally a second network ``baseline_path``
-    (e.g. the fully supervised one) on the test frames → (results per method, info). One process, on
-    ``device`` (``epipose.compute.select_device``: auto = CUDA when available)."""
+    """Evaluate ``model_path`` (role ``pose3d``), + ``refiner_path`` (``pose3d_refined``) and the fully
+    supervised ``baseline_path`` (``baseline_gt``) on the test frames → (results per role, info; its
+    ``methods`` names what each role's network was trained on). One process, on ``device``
+    (``epipose.compute.select_device``: auto = CUDA when available)."""
     device = select_device(device, p.threads)
     dataset = H36MDataset(h36m_root)
     cache = load_frames(frames_root, p.subjects, stride=p.stride, workers=p.decode_workers, progress=progress)
@@ -277,32 +351,36 @@ def run_evaluation(frames_root: str | Path, h36m_root: str | Path, model_path: s
     cams = dataset.rig.intrinsic_cameras(cache.keys["camera"])
     memory_format = torch.channels_last if p.channels_last else torch.contiguous_format
     preds: dict[str, np.ndarray] = {}
-    main: dict = {}
-    for path in [q for q in (baseline_path, model_path) if q is not None]:
+    methods: dict[str, str] = {}           # role → what its network was trained on
+    labels: dict[str, str] = {}
+    uv_main = None
+    for role, path in (("baseline_gt", baseline_path), ("pose3d", model_path)):
+        if path is None:
+            continue
         model, meta = load_pose3d(path, num_joints, map_location=device)
         model = model.to(memory_format=memory_format)
-        method = METHOD_OF_TARGET.get(meta.get("target"), Path(path).stem)
-        if method in preds:
-            method = f"{method} ({Path(path).stem})"
+        methods[role] = METHOD_OF_TARGET.get(meta.get("target"), Path(path).stem)
+        labels[role] = METHOD_LABELS.get(methods[role], methods[role])
         out = infer_3d(model, cache.images, cache.boxes, cams, test.root_depth, depth_range_mm=meta["depth_range_mm"],
                        batch_size=p.batch_size, flip_test=p.flip_test, amp=p.amp, channels_last=p.channels_last,
                        progress=progress)
-        preds[method] = root_relative(out["pose_cam"])
-        if path == model_path:
-            main = {"method": method, "uv": out["uvd"][..., :2]}
+        preds[role] = root_relative(out["pose_cam"])
+        uv_main = out["uvd"][..., :2]
     if refiner_path is not None:
         refiner, _ = load_refiner(refiner_path, num_joints, map_location=device)
-        preds[f"{main['method']}+refiner"] = refine_poses(refiner, preds[main["method"]], amp="none")
-    results = evaluate_predictions(cache.keys, preds, test.gt_rr, test.centroids, p.pck_threshold_mm)
-    info = info_of(test, p, str(h36m_root))
-    shown = f"{main['method']}+refiner" if refiner_path is not None else main["method"]
+        preds["pose3d_refined"] = refine_poses(refiner, preds["pose3d"], amp="none")
+        labels["pose3d_refined"] = METHOD_LABELS.get(f"{methods['pose3d']}+refiner", f"{labels['pose3d']} + refiner")
+    results = evaluate_predictions(cache.keys, {r: preds[r] for r in ROLES if r in preds}, test.gt_rr,
+                                   test.centroids, p.pck_threshold_mm)
+    info = {**info_of(test, p, str(h36m_root)), "methods": labels}
+    shown = "pose3d_refined" if refiner_path is not None else "pose3d"
     if figures_dir is not None:
         idx = figure_frames(len(cache), p.figures)
-        files = draw_figures(figures_dir, cache, dataset.rig, idx, main["uv"], preds[shown], test.gt_cam,
-                             METHOD_LABELS.get(shown, shown))
+        files = draw_figures(figures_dir, cache, dataset.rig, idx, uv_main, preds[shown], test.gt_cam, labels[shown])
         info["figures"] = [str(f) for f in files]
-    for method, r in results.items():
-        log.info("%s: MPJPE %.1f mm, P-MPJPE %.1f mm on %d frames", method, r["mpjpe"], r["p_mpjpe"], r["frames"])
+    for role, r in results.items():
+        log.info("%s (%s): MPJPE %.1f mm, P-MPJPE %.1f mm on %d frames", role, labels[role], r["mpjpe"], r["p_mpjpe"],
+                 r["frames"])
     return results, info
 
 
@@ -310,4 +388,4 @@ def info_of(test: TestSet, p: EvaluateParams, h36m_root: str) -> dict:
     return {"subjects": sorted(set(test.cache.keys["subject"]), key=lambda s: (len(s), s)), "stride": p.stride,
             "frames": len(test.cache), "sequences": len(key_groups(test.cache.keys)),
             "cameras": len(set(test.cache.keys["camera"])), "h36m_root": str(h36m_root),
-            "frames_without_gt": test.frames_without_gt}
+            "frames_without_gt": test.frames_without_gt, "pck_threshold_mm": p.pck_threshold_mm}

@@ -329,6 +329,12 @@ def run_infer_2d(frames_root: str | Path, model_path: str | Path, out_path: str 
     return metrics
 
 
+def summary(report: dict) -> dict[str, float]:
+    """metrics/infer_2d.json: the 2D error against the projected ground truth (empty without it)."""
+    names = {"pckh@0.5": "pose2d.pckh@0.5", "median_px": "pose2d.median_px", "mean_px": "pose2d.mean_px"}
+    return {new: report[old] for old, new in names.items() if old in report}
+
+
 def _write_rows(path: Path, schema: pa.Schema, model: torch.nn.Module, mine: list, p: Infer2DParams, rt: Runtime,
                 dataset: H36MDataset | None, without_gt: set, stats: dict[str, ErrorStats], progress: bool
                 ) -> tuple[list[int], int]:

@@ -237,3 +237,8 @@ def pretrain_2d(mpii_root: str | Path, model_params: ModelParams, p: Pretrain2DP
         # fit's last evaluation scored the weights it returns; a run resumed complete evaluated nothing
         report = reports[-1] if result.epochs_run > 0 else report_of(result.model)
     return result, report, info
+
+
+def summary(report: dict) -> dict[str, float]:
+    """metrics/pretrain_2d.json: PCKh on MPII's validation split."""
+    return {"mpii.pckh@0.5": round(report["pckh@0.5"], 3), "mpii.pckh@0.1": round(report["pckh@0.1"], 3)}

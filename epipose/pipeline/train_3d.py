@@ -136,6 +136,12 @@ def init_from_2d(pose2d_path: str | Path, model_params: ModelParams) -> PoseNet:
     return model
 
 
+def summary(report: dict) -> dict[str, float | None]:
+    """metrics/train_3d.json (and train_3d_gt.json): how well the network fits its own labels on
+    the training frames (root-relative MPJPE, mm) and the last epoch's loss."""
+    return {"fit.mpjpe": report["train_target_mpjpe_mm"], "fit.final_loss": report["final_train_loss"]}
+
+
 def target_mpjpe(pred_cam: np.ndarray, targets: Targets) -> float:
     """Root-relative mean error (mm) of predictions against the targets over valid joints."""
     return masked_mpjpe(root_relative(pred_cam), root_relative(targets.pose_cam), targets.valid)

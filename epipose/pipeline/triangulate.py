@@ -585,21 +585,82 @@ def recovered_rig(out: TriangulationOutput, rig: Rig, p: TriangulateParams) -> R
     return Rig(dict(rig.intrinsics), extrinsics, source="triangulate")
 
 
-# --- ground truth ----------------------------------------------------------------------------------
-def evaluate_against_gt(table: pd.DataFrame, gt: Callable[[str, str, str], np.ndarray | None]) -> dict:
-    """Pseudo-label accuracy: ``gt(subject, action, camera)`` → (N, 16, 3) poses in that camera's frame (mm) or None.
+def rig_panels(out: TriangulationOutput, rig: Rig) -> tuple[dict[str, dict], tuple[str, str]]:
+    """Per subject with static cameras, the recovered cameras seen from above for ``viz.rig_figure``.
 
-    Complete frames (all 16 joints triangulated) with ground truth are scored: MPJPE, N-MPJPE and
-    P-MPJPE (pelvis-relative), absolute MPJPE (camera frame, not root-centred), PCK3D@150 and AUC.
-    Complete frames can be a small, easy sample (a joint the 2D network is unsure of is often
-    missing), so ``mpjpe_mm_all_joints`` also scores every triangulated joint of every frame whose
-    pelvis was triangulated (pelvis-relative).
-    """
-    if not len(table):
-        return {"frames_evaluated": 0}
-    keys, vals = to_dense(table, ["x", "y", "z"])
-    pred = vals.astype(np.float64)
-    target = np.full(pred.shape, np.nan)
+    Where cameras.json has every used camera's extrinsics, the recovered rig is placed through the
+    true pose of its reference camera (no fitting: rotation, direction and scale errors all show)
+    beside the true rig, on the world's ground plane (x, y; Human3.6M's z is up). Otherwise it is
+    drawn in its reference camera's frame on the x–z plane (y points down)."""
+    panels: dict[str, dict] = {}
+    known = all(all(rig.has_extrinsics(s, n) for n in g.names) for s, g in out.cameras.items())
+    for subject, group in sorted(out.cameras.items()):
+        rep = out.report["subjects"].get(subject, {})
+        if rep.get("extrinsics") == "estimated (per_frame)":
+            continue                                                   # no single rig
+        ref = rep.get("reference_camera") if rep.get("extrinsics") != "known" else None
+        centres = np.einsum("vji,vj->vi", group.R, -group.t)           # -Rᵀ t
+        dirs = group.R[:, 2, :]                                        # the optical axis, Rᵀ e_z
+        _, pts = out.points.get(subject, (None, np.full((1, skeleton.NUM_JOINTS, 3), np.nan)))
+        person = np.nanmean(pts[:, skeleton.PELVIS], axis=0) if np.isfinite(pts[:, skeleton.PELVIS]).any() else None
+        true = None
+        if known:
+            truth = [rig.camera(subject, n) for n in group.names]
+            if ref is not None:                                        # reference frame → world
+                T = rig.camera(subject, ref)
+                centres, dirs = (centres - T.t) @ T.R, dirs @ T.R
+                person = None if person is None else (person - T.t) @ T.R
+            true = (np.array([c.center for c in truth])[:, :2], np.array([c.R[2] for c in truth])[:, :2])
+        axes = [0, 1] if known else [0, 2]
+        panels[subject] = {"names": list(group.names), "est": (centres[:, axes], dirs[:, axes]), "true": true,
+                         "person": None if person is None else person[axes]}
+    return panels, (("x (mm)", "y (mm)") if known else ("x (mm)", "depth z (mm)"))
+
+
+def summary(report: dict) -> dict[str, float | None]:
+    """metrics/triangulate.json: the pseudo-labels' accuracy (with ground truth), coverage and
+    reprojection error; the recovered rig's mean relative-pose errors (with true extrinsics)."""
+    gt = report.get("ground_truth", {})
+    out = {"pseudo3d.coverage": report["coverage"], "pseudo3d.reproj_px": report["reproj_err_px"]["rows_median"],
+           "rig.subjects_dropped": report["subjects_dropped"]}
+    if gt.get("frames_evaluated"):
+        out.update({"pseudo3d.mpjpe": gt["mpjpe_mm"], "pseudo3d.n_mpjpe": gt["n_mpjpe_mm"],
+                    "pseudo3d.p_mpjpe": gt["p_mpjpe_mm"]})
+    for key, name in (("camera_rotation_error_deg", "rig.rotation_error_deg"),
+                      ("camera_translation_direction_error_deg", "rig.translation_direction_error_deg"),
+                      ("camera_baseline_error_pct", "rig.baseline_error_pct")):
+        if report[key]["n"]:
+            out[name] = report[key]["mean"]
+    return out
+
+
+# --- ground truth ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LabelsVsGT:
+    """The pseudo-labels beside their ground truth, one row per frame (F, 16, ...), NaN where missing."""
+
+    pred: np.ndarray            # (F, J, 3) mm, camera frame
+    target: np.ndarray          # (F, J, 3) mm
+    reproj: np.ndarray          # (F, J) px
+    n_views: np.ndarray         # (F, J)
+    missing: int                # frames without ground truth
+
+    @property
+    def rel_err(self) -> np.ndarray:
+        """(F, J) pelvis-relative joint error, mm (NaN where either side or the pelvis is missing)."""
+        return np.linalg.norm(metrics.root_relative(self.pred) - metrics.root_relative(self.target), axis=-1)
+
+    @property
+    def scored(self) -> np.ndarray:
+        """(F, J) the non-root joints with a finite pelvis-relative error."""
+        return np.isfinite(self.rel_err) & (np.arange(self.pred.shape[1]) != skeleton.PELVIS)
+
+
+def labels_vs_gt(table: pd.DataFrame, gt: Callable[[str, str, str], np.ndarray | None]) -> LabelsVsGT:
+    """``gt(subject, action, camera)`` → (N, 16, 3) poses in that camera's frame (mm) or None."""
+    keys, vals = to_dense(table, ["x", "y", "z", "reproj_err", "n_views"])
+    vals = vals.astype(np.float64)
+    target = np.full(vals[..., :3].shape, np.nan)
     missing = 0
     for (s, a, c), idx in keys.groupby(["subject", "action", "camera"], sort=True).indices.items():
         g = gt(s, a, c)
@@ -610,19 +671,34 @@ def evaluate_against_gt(table: pd.DataFrame, gt: Callable[[str, str, str], np.nd
         ok = fr < len(g)
         target[idx[ok]] = g[fr[ok]]
         missing += int((~ok).sum())
+    return LabelsVsGT(vals[..., :3], target, vals[..., 3], vals[..., 4], missing)
+
+
+def evaluate_against_gt(table: pd.DataFrame, gt: Callable[[str, str, str], np.ndarray | None]) -> dict:
+    """Pseudo-label accuracy against ``gt`` (see ``labels_vs_gt``).
+
+    Complete frames (all 16 joints triangulated) with ground truth are scored: MPJPE, N-MPJPE and
+    P-MPJPE (pelvis-relative), absolute MPJPE (camera frame, not root-centred), PCK3D@150 and AUC.
+    Complete frames can be a small, easy sample (a joint the 2D network is unsure of is often
+    missing), so ``mpjpe_mm_all_joints`` also scores every triangulated joint of every frame whose
+    pelvis was triangulated (pelvis-relative).
+    """
+    if not len(table):
+        return {"frames_evaluated": 0}
+    lv = labels_vs_gt(table, gt)
+    pred, target = lv.pred, lv.target
     complete = np.isfinite(pred).all(axis=(1, 2)) & np.isfinite(target).all(axis=(1, 2))
     if not complete.any():
-        return {"frames_evaluated": 0, "frames_without_gt": missing}
+        return {"frames_evaluated": 0, "frames_without_gt": lv.missing}
     P, G = pred[complete], target[complete]
     Pr, Gr = metrics.root_relative(P), metrics.root_relative(G)
     any_joint = np.isfinite(pred).all(-1) & np.isfinite(target).all(-1)
-    rel_err = np.linalg.norm(metrics.root_relative(pred) - metrics.root_relative(target), axis=-1)
-    scored = np.isfinite(rel_err) & (np.arange(pred.shape[1]) != skeleton.PELVIS)
+    scored = lv.scored
     return {
         "frames_evaluated": int(complete.sum()),
-        "frames_without_gt": int(missing),
+        "frames_without_gt": int(lv.missing),
         "mpjpe_mm": _json_float(metrics.mpjpe(Pr, Gr), 3),
-        "mpjpe_mm_all_joints": _json_float(rel_err[scored].mean(), 3) if scored.any() else None,
+        "mpjpe_mm_all_joints": _json_float(lv.rel_err[scored].mean(), 3) if scored.any() else None,
         "joints_scored_all_joints": int(scored.sum()),
         "n_mpjpe_mm": _json_float(metrics.n_mpjpe(Pr, Gr), 3),
         "p_mpjpe_mm": _json_float(metrics.p_mpjpe(P, G), 3),
@@ -632,6 +708,31 @@ def evaluate_against_gt(table: pd.DataFrame, gt: Callable[[str, str, str], np.nd
         "pck3d_150_pct": _json_float(metrics.pck3d(Pr, Gr), 3),
         "auc_pct": _json_float(metrics.auc(Pr, Gr), 3),
     }
+
+
+REPROJ_BINS_PX = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0, 20.0, 40.0, np.inf)
+
+
+def error_tables(lv: LabelsVsGT) -> dict[str, pd.DataFrame]:
+    """Where the pseudo-labels' error comes from: the pelvis-relative joint error (non-root joints) by
+    the number of views a joint was triangulated from, and by its row's reprojection error (bins
+    ``REPROJ_BINS_PX``; ``reproj_px`` is the bin's upper edge, the last bin's lower edge)."""
+    err, ok = lv.rel_err, lv.scored
+    e, views, rep = err[ok], lv.n_views[ok].astype(int), lv.reproj[ok]
+
+    def stats(e: np.ndarray, groups: np.ndarray, values: list) -> pd.DataFrame:
+        rows = [(v, float(e[groups == v].mean()), float(np.median(e[groups == v])), int((groups == v).sum()))
+                for v in values if (groups == v).any()]
+        return pd.DataFrame(rows, columns=["x", "mean_error_mm", "median_error_mm", "joints"])
+
+    by_views = stats(e, views, sorted(set(views.tolist()))).rename(columns={"x": "views"})
+    edges = np.asarray(REPROJ_BINS_PX)
+    finite = np.isfinite(rep)
+    bins = np.digitize(rep[finite], edges[1:-1])
+    by_reproj = stats(e[finite], bins, list(range(len(edges) - 1)))
+    by_reproj.insert(1, "bin_px", [f"{edges[b]:g}-{edges[b + 1]:g}" for b in by_reproj["x"]])
+    by_reproj["x"] = [float(np.median(rep[finite][bins == b])) for b in by_reproj["x"]]
+    return {"pseudo3d_error_by_views": by_views, "pseudo3d_error_by_reproj": by_reproj.rename(columns={"x": "reproj_px"})}
 
 
 def ground_truth(root: str | Path) -> Callable[[str, str, str], np.ndarray | None]:
