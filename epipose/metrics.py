@@ -123,6 +123,19 @@ def root_relative(poses, root: int = skeleton.PELVIS):
     return poses - poses[..., root : root + 1, :]
 
 
+def non_root(poses, root: int = skeleton.PELVIS):
+    """The joints but the root (..., J-1, 3): after ``root_relative`` the root's error is 0 by
+    construction, so averages over all J joints (the seed's convention) are (J-1)/J of these."""
+    return np.delete(np.asarray(poses, dtype=np.float64), root, axis=-2)
+
+
+def action_average(values: np.ndarray, actions: np.ndarray) -> float:
+    """Mean over actions of the per-action mean of per-frame ``values`` (Human3.6M tables average
+    per action first; a frame average weighs actions by their frame counts)."""
+    values, actions = np.asarray(values, dtype=np.float64), np.asarray(actions)
+    return float(np.mean([values[actions == a].mean() for a in np.unique(actions)]))
+
+
 def joint_errors(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
     """Euclidean error per joint (..., J)."""
     pred, gt = _pair(pred, gt)
@@ -201,9 +214,10 @@ def pose_clusters(poses: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 
 
 def pss(pred: np.ndarray, gt: np.ndarray, k: int = 50, centroids: np.ndarray | None = None, seed: int = 0) -> float:
-    """Pose Structure Score PSS@k (Sharma et al. 2019), in %: the fraction of frames whose prediction
-    falls in the same k-means cluster of normalised poses as its ground truth. Clusters come from
-    ``centroids`` (e.g. fitted on the training ground truth) or are fitted on ``gt``."""
+    """Pose Structure Score PSS@k (introduced with EpipolarPose, Kocabas et al. 2019), in %: the
+    fraction of frames whose prediction falls in the same k-means cluster of normalised poses as its
+    ground truth. Clusters come from ``centroids`` (e.g. fitted on the training ground truth) or are
+    fitted on ``gt``."""
     pred, gt = _pair(pred, gt)
     if centroids is None:
         centroids = fit_pose_clusters(gt, k, seed)

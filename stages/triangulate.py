@@ -34,8 +34,9 @@ from epipose.data.pose_tables import read_pose2d, write_pseudo3d  # noqa: E402
 from epipose.io import atomic_path, check_writable, write_json, write_metrics  # noqa: E402
 from epipose.launch import run_stage, stage_logger  # noqa: E402
 from epipose.params import load_section  # noqa: E402
+from epipose.params import ParamError  # noqa: E402
 from epipose.pipeline.triangulate import (TriangulateParams, error_tables, evaluate_against_gt,  # noqa: E402
-                                          ground_truth, labels_vs_gt, recovered_rig, rig_panels, summary,
+                                          ground_truth, ground_truth_2d, labels_vs_gt, recovered_rig, rig_panels, summary,
                                           triangulate_table)
 from epipose.viz import rig_figure, save_figure  # noqa: E402
 
@@ -62,6 +63,11 @@ def main() -> None:
     rig = load_rig(args.cameras)
     pose2d = read_pose2d(args.pose2d)
     gt = ground_truth(args.gt_root) if args.gt_root else None
+    if params.input_2d == "ground_truth":
+        if not args.gt_root:
+            raise ParamError("param triangulate.input_2d: ground_truth needs --gt-root (the data root with D3_Positions)")
+        pose2d = ground_truth_2d(pose2d, args.gt_root)
+        log.info("input_2d: ground truth projected into each camera (the 2D network's detections replaced)")
     log.info("%d rows from %s, mode %s", len(pose2d), args.pose2d, params.mode)
     out = triangulate_table(pose2d, rig, params, progress=lambda xs: tqdm(xs, desc="subjects", file=sys.stderr))
     report = dict(out.report)

@@ -107,6 +107,8 @@ def test_known_errors(world):
     far = gt_rr + np.where(np.arange(16)[None, :, None] == skeleton.PELVIS, 0.0, [200.0, 0.0, 0.0])
     r = evaluate_predictions(keys, {"far": far}, gt_rr, centroids)["far"]
     assert r["pck3d"] == pytest.approx(100 / 16, abs=1e-3) and r["mpjpe"] == pytest.approx(200 * 15 / 16, abs=1e-3)
+    # the seed's 16 joints count the root (0 after root-centring); the 15 others are 200 mm off
+    assert r["mpjpe_15j"] == pytest.approx(200.0, abs=1e-3)
 
 
 def test_per_action_and_frame_averaged_overall(world):
@@ -128,6 +130,8 @@ def test_per_action_and_frame_averaged_overall(world):
     assert res["per_action"]["Greeting"]["mpjpe"] == pytest.approx(40.0)
     n_w, n_g = res["per_action"]["Walking"]["frames"], res["per_action"]["Greeting"]["frames"]
     assert n_w != n_g and res["mpjpe"] == pytest.approx((10 * n_w + 40 * n_g) / (n_w + n_g))
+    # Human3.6M tables average per action first: (10 + 40) / 2, whatever the frame counts
+    assert res["action_averaged"]["mpjpe"] == pytest.approx(25.0) and res["action_averaged"]["mpjpe_15j"] == pytest.approx(25.0)
     with pytest.raises(ValueError, match="m: 1 test frames have non-finite predictions"):
         bad = pred.copy()
         bad[0, 3] = np.nan
@@ -161,13 +165,17 @@ def test_report_plots_and_summary(world, tmp_path):
     assert curve[curve.threshold_mm <= 150].pose3d.mean() == pytest.approx(res["pose3d"]["auc"], abs=1e-2)
     # metrics: flat, stable names per role (whatever the networks were trained on)
     flat = summary(res)
-    assert sorted(flat) == sorted(f"{r}.{k}" for r in preds for k in ("mpjpe", "n_mpjpe", "p_mpjpe", "pck3d", "auc"))
+    assert sorted(flat) == sorted(f"{r}.{k}" for r in preds for k in ("mpjpe", "mpjpe_15j", "n_mpjpe", "p_mpjpe", "pck3d", "auc"))
     assert flat["pose3d_refined.mpjpe"] == res["pose3d_refined"]["mpjpe"]
     info = {"subjects": ["S9"], "stride": 4, "frames": len(cache), "cameras": 2, "h36m_root": "data/raw/h36m",
             "figures": ["figures/a.png", "rig_topview.png"], "methods": LABELS, "pck_threshold_mm": 150.0}
     md = results_markdown(res, info)
     ratio = res["pose3d"]["mpjpe"] / res["baseline_gt"]["mpjpe"]
     assert f"**{ratio:.3f}**" in md and "76.6" in md and "51.8" in md and "60.5" in md and "PCK3D@150" in md
+    # the paper column like for like: no-R/t self-supervision as N-MPJPE, ResNet-18 fully supervised
+    row = {r: next(line for line in md.splitlines() if f"`{r}`" in line) for r in preds}
+    assert "78.8 N-MPJPE (ResNet-50)" in row["pose3d"] and "63.0 MPJPE (ResNet-18)" in row["baseline_gt"]
+    assert "mean of the actions" in md and "MPJPE 15 joints" in md
     assert "| Walking 1 |" not in md and "| Walking |" in md and "![a](figures/a.png)" in md
     assert "![rig_topview](rig_topview.png)" in md and "`pose3d_refined`" in md
     assert list(figure_frames(100, 4)) == [20, 40, 59, 79] and len(figure_frames(3, 10)) == 3
@@ -210,7 +218,7 @@ def test_evaluate_stage_end_to_end(world, tmp_path):
     assert report["baseline_gt"]["mpjpe"] == report["pose3d"]["mpjpe"]
     assert report["pose3d_refined"]["mpjpe"] != report["pose3d"]["mpjpe"]
     metrics = json.loads((out / "eval.json").read_text())
-    assert len(metrics) == 15 and metrics["pose3d.mpjpe"] == report["pose3d"]["mpjpe"]
+    assert len(metrics) == 18 and metrics["pose3d.mpjpe"] == report["pose3d"]["mpjpe"]
     pngs = sorted((out / "reports" / "figures").glob("*.png"))
     assert len(pngs) == 2 + 2 and all(p.stat().st_size > 10000 for p in pngs)       # examples, curves
     md = (out / "reports" / "results.md").read_text()
@@ -240,3 +248,25 @@ def test_evaluate_stage_end_to_end(world, tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1].endswith(
         f"{cdf}: ground truth not finite at frame 3, joint Hip (1 frames)"), proc.stderr[-2000:]
     assert not out.exists() or not any(out.rglob("*"))
+
+
+def test_the_refiner_is_evaluated_on_the_kind_of_input_it_was_trained_on(tmp_path):
+    """train_refiner records whether its input predictions were flip-averaged (train_3d.flip_test);
+    evaluate refuses another kind (evaluate.flip_test), naming both keys."""
+    from epipose.data.pose_tables import write_pred3d
+    from epipose.pipeline.evaluate import check_refiner_input
+    from epipose.pipeline.train_refiner import refiner_data
+
+    from epipose.data.pose_tables import PSEUDO3D_VALUES, from_dense, write_pseudo3d
+
+    keys = pd.DataFrame({"subject": ["S1"], "action": ["Walking"], "camera": ["c"], "frame": [0]})
+    pose = np.random.default_rng(0).normal(scale=200.0, size=(1, 16, 3)) + [0.0, 0.0, 4000.0]
+    write_pred3d(tmp_path / "pred.parquet", keys, pose, np.ones((1, 16)), metadata={"flip_test": "False"})
+    labels = np.concatenate([pose, np.zeros((1, 16, 1)), np.full((1, 16, 1), 4)], axis=-1)
+    write_pseudo3d(from_dense(keys, labels, PSEUDO3D_VALUES), tmp_path / "pseudo3d.parquet")
+    assert refiner_data(tmp_path / "pred.parquet", tmp_path / "pseudo3d.parquet").flip_test is False
+    check_refiner_input({"input_flip_test": True}, True, "r.pt")
+    check_refiner_input({}, False, "r.pt")              # a refiner that does not say: not checked
+    with pytest.raises(ValueError, match="evaluate.flip_test is true but the refiner r.pt was trained on predictions "
+                                         "with flip_test false .param train_3d.flip_test."):
+        check_refiner_input({"input_flip_test": False}, True, "r.pt")

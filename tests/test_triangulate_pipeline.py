@@ -241,6 +241,13 @@ def test_output_schema_metadata_and_determinism(data, tmp_path):
     # mm in each camera's frame: depth of the pelvis ~ the camera distance
     pelvis = table[(table["joint"] == "pelvis") & table["z"].notna()]
     assert 3000 < pelvis["z"].median() < 7000
+    # triangulate.input_2d: ground_truth — the same rows from the projected truth: near-exact labels
+    write_params(tmp_path / "params.yaml", {"triangulate": {"ba_max_frames": 60, "input_2d": "ground_truth"}})
+    cmd[cmd.index("--report") + 1] = str(tmp_path / "r_gt2d.json")
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0 and "ground truth projected" in proc.stderr, proc.stderr[-3000:]
+    gt2d = json.loads((tmp_path / "r_gt2d.json").read_text())["ground_truth"]
+    assert gt2d["n_mpjpe_mm"] < 1.0 < m["ground_truth"]["n_mpjpe_mm"]
 
 
 @pytest.mark.parametrize("breakage", ["missing_column", "unknown_joint", "not_parquet"])
@@ -302,7 +309,8 @@ def test_pooled_on_real_detector_output():
 
 
 def test_pseudo_label_accuracy_counts_incomplete_frames(data):
-    """Complete frames alone can be a biased sample; mpjpe_mm_all_joints scores every triangulated joint."""
+    """Complete frames alone can be a biased sample; mpjpe_15j_mm_all_triangulated scores every
+    triangulated non-root joint; mpjpe_mm averages the 16 joints, the root's 0 included."""
     rig, seqs, cams = data
     one = {k: v[:40] for k, v in seqs.items() if k == ("S1", "Walking 1")}
     df, _ = simulate_pose2d(one, cams, NOISE_MODELS["exact"])
@@ -313,5 +321,11 @@ def test_pseudo_label_accuracy_counts_incomplete_frames(data):
     e = evaluate_against_gt(table, gt_lookup(one, cams))
     n_rows = len(table) // 16                                                               # (camera, frame) rows
     assert e["frames_evaluated"] == n_rows // 2 and e["mpjpe_mm"] < 1e-3                     # blind to the wrist
-    assert e["joints_scored_all_joints"] == n_rows * 15 - n_rows // 2
-    assert e["mpjpe_mm_all_joints"] == pytest.approx(30.0 * (n_rows // 2) / e["joints_scored_all_joints"], rel=1e-3)
+    assert e["joints_scored_all_triangulated"] == n_rows * 15 - n_rows // 2
+    assert e["mpjpe_15j_mm_all_triangulated"] == pytest.approx(30.0 * (n_rows // 2) / e["joints_scored_all_triangulated"],
+                                                               rel=1e-3)
+    # 15 vs 16 joints on a constructed case: every non-root joint 16 mm off → 16 and 15 mm
+    shifted = table.copy()
+    shifted.loc[shifted["joint"] != "pelvis", "y"] += 16.0
+    e2 = evaluate_against_gt(shifted[~shifted["frame"].isin(table.loc[odd, "frame"])], gt_lookup(one, cams))
+    assert e2["mpjpe_15j_mm"] == pytest.approx(16.0, abs=1e-3) and e2["mpjpe_mm"] == pytest.approx(15.0, abs=1e-3)

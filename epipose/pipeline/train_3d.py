@@ -65,7 +65,7 @@ class Train3DParams(TrainParams):
     min_views: int = in_range(0, 64, default=2)            # pseudo-labels from fewer views are masked
     max_reproj_err: float = in_range(0.0, 1e6, default=0.0)   # px; larger mean reprojection errors masked; 0 = off
     fit_frames: int = in_range(0, 1000000, default=256)     # training frames of the per-epoch fit curve; 0 = none
-    flip_test: bool = False                                 # predictions on the training frames (refiner input)
+    flip_test: bool = True                                  # training-frame predictions (refiner input): as evaluate.flip_test
     eval_batch_size: int = in_range(1, 65536, default=128)
     decode_workers: int = in_range(1, 64, default=2)
 

@@ -18,7 +18,7 @@ from epipose import skeleton
 from epipose.compute import Runtime
 from epipose.data.pose_tables import read_pred3d
 from epipose.data.targets import pseudo3d_targets
-from epipose.io import content_hash
+from epipose.io import content_hash, read_parquet_metadata
 from epipose.metrics import masked_mpjpe, root_relative
 from epipose.models.refiner import Refiner, mirror, refine_poses, swap_sides
 from epipose.params import in_range, redefault
@@ -81,12 +81,14 @@ class RefinerData:
     inputs: np.ndarray         # (N, J, 3) root-relative predictions, mm (0 where missing)
     targets: np.ndarray        # (N, J, 3) root-relative labels, mm (0 where missing)
     mask: np.ndarray           # (N, J) bool: trainable joints
+    flip_test: bool | None = None   # the predictions averaged with the mirrored crop (their file says; None: unknown)
 
 
 def refiner_data(pred3d_path: str | Path, pseudo3d_path: str | Path, min_views: int = 2,
                  max_reproj_err: float = 0.0) -> RefinerData:
     """Pair the 3D network's training-frame predictions with their pseudo-labels (root-relative both)."""
     keys, pred, _ = read_pred3d(pred3d_path)
+    flip = read_parquet_metadata(pred3d_path).get("flip_test")
     labels = pseudo3d_targets(keys, pseudo3d_path, min_views, max_reproj_err, section="refiner",
                               frames_of=f"the 3D network's predictions {pred3d_path}")
     inputs = root_relative(pred)
@@ -96,7 +98,7 @@ def refiner_data(pred3d_path: str | Path, pseudo3d_path: str | Path, min_views: 
         raise ValueError(f"{pred3d_path}: no frame has both a finite prediction and a valid pseudo-label")
     inputs = np.where(np.isfinite(inputs).all(axis=(1, 2))[:, None, None], inputs, 0.0)
     targets = np.where(mask[..., None], targets, 0.0)
-    return RefinerData(inputs, targets, mask)
+    return RefinerData(inputs, targets, mask, {"True": True, "False": False}.get(flip))
 
 
 def train_refiner(data: RefinerData, p: RefinerParams, ckpt_dir: str | Path, live_dir: str | Path | None = None,
@@ -122,6 +124,7 @@ def train_refiner(data: RefinerData, p: RefinerParams, ckpt_dir: str | Path, liv
                  runtime=runtime, progress=progress)
     after = masked_mpjpe(refine_poses(result.model, data.inputs), data.targets, data.mask)
     info = {"frames": int(frames.sum()), "valid_joint_fraction": round(float(data.mask[frames.numpy()].mean()), 4),
+            "input_flip_test": data.flip_test,
             "train_mpjpe_before_mm": round(before, 2), "train_mpjpe_after_mm": round(after, 2)}
     log.info("refiner: training-frame error vs labels %.1f → %.1f mm", before, after)
     return result, info
