@@ -378,6 +378,7 @@ class Models:
     meta: dict
     refiner: torch.nn.Module | None
     device: torch.device
+    refiner_flip_test: bool | None = None      # the refiner's training input was flip-averaged (None: unknown)
 
     @property
     def crop_size(self) -> int:
@@ -407,13 +408,14 @@ def load_models(model_path: str | Path, refiner_path: str | Path | None = None, 
                            f"{skeleton.NUM_JOINTS}")
     refiner = None
     if refiner_path is not None:
-        refiner, _ = load_refiner(refiner_path, map_location="cpu")
+        refiner, refiner_meta = load_refiner(refiner_path, map_location="cpu")
         if refiner.num_joints != joints:
             raise PredictError(f"{refiner_path}: the refiner is for {refiner.num_joints} joints but the 3D network "
                                f"{model_path} predicts {joints}: not a matching pair")
         refiner = refiner.to(dev)
     model = model.to(dev, memory_format=torch.channels_last)     # as the evaluate stage runs it
-    return Models(model, meta, refiner, dev)
+    flip = refiner_meta.get("input_flip_test") if refiner is not None else None
+    return Models(model, meta, refiner, dev, flip)
 
 
 # --- prediction ----------------------------------------------------------------------------------------
@@ -617,6 +619,9 @@ def predict(inputs: list[str | Path], model_path: str | Path, out_dir: str | Pat
     out_dir = check_out_dir(out_dir)
     sources = collect_sources(inputs)
     models = load_models(model_path, refiner_path, device)
+    if models.refiner_flip_test not in (None, opts.flip_test):
+        log.warning("the refiner %s was trained on %s predictions, these are %s: it corrects what it has not seen",
+                    refiner_path, *("flip-averaged" if f else "single-view" for f in (models.refiner_flip_test, opts.flip_test)))
     results = predict_sources(sources, models, boxes, opts)
     flag_low_confidence(results, opts.warn_conf)
     table = prediction_table(results)

@@ -338,3 +338,18 @@ def test_sparse_boxes_are_interpolated_over_a_video(models, tmp_path):
     boxes = out.results[0].boxes
     expected = [person_crop_box(b) for b in [(20, 10, 120, 110)] * 2 + [(30, 10, 130, 110)] + [(40, 10, 140, 110)] * 3]
     np.testing.assert_allclose(boxes, expected)
+
+
+def test_a_refiner_trained_on_another_kind_of_prediction_is_warned_about(models, tmp_path, caplog):
+    """train_refiner records whether its inputs were flip-averaged; predict says when its own
+    predictions (--flip-test) are of the other kind."""
+    save_refiner(_load_refiner(models / "refiner.pt"), tmp_path / "single.pt", meta={"input_flip_test": False})
+    cv2.imwrite(str(tmp_path / "img.png"), np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    opts = PredictOptions(progress=False, amp="none", figures=False)
+    with caplog.at_level(logging.WARNING):
+        predict([tmp_path / "img.png"], models / "pose3d.pt", tmp_path / "a", tmp_path / "single.pt", opts=opts)
+    assert "trained on single-view predictions, these are flip-averaged" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        predict([tmp_path / "img.png"], models / "pose3d.pt", tmp_path / "b", models / "refiner.pt", opts=opts)
+    assert "trained on" not in caplog.text                  # a refiner that does not say: nothing to compare

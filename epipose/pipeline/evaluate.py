@@ -48,7 +48,7 @@ PAPER = {
     "self_supervised_rt": ("Self-supervised with R/t (extrinsics known)", "ResNet-50", "MPJPE", 76.6),
     "self_supervised_no_rt": ("Self-supervised without R/t", "ResNet-50", "N-MPJPE", 78.8),
     "self_supervised_2d_gt": ("Self-supervised, triangulated from ground-truth 2D", "ResNet-50", "MPJPE", 55.0),
-    "refined": ("Self-supervised + refinement unit", "MLP on ResNet-50", "MPJPE", 60.5),
+    "refined": ("Self-supervised + refinement unit", "MLP", "MPJPE", 60.5),
 }
 # The seed's row in the setting of each of ours (this project's self-supervision uses no extrinsics).
 LIKE_FOR_LIKE = {"fully_supervised": "fully_supervised_r18", "self_supervised": "self_supervised_no_rt",
