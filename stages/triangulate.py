@@ -25,7 +25,6 @@ import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-import pandas as pd  # noqa: E402
 
 from tqdm import tqdm  # noqa: E402
 
@@ -98,9 +97,7 @@ def main() -> None:
 
 
 def write_error_tables(table, gt, folder: str) -> None:
-    tables = error_tables(labels_vs_gt(table, gt)) if gt is not None and len(table) else {
-        "pseudo3d_error_by_views": pd.DataFrame(columns=["views", "mean_error_mm", "median_error_mm", "joints"]),
-        "pseudo3d_error_by_reproj": pd.DataFrame(columns=["reproj_px", "bin_px", "mean_error_mm", "median_error_mm", "joints"])}
+    tables = error_tables(labels_vs_gt(table, gt) if gt is not None and len(table) else None)
     for name, df in tables.items():
         with atomic_path(Path(folder) / f"{name}.tsv") as tmp:
             df.to_csv(tmp, sep="\t", index=False, float_format="%.3f")

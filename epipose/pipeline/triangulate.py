@@ -736,12 +736,16 @@ def evaluate_against_gt(table: pd.DataFrame, gt: Callable[[str, str, str], np.nd
 REPROJ_BINS_PX = (0.0, 1.0, 2.0, 3.0, 5.0, 8.0, 12.0, 20.0, 40.0, np.inf)
 
 
-def error_tables(lv: LabelsVsGT) -> dict[str, pd.DataFrame]:
+def error_tables(lv: LabelsVsGT | None) -> dict[str, pd.DataFrame]:
     """Where the pseudo-labels' error comes from: the pelvis-relative joint error (non-root joints) by
     the number of views a joint was triangulated from, and by its row's reprojection error (bins
-    ``REPROJ_BINS_PX``; ``reproj_px`` is the bin's upper edge, the last bin's lower edge)."""
-    err, ok = lv.rel_err, lv.scored
-    e, views, rep = err[ok], lv.n_views[ok].astype(int), lv.reproj[ok]
+    ``REPROJ_BINS_PX``; ``reproj_px`` is the median reprojection error in the bin). Without ground
+    truth (``lv`` None) the tables are empty."""
+    if lv is None:
+        e, views, rep = np.zeros(0), np.zeros(0, dtype=int), np.zeros(0)
+    else:
+        ok = lv.scored
+        e, views, rep = lv.rel_err[ok], lv.n_views[ok].astype(int), lv.reproj[ok]
 
     def stats(e: np.ndarray, groups: np.ndarray, values: list) -> pd.DataFrame:
         rows = [(v, float(e[groups == v].mean()), float(np.median(e[groups == v])), int((groups == v).sum()))
