@@ -102,11 +102,22 @@ def write_metrics(summary: dict, path: str | os.PathLike) -> None:
     """A stage's DVC metrics: one flat mapping of stable names (``group.name``) to numbers — what
     ``dvc metrics show`` / ``dvc exp show`` compare. Details go to the stage's report, timings to its
     timings file."""
-    bad = [k for k, v in summary.items() if isinstance(v, (bool, dict, list, str)) or not (v is None or
-                                                                                          isinstance(v, (int, float)))]
+    bad = [k for k, v in summary.items() if isinstance(v, bool) or not (v is None or isinstance(v, (int, float)))]
     if bad:
         raise TypeError(f"{path}: metrics must be flat numbers, not {', '.join(bad)}")
     write_json(summary, path)
+
+
+def write_results(summary: dict, metrics_path, report: dict, report_path, timings: dict | None = None,
+                  timings_path=None) -> None:
+    """A stage's three result files, each where a path is given: the flat metrics (``write_metrics``),
+    the detailed report and the seconds taken (JSON, never compared)."""
+    if report_path:
+        write_json(report, report_path)
+    if metrics_path:
+        write_metrics(summary, metrics_path)
+    if timings_path and timings is not None:
+        write_json(timings, timings_path)
 
 
 def write_torch(obj, path: str | os.PathLike) -> None:

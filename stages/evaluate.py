@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from epipose.io import atomic_path, check_writable, write_json, write_metrics
+from epipose.io import atomic_path, check_writable, write_results
 from epipose.launch import run_stage
 from epipose.params import load_section, load_value
 from epipose.pipeline.evaluate import (EvaluateParams, draw_summary_figures, results_markdown, run_evaluation,
@@ -44,16 +44,15 @@ def main() -> None:
     write_plots(results, args.plots)
     if args.figures:
         info["figures"] = [str(f) for f in draw_summary_figures(results, info["methods"], args.figures)] + info["figures"]
-    write_json({"protocol": info, **results}, args.report)
-    write_metrics(summary(results), args.metrics)
+    report = {"protocol": info, **results}
     if args.markdown:
         figures = info.get("figures", []) + ([args.rig_figure] if args.rig_figure else [])
         here = Path(args.markdown).parent   # links relative to the report
         info = {**info, "figures": [Path(os.path.relpath(f, here)).as_posix() for f in figures]}
         with atomic_path(args.markdown) as tmp:
             tmp.write_text(results_markdown(results, info))
-    if args.timings:
-        write_json({"seconds": round(time.perf_counter() - t0, 1)}, args.timings)
+    write_results(summary(results), args.metrics, report, args.report, {"seconds": round(time.perf_counter() - t0, 1)},
+                  args.timings)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import sys
 import time
 
 from epipose.compute import load_compute, setup_runtime
-from epipose.io import check_writable, write_json, write_metrics
+from epipose.io import check_writable, write_results
 from epipose.launch import run_stage, stage_logger
 from epipose.params import load_section, load_value
 from epipose.pipeline.infer_2d import Infer2DParams, run_infer_2d, summary
@@ -36,10 +36,8 @@ def main() -> None:
     report = run_infer_2d(args.frames, args.model, args.out, params, num_joints=num_joints, gt_root=args.gt_root,
                            runtime=rt, progress=not args.no_progress)
     if rt.is_main:
-        write_json(report, args.report)
-        write_metrics(summary(report), args.metrics)
-        if args.timings:
-            write_json({"seconds": round(time.perf_counter() - t0, 1)}, args.timings)
+        write_results(summary(report), args.metrics, report, args.report,
+                      {"seconds": round(time.perf_counter() - t0, 1)}, args.timings)
         if "median_px" in report:
             stage_logger().info("%d frames, median 2D error %.2f px, PCKh@0.5 %.1f%%", report["frames"],
                                 report["median_px"], report["pckh@0.5"])

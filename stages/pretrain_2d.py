@@ -10,7 +10,7 @@ import time
 
 from epipose.compute import load_compute, setup_runtime
 from epipose.data.transforms import AugmentParams
-from epipose.io import check_writable, write_json, write_metrics
+from epipose.io import check_writable, write_results
 from epipose.launch import run_stage, stage_logger
 from epipose.models.pose_net import load_model_params, save_pose_net
 from epipose.params import load_section
@@ -42,10 +42,8 @@ def main() -> None:
         seconds = time.perf_counter() - t0
         timings = {"seconds": round(seconds, 1), "decode_seconds": info.pop("decode_seconds")}
         save_pose_net(result.model, args.out, meta={"pckh@0.5": report["pckh@0.5"], "mpii_root": str(args.mpii)})
-        write_json({**report, **info, "epochs": params.epochs}, args.report)
-        write_metrics(summary(report), args.metrics)
-        if args.timings:
-            write_json(timings, args.timings)
+        write_results(summary(report), args.metrics, {**report, **info, "epochs": params.epochs}, args.report,
+                      timings, args.timings)
         stage_logger().info("PCKh@0.5 %.2f%% on %d valid joints, %.0f s → %s", report["pckh@0.5"], report["count"],
                             seconds, args.out)
 

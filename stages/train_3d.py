@@ -19,7 +19,7 @@ from epipose.camera import load_rig
 from epipose.compute import load_compute, setup_runtime
 from epipose.data.pose_tables import write_pred3d
 from epipose.data.transforms import AugmentParams
-from epipose.io import check_writable, write_json, write_metrics
+from epipose.io import check_writable, write_results
 from epipose.launch import run_stage, stage_logger
 from epipose.models.pose_net import ModelParams, save_pose_net
 from epipose.params import load_section, load_value
@@ -78,10 +78,7 @@ def main() -> None:
               "final_train_loss": round(history[-1]["train_loss"], 6) if history else None,
               "train_target_mpjpe_mm": round(fit_mpjpe, 2),
               "predicted_frames": int(np.isfinite(pred["pose_cam"]).all(axis=(1, 2)).sum())}
-    write_json(report, args.report)
-    write_metrics(summary(report), args.metrics)
-    if args.timings:
-        write_json(timings, args.timings)
+    write_results(summary(report), args.metrics, report, args.report, timings, args.timings)
     stage_logger().info("%s: %d frames, root-relative error vs its labels %.1f mm, %.0f s → %s", params.target,
                         len(run.cache), fit_mpjpe, timings["seconds"], args.out)
 

@@ -7,7 +7,7 @@ import sys
 import time
 
 from epipose.compute import load_compute, setup_runtime
-from epipose.io import check_writable, write_json, write_metrics
+from epipose.io import check_writable, write_results
 from epipose.launch import run_stage
 from epipose.models.refiner import save_refiner
 from epipose.params import load_section, load_value
@@ -39,10 +39,8 @@ def main() -> None:
     if result.runtime.is_main:
         save_refiner(result.model, args.out, meta={"target": "pseudo3d", **info})
         report = {**info, "target": "pseudo3d", "epochs": params.epochs}
-        write_json(report, args.report)
-        write_metrics(summary(report), args.metrics)
-        if args.timings:
-            write_json({"seconds": round(time.perf_counter() - t0, 1)}, args.timings)
+        write_results(summary(report), args.metrics, report, args.report,
+                      {"seconds": round(time.perf_counter() - t0, 1)}, args.timings)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from tqdm import tqdm  # noqa: E402
 
 from epipose.camera import load_rig, save_rig  # noqa: E402
 from epipose.data.pose_tables import read_pose2d, write_pseudo3d  # noqa: E402
-from epipose.io import atomic_path, check_writable, write_json, write_metrics  # noqa: E402
+from epipose.io import atomic_path, check_writable, write_results  # noqa: E402
 from epipose.launch import run_stage, stage_logger  # noqa: E402
 from epipose.params import load_section  # noqa: E402
 from epipose.params import ParamError  # noqa: E402
@@ -78,10 +78,6 @@ def main() -> None:
     write_pseudo3d(out.table, args.out, out.metadata)
     if args.cameras_out:
         save_rig(recovered_rig(out, rig, params), args.cameras_out)
-    if args.report:
-        write_json(report, args.report)
-    if args.metrics:
-        write_metrics(summary(report), args.metrics)
     if args.plots:
         write_error_tables(out.table, gt, args.plots)
     if args.rig_figure:
@@ -91,8 +87,8 @@ def main() -> None:
             title = "Recovered cameras from above (red ×)" + (
                 ", the true ones (green ○)" if truth else ", in each subject's reference camera frame")
             save_figure(rig_figure(panels, title, axis_labels), tmp)
-    if args.timings:
-        write_json({"seconds": round(time.perf_counter() - t0, 1)}, args.timings)
+    write_results(summary(report), args.metrics, report, args.report, {"seconds": round(time.perf_counter() - t0, 1)},
+                  args.timings)
     log.info("wrote %s: %d rows, coverage %.4f", args.out, len(out.table), report["coverage"])
 
 
