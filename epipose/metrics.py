@@ -61,6 +61,22 @@ def pixel_errors(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray | None = 
     return err
 
 
+
+def skeleton_scale(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray | None = None) -> float:
+    """How large a network draws skeletons: the median over samples (..., 16, C) of Σ predicted / Σ
+    true bone lengths (2D or 3D, MPII order) over the bones whose two joints are visible. Below 1 when
+    it draws them small; the median ignores the few samples with a wild joint."""
+    pred_len = skeleton.bone_lengths(np.asarray(pred, np.float64))
+    gt_len = skeleton.bone_lengths(np.asarray(gt, np.float64))
+    ok = np.isfinite(pred_len) & np.isfinite(gt_len)
+    if visible is not None:
+        visible = np.asarray(visible, bool)
+        ok &= visible[..., [a for a, _ in skeleton.BONES]] & visible[..., [b for _, b in skeleton.BONES]]
+    total = np.where(ok, gt_len, 0.0).sum(-1)
+    ratio = np.where(ok, pred_len, 0.0).sum(-1)[total > 0] / total[total > 0]
+    return float(np.median(ratio)) if ratio.size else float("nan")
+
+
 # --- Procrustes alignment ---------------------------------------------------------------------
 def similarity_transform(source: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None,
                          scale: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -41,7 +41,9 @@ def main() -> None:
     if report is not None:                      # the main process
         seconds = time.perf_counter() - t0
         timings = {"seconds": round(seconds, 1), "decode_seconds": info.pop("decode_seconds")}
-        save_pose_net(result.model, args.out, meta={"pckh@0.5": report["pckh@0.5"], "mpii_root": str(args.mpii)})
+        save_pose_net(result.model, args.out, meta={"pckh@0.5": report["pckh@0.5"], "mpii_root": str(args.mpii),
+                                                         "skeleton_scale": report["skeleton_scale"],
+                                                         "skeleton_scale_flip_test": params.flip_test})
         write_results(summary(report), args.metrics, {**report, **info, "epochs": params.epochs}, args.report,
                       timings, args.timings)
         stage_logger().info("PCKh@0.5 %.2f%% on %d valid joints, %.0f s → %s", report["pckh@0.5"], report["count"],

@@ -30,13 +30,13 @@ from tqdm import tqdm  # noqa: E402
 
 from epipose.camera import load_rig, save_rig  # noqa: E402
 from epipose.data.pose_tables import read_pose2d, write_pseudo3d  # noqa: E402
-from epipose.io import atomic_path, check_writable, write_results  # noqa: E402
+from epipose.io import atomic_path, check_writable, read_parquet_metadata, write_results  # noqa: E402
 from epipose.launch import run_stage, stage_logger  # noqa: E402
 from epipose.params import load_section  # noqa: E402
 from epipose.params import ParamError  # noqa: E402
 from epipose.pipeline.triangulate import (TriangulateParams, error_tables, evaluate_against_gt,  # noqa: E402
-                                          ground_truth, ground_truth_2d, labels_vs_gt, recovered_rig, rig_panels, summary,
-                                          triangulate_table)
+                                          enlarge_skeletons, ground_truth, ground_truth_2d, labels_vs_gt, recovered_rig,
+                                          rig_panels, skeleton_scale_for, summary, triangulate_table)
 from epipose.viz import rig_figure, save_figure  # noqa: E402
 
 
@@ -67,9 +67,14 @@ def main() -> None:
             raise ParamError("param triangulate.input_2d: ground_truth needs --gt-root (the data root with D3_Positions)")
         pose2d = ground_truth_2d(pose2d, args.gt_root)
         log.info("input_2d: ground truth projected into each camera (the 2D network's detections replaced)")
+    skeleton_scale = skeleton_scale_for(params, read_parquet_metadata(args.pose2d))
+    if skeleton_scale != 1.0:
+        pose2d = enlarge_skeletons(pose2d, skeleton_scale)
+        log.info("2D skeletons enlarged by 1 / %.4f (param triangulate.skeleton_scale: %s)", skeleton_scale,
+                 params.skeleton_scale)
     log.info("%d rows from %s, mode %s", len(pose2d), args.pose2d, params.mode)
     out = triangulate_table(pose2d, rig, params, progress=lambda xs: tqdm(xs, desc="subjects", file=sys.stderr))
-    report = dict(out.report)
+    report = {**out.report, "skeleton_scale": skeleton_scale}
     if gt is not None:
         report["ground_truth"] = evaluate_against_gt(out.table, gt)
     if not len(out.table):

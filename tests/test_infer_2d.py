@@ -19,6 +19,7 @@ from epipose.camera import Rig, save_rig
 from epipose.data.crop import crop_to_original
 from epipose.data import frames as fr
 from epipose.data.h36m import write_pose_cdf
+from epipose.io import read_parquet_metadata
 from epipose.data.pose_tables import POSE2D_SCHEMA, read_pose2d, sort_rows
 from epipose.pipeline.infer_2d import Infer2DParams, run_infer_2d
 from epipose.models.pose_net import PoseNet, PoseNetConfig, save_pose_net
@@ -216,7 +217,8 @@ def test_stages_end_to_end(tmp_path, rig):
     assert 0 <= m["pckh@0.5"] <= 100 and set(m["per_joint@0.5"]) == set(skeleton.MPII_NAMES)
     assert m["train_images"] == 16 and m["valid_images"] == 4 and m["epochs"] == 2
     assert json.loads((tmp_path / "metrics/pretrain_2d.json").read_text()) == {
-        "mpii.pckh@0.5": round(m["pckh@0.5"], 3), "mpii.pckh@0.1": round(m["pckh@0.1"], 3)}
+        "mpii.pckh@0.5": round(m["pckh@0.5"], 3), "mpii.pckh@0.1": round(m["pckh@0.1"], 3),
+        "mpii.skeleton_scale": m["skeleton_scale"]}
     assert (tmp_path / "dvclive/pretrain_2d/plots/metrics/valid/pckh.tsv").exists()
     run(ROOT / "stages/infer_2d.py", "--frames", frames_root, "--model", "models/pose2d.pt", "--out",
         "data/pose2d.parquet", "--metrics", "metrics/infer_2d.json", "--report", "reports/infer_2d.json",
@@ -226,6 +228,8 @@ def test_stages_end_to_end(tmp_path, rig):
     flat = json.loads((tmp_path / "metrics/infer_2d.json").read_text())
     assert flat == {"pose2d.pckh@0.5": m2["pckh@0.5"], "pose2d.median_px": m2["median_px"], "pose2d.mean_px": m2["mean_px"]}
     assert len(read_pose2d(tmp_path / "data/pose2d.parquet")) == 2 * len(FRAMES) * 16
+    # the network's own skeleton scale travels to triangulate in the table's metadata
+    assert float(read_parquet_metadata(tmp_path / "data/pose2d.parquet")["skeleton_scale"]) == m["skeleton_scale"] >= 0
     # A rerun resumes the finished training from its checkpoint instead of training again.
     proc = run(*pretrain)
     assert "at epoch 2/2" in proc.stderr and "epoch 1/2:" not in proc.stderr

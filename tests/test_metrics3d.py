@@ -78,3 +78,25 @@ def test_pss_same_and_different_clusters():
 def test_metrics_check_shapes():
     with pytest.raises(ValueError):
         metrics.mpjpe(np.zeros((2, 16, 3)), np.zeros((2, 15, 3)))
+
+
+def test_skeleton_scale_of_shrunken_skeletons():
+    rng = np.random.default_rng(0)
+    gt = rng.normal(0, 300, (20, 16, 2))
+    centre = gt.mean(1, keepdims=True)
+    shrunk = centre + 0.9 * (gt - centre)
+    assert metrics.skeleton_scale(shrunk, gt) == pytest.approx(0.9)
+    assert metrics.skeleton_scale(gt, gt) == pytest.approx(1.0)
+    # bones with an invisible joint do not count: a wild wrist (joint 15) outside the visible set
+    wild = shrunk.copy()
+    wild[:, 15] += 5000.0
+    visible = np.ones((20, 16), bool)
+    visible[:, 15] = False
+    assert metrics.skeleton_scale(wild, gt, visible) == pytest.approx(0.9)
+    assert metrics.skeleton_scale(wild, gt) > 1.5
+    # the median over samples: three wild (visible) wrists do not move it; samples without a visible bone do not count
+    wild[3:, 15] = shrunk[3:, 15]
+    visible[:] = True
+    visible[3:6, :] = False
+    assert metrics.skeleton_scale(wild, gt, visible) == pytest.approx(0.9)
+    assert np.isnan(metrics.skeleton_scale(wild, gt, np.zeros((20, 16), bool)))

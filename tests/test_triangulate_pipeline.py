@@ -20,7 +20,8 @@ from epipose.data.pose_tables import PSEUDO3D_SCHEMA, read_pseudo3d, to_dense, w
 from epipose.data.simulate2d import NOISE_MODELS, simulate_pose2d
 from epipose.geometry.camera_group import CameraGroup
 from epipose.pipeline.triangulate import TriangulateParams
-from epipose.pipeline.triangulate import evaluate_against_gt, triangulate_table
+from epipose.pipeline.triangulate import enlarge_skeletons, evaluate_against_gt, skeleton_scale_for, triangulate_table
+from epipose.params import ParamError
 from epipose.geometry.angles import rotation_angle_deg
 from epipose.geometry.relative_pose import estimate_pair
 from epipose.io import read_parquet_metadata
@@ -329,3 +330,40 @@ def test_pseudo_label_accuracy_counts_incomplete_frames(data):
     shifted.loc[shifted["joint"] != "pelvis", "y"] += 16.0
     e2 = evaluate_against_gt(shifted[~shifted["frame"].isin(table.loc[odd, "frame"])], gt_lookup(one, cams))
     assert e2["mpjpe_15j_mm"] == pytest.approx(16.0, abs=1e-3) and e2["mpjpe_mm"] == pytest.approx(15.0, abs=1e-3)
+
+
+def test_skeleton_scale_corrects_shrunken_detections(data):
+    """A 2D network that draws skeletons 5% small makes the bone-length prior put the cameras 5%
+    too far apart (the default 2D network: 0.955 on its MPII validation split); enlarging the
+    detections by the measured ratio (triangulate.skeleton_scale) gives back the exact data's rig."""
+    rig, seqs, cams = data
+    one = {k: v[:60] for k, v in seqs.items() if k[0] == "S1"}
+    exact, _ = simulate_pose2d(one, cams, NOISE_MODELS["exact"])
+    shrunk = enlarge_skeletons(exact, 1 / 0.95)                      # every view's skeleton at 95% of its size
+    keys, a = to_dense(shrunk, ["u", "v"])
+    _, b = to_dense(exact, ["u", "v"])
+    assert metrics.skeleton_scale(a, b) == pytest.approx(0.95, abs=1e-5)
+
+    def baseline_pct(df, **kw):
+        return np.array([e["baseline_error_pct"] for e in _run(df, rig, **kw).report["subjects"]["S1"]
+                         ["camera_errors"].values() if e["baseline_error_pct"] is not None])
+
+    truth = baseline_pct(exact)                                       # the subject's size vs the prior
+    biased = baseline_pct(shrunk, skeleton_scale=1.0)
+    corrected = baseline_pct(enlarge_skeletons(shrunk, 0.95))
+    assert np.all(biased - truth > 4.0)                               # ~ 1/0.95 - 1 = 5.3% long
+    assert np.abs(corrected - truth).max() < 0.2
+    gt = gt_lookup(one, cams)
+    assert evaluate_against_gt(_run(enlarge_skeletons(shrunk, 0.95), rig).table, gt)["n_mpjpe_mm"] < 1e-2
+
+
+def test_skeleton_scale_param(caplog):
+    assert skeleton_scale_for(TriangulateParams(), {"skeleton_scale": "0.955"}) == 0.955
+    assert skeleton_scale_for(TriangulateParams(skeleton_scale=1.0), {"skeleton_scale": "0.955"}) == 1.0
+    assert skeleton_scale_for(TriangulateParams(input_2d="ground_truth"), {"skeleton_scale": "0.955"}) == 1.0
+    with caplog.at_level("WARNING"):
+        assert skeleton_scale_for(TriangulateParams(), {}) == 1.0
+        assert skeleton_scale_for(TriangulateParams(), {"skeleton_scale": "0.1"}) == 1.0
+    assert "does not say" in caplog.text and "implausible" in caplog.text
+    with pytest.raises(ParamError, match="triangulate.skeleton_scale"):
+        TriangulateParams(skeleton_scale=3.0)

@@ -227,6 +227,19 @@ def ground_truth_2d(dataset: H36MDataset, key: tuple[str, str, str], frames: np.
     return dataset.rig.camera(subject, camera).project_camera(poses[frames])
 
 
+def skeleton_scale_of(meta: dict, flip_test: bool) -> float | None:
+    """The 2D network's skeleton scale (``metrics.skeleton_scale`` on its validation split, in its
+    meta), when it was measured with the same flip test as this inference; else None."""
+    scale = meta.get("skeleton_scale")
+    if scale is None:
+        return None
+    if bool(meta.get("skeleton_scale_flip_test")) != flip_test:
+        log.warning("the 2D network measured its skeleton scale with flip test %s, infer_2d.flip_test is %s: "
+                    "not carried to triangulate", meta.get("skeleton_scale_flip_test"), flip_test)
+        return None
+    return float(scale)
+
+
 def _part_path(out_path: str | Path, rank: int) -> Path:
     out = Path(out_path)
     return out.with_name(f".{out.name}.rank{rank}.part")
@@ -291,7 +304,7 @@ def run_infer_2d(frames_root: str | Path, model_path: str | Path, out_path: str 
                          f"{skeleton.NUM_JOINTS} MPII joints")
     shards = sorted_shards(frames_root)
     rt = runtime or setup_runtime(ComputeParams(), p.threads)
-    model, _ = load_pose_net(model_path, num_joints=num_joints, map_location=rt.device)
+    model, meta = load_pose_net(model_path, num_joints=num_joints, map_location=rt.device)
     memory_format = torch.channels_last if p.channels_last else torch.contiguous_format
     model = fuse_for_inference(model).to(device=rt.device, memory_format=memory_format).eval()
     dataset = H36MDataset(gt_root) if gt_root is not None else None
@@ -304,6 +317,9 @@ def run_infer_2d(frames_root: str | Path, model_path: str | Path, out_path: str 
     t0 = time.perf_counter()
     metadata = {b"model": str(Path(model_path).name).encode(), b"flip_test": str(p.flip_test).encode(),
                 b"input_size": str(model.config.input_size).encode()}
+    scale = skeleton_scale_of(meta, p.flip_test)
+    if scale is not None:
+        metadata[b"skeleton_scale"] = repr(scale).encode()
     schema = POSE2D_SCHEMA.with_metadata(metadata)
     mine = list(enumerate(shards))[rt.rank :: rt.world_size]
     if rt.distributed:
@@ -319,7 +335,7 @@ def run_infer_2d(frames_root: str | Path, model_path: str | Path, out_path: str 
     seconds = time.perf_counter() - t0
     log.info("infer_2d: %d frames from %d shards in %.1f s (%.1f frames/s)", n_frames, len(shards), seconds,
              n_frames / max(seconds, 1e-9))
-    metrics: dict = {"frames": n_frames, "shards": len(shards), "flip_test": p.flip_test}
+    metrics: dict = {"frames": n_frames, "shards": len(shards), "flip_test": p.flip_test, "skeleton_scale": scale}
     if dataset is not None:
         metrics["shards_without_gt"] = len(without_gt)
     if dataset is not None and len(without_gt) < len(shards):

@@ -19,7 +19,7 @@ from epipose.compute import Runtime, amp_dtype
 from epipose.data import mpii
 from epipose.data.transforms import AugmentParams, augment_batch, decode_crops, load_voc_occluders, person_boxes
 from epipose.io import content_hash
-from epipose.metrics import pckh
+from epipose.metrics import pckh, skeleton_scale
 from epipose.models.inference import predict_2d
 from epipose.models.pose_net import ModelParams, PoseNet, PoseNetConfig, normalise
 from epipose.params import in_range, redefault
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 class Pretrain2DParams(TrainParams):
     """Section ``pretrain_2d`` of params.yaml: the training loop's keys plus the data's."""
 
-    epochs: int = redefault(TrainParams, "epochs", 24)
+    epochs: int = redefault(TrainParams, "epochs", 16)
     lr: float = redefault(TrainParams, "lr", 0.002)
     schedule: Literal["step", "cosine"] = redefault(TrainParams, "schedule", "cosine")
     lr_factor: float = redefault(TrainParams, "lr_factor", 0.01)
@@ -165,7 +165,9 @@ class Loss2D:
 
 def evaluate_pckh(model: nn.Module, cache: CropCache, batch_size: int = 128, flip_test: bool = True,
                   amp: torch.dtype | None = None, channels_last: bool = True) -> dict:
-    """PCKh@0.5 (and @0.1, per joint) on a cached split, in original-image pixels."""
+    """PCKh@0.5 (and @0.1, per joint) on a cached split, in original-image pixels; and the size of
+    the skeletons the network draws relative to the true ones (``metrics.skeleton_scale``), which
+    triangulate corrects for (``triangulate.skeleton_scale``)."""
     device = next(model.parameters()).device
     preds = []
     model.eval()
@@ -181,7 +183,8 @@ def evaluate_pckh(model: nn.Module, cache: CropCache, batch_size: int = 128, fli
     at01 = pckh(pred, gt, vis, heads, 0.1)
     swaps = left_right_swaps(pred, gt, vis, heads)
     return {"pckh@0.5": at05["total"], "pckh@0.1": at01["total"], "per_joint@0.5": at05["per_joint"],
-            "per_joint@0.1": at01["per_joint"], "count": at05["count"], "lr_swap_rate": swaps}
+            "per_joint@0.1": at01["per_joint"], "count": at05["count"], "lr_swap_rate": swaps,
+            "skeleton_scale": round(skeleton_scale(pred, gt, vis), 4), "flip_test": flip_test}
 
 
 def left_right_swaps(pred: np.ndarray, gt: np.ndarray, vis: np.ndarray, heads: np.ndarray) -> float:
@@ -241,4 +244,5 @@ def pretrain_2d(mpii_root: str | Path, model_params: ModelParams, p: Pretrain2DP
 
 def summary(report: dict) -> dict[str, float]:
     """metrics/pretrain_2d.json: PCKh on MPII's validation split."""
-    return {"mpii.pckh@0.5": round(report["pckh@0.5"], 3), "mpii.pckh@0.1": round(report["pckh@0.1"], 3)}
+    return {"mpii.pckh@0.5": round(report["pckh@0.5"], 3), "mpii.pckh@0.1": round(report["pckh@0.1"], 3),
+            "mpii.skeleton_scale": report["skeleton_scale"]}

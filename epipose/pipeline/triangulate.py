@@ -62,6 +62,9 @@ class TriangulateParams:
 
     input_2d: Literal["detections", "ground_truth"] = "detections"  # ground_truth: the projected 3D truth
     #                                                  (the paper's "2D GT" row: what better 2D would buy)
+    skeleton_scale: float | Literal["auto"] = "auto"   # size of the detected 2D skeletons / the true ones: each
+    #                                                  is enlarged about its centre by 1 / this (auto: the 2D network's
+    #                                                  own, measured on its validation split; 1: no correction)
     extrinsics: Literal["estimated", "known"] = "estimated"
     relative_pose: Literal["pooled", "per_frame"] = "pooled"
     min_conf: float = in_range(0.0, 1.0, default=0.01)            # joints below are ignored
@@ -90,6 +93,9 @@ class TriangulateParams:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.skeleton_scale != "auto" and not 0.5 <= float(self.skeleton_scale) <= 1.5:
+            raise ParamError(f"param triangulate.skeleton_scale: expected auto or a ratio in [0.5, 1.5], "
+                             f"got {self.skeleton_scale!r}")
         bones = self.bone_lengths_mm
         if len(bones) != len(skeleton.BONES) or not all(b > 0 for b in bones):
             raise ParamError(f"param triangulate.bone_lengths_mm: expected {len(skeleton.BONES)} positive lengths "
@@ -638,6 +644,40 @@ def summary(report: dict) -> dict[str, float | None]:
 
 
 # --- ground truth ----------------------------------------------------------------------------------
+def skeleton_scale_for(p: TriangulateParams, pose2d_metadata: dict[str, str]) -> float:
+    """The detections' skeleton size relative to the truth: the param, or (auto) what the 2D network
+    measured of itself and infer_2d carried into the table; 1 (no correction) for ground-truth 2D or
+    a table that does not say."""
+    if p.input_2d == "ground_truth":
+        return 1.0
+    if p.skeleton_scale != "auto":
+        return float(p.skeleton_scale)
+    value = pose2d_metadata.get("skeleton_scale")
+    if value is None:
+        log.warning("param triangulate.skeleton_scale: auto, but the 2D table does not say how large its network "
+                    "draws skeletons (a 2D model from before the measurement?): no correction")
+        return 1.0
+    if not 0.5 <= float(value) <= 1.5:
+        log.warning("param triangulate.skeleton_scale: auto, but the 2D network's measured skeleton scale %s is "
+                    "implausible (not in [0.5, 1.5]: an untrained network?): no correction", value)
+        return 1.0
+    return float(value)
+
+
+def enlarge_skeletons(pose2d: pd.DataFrame, scale: float) -> pd.DataFrame:
+    """Undo a 2D network's shrinking: every detected skeleton (one camera, one frame) enlarged about
+    the mean of its joints by 1 / ``scale`` (``metrics.skeleton_scale`` of the network)."""
+    if scale == 1.0 or not len(pose2d):
+        return pose2d
+    keys, values = to_dense(pose2d, POSE2D_VALUES)
+    values = values.astype(np.float64)
+    uv = values[..., :2]
+    finite = np.isfinite(uv)
+    centre = np.where(finite, uv, 0.0).sum(1, keepdims=True) / np.maximum(finite.sum(1, keepdims=True), 1)
+    values[..., :2] = centre + (uv - centre) / scale
+    return from_dense(keys, values.astype(np.float32), POSE2D_VALUES)
+
+
 def ground_truth_2d(pose2d: pd.DataFrame, root: str | Path) -> pd.DataFrame:
     """``pose2d``'s rows with u, v replaced by the ground truth projected through the true cameras
     (lens included) and confidence 1 (``triangulate.input_2d: ground_truth``)."""
