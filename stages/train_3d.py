@@ -23,7 +23,7 @@ from epipose.io import check_writable, write_results
 from epipose.launch import run_stage, stage_logger
 from epipose.models.pose_net import ModelParams, save_pose_net
 from epipose.params import load_section, load_value
-from epipose.pipeline.train_3d import Train3DParams, predict_frames, summary, target_mpjpe, train_3d
+from epipose.pipeline.train_3d import Train3DParams, final_fit, summary, train_3d
 
 
 def main() -> None:
@@ -60,14 +60,12 @@ def main() -> None:
     if not run.fit.runtime.is_main:
         return
     model = run.fit.model
-    pred = predict_frames(model, run.cache, rig, run.targets.root_depth, params.depth_range_mm, params.eval_batch_size,
-                          params.flip_test, params.amp, params.channels_last, progress=not args.no_progress)
-    fit_mpjpe = target_mpjpe(pred["pose_cam"], run.targets)
+    scored, pred, fit_mpjpe = final_fit(run, rig, params, every_frame=bool(args.pred_out), progress=not args.no_progress)
     meta = {"depth_range_mm": params.depth_range_mm, "target": params.target, "crop_size": run.cache.crop_size,
             "subjects": list(params.subjects), "train_target_mpjpe_mm": round(fit_mpjpe, 2)}
     save_pose_net(model, args.out, meta=meta)
     if args.pred_out:
-        write_pred3d(args.pred_out, run.cache.keys, pred["pose_cam"], pred["conf"],
+        write_pred3d(args.pred_out, scored.keys, pred["pose_cam"], pred["conf"],
                      metadata={"model": args.out, "target": params.target, "flip_test": str(params.flip_test),
                                "root_depth": f"the {params.target} labels' pelvis depth"})
     history = run.fit.history
@@ -76,7 +74,7 @@ def main() -> None:
                "seconds": round(time.perf_counter() - t0, 1)}
     report = {**info, "epochs": params.epochs,
               "final_train_loss": round(history[-1]["train_loss"], 6) if history else None,
-              "train_target_mpjpe_mm": round(fit_mpjpe, 2),
+              "train_target_mpjpe_mm": round(fit_mpjpe, 2), "train_target_frames": len(scored.keys),
               "predicted_frames": int(np.isfinite(pred["pose_cam"]).all(axis=(1, 2)).sum())}
     write_results(summary(report), args.metrics, report, args.report, timings, args.timings)
     stage_logger().info("%s: %d frames, root-relative error vs its labels %.1f mm, %.0f s → %s", params.target,

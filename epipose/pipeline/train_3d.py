@@ -31,7 +31,7 @@ from epipose import skeleton
 from epipose.camera import Rig
 from epipose.compute import Runtime
 from epipose.data.frames import FrameCache, load_frames
-from epipose.data.h36m import TRAIN_SUBJECTS, H36MDataset
+from epipose.data.h36m import EXTRA_TRAIN_SUBJECTS, TRAIN_SUBJECTS, H36MDataset
 from epipose.data.pose_tables import key_groups
 from epipose.data.targets import Targets, TargetSource, gt_targets, pseudo3d_targets
 from epipose.data.transforms import AugmentParams, augment_batch, load_voc_occluders
@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 class Train3DParams(TrainParams):
     """Section ``train_3d`` of params.yaml: the training loop's keys plus the 3D stage's."""
 
-    epochs: int = redefault(TrainParams, "epochs", 2)
+    epochs: int = redefault(TrainParams, "epochs", 1)
     batch_size: int = redefault(TrainParams, "batch_size", 16)
     lr: float = redefault(TrainParams, "lr", 0.002)
     schedule: Literal["step", "cosine"] = redefault(TrainParams, "schedule", "cosine")
@@ -59,7 +59,7 @@ class Train3DParams(TrainParams):
     warmup_steps: int = redefault(TrainParams, "warmup_steps", 20)
     log_every: int = redefault(TrainParams, "log_every", 10)
     target: TargetSource = "pseudo3d"                 # pseudo3d (self-supervised) | gt (fully supervised)
-    subjects: list[str] = field(default_factory=lambda: list(TRAIN_SUBJECTS))
+    subjects: list[str] = field(default_factory=lambda: [*TRAIN_SUBJECTS, *EXTRA_TRAIN_SUBJECTS])
     depth_range_mm: float = in_range(100.0, 20000.0, default=2000.0)   # d = (z − z_pelvis) / range
     loss_beta: float = in_range(0.0, 1.0, default=0.02)    # smooth-L1 transition, in normalised units
     min_views: int = in_range(0, 64, default=2)            # pseudo-labels from fewer views are masked
@@ -153,6 +153,7 @@ class Train3DResult:
     cache: FrameCache
     targets: Targets
     info: dict
+    fit_frames: np.ndarray   # the fit curve's frames
 
 
 def train_3d(frames_root: str | Path, pose2d_path: str | Path, rig: Rig, model_params: ModelParams,
@@ -180,9 +181,7 @@ def train_3d(frames_root: str | Path, pose2d_path: str | Path, rig: Rig, model_p
     loss_fn = Loss3D(float(cache.crop_size), model.config.input_size, aug, p.loss_beta, p.channels_last)
 
     # Per-epoch fit curve: root-relative error (mm) against the labels on a fixed subset of training frames.
-    labelled = np.flatnonzero(valid[:, skeleton.PELVIS])
-    subset = labelled[np.linspace(0, len(labelled) - 1, min(p.fit_frames, len(labelled))).astype(int)] \
-        if p.fit_frames > 0 and len(labelled) else np.zeros(0, dtype=int)
+    subset = fit_subset(valid, p.fit_frames)
     sub_targets = Targets(targets.pose_cam[subset], valid[subset], targets.source)
     all_cams = rig.intrinsic_cameras(cache.keys["camera"])
     sub_cams = [all_cams[i] for i in subset]
@@ -198,10 +197,33 @@ def train_3d(frames_root: str | Path, pose2d_path: str | Path, rig: Rig, model_p
     torch.manual_seed(p.seed)
     result = fit(model, dataset, loss_fn, p, ckpt_dir, live_dir, evaluate if len(subset) else None, signature,
                  runtime=runtime, progress=progress)
-    return Train3DResult(result, cache, Targets(targets.pose_cam, valid, targets.source), info)
+    return Train3DResult(result, cache, Targets(targets.pose_cam, valid, targets.source), info, subset)
+
+
+def fit_subset(valid: np.ndarray, n: int) -> np.ndarray:
+    """``n`` training frames with a labelled pelvis, evenly spaced (the fit curve's and, without
+    ``--pred-out``, the final fit's frames)."""
+    labelled = np.flatnonzero(valid[:, skeleton.PELVIS])
+    if n <= 0 or not len(labelled):
+        return np.zeros(0, dtype=int)
+    return labelled[np.linspace(0, len(labelled) - 1, min(n, len(labelled))).astype(int)]
 
 
 # --- predictions on the training frames (the refiner's input) ---------------------------------------------
+def final_fit(run: Train3DResult, rig: Rig, p: Train3DParams, every_frame: bool, progress: bool = True
+              ) -> tuple[FrameCache, dict[str, np.ndarray], float]:
+    """The trained network's fit to its own labels → (the frames scored, ``predict_frames`` on them,
+    root-relative MPJPE in mm): on every training frame when its predictions are wanted (the
+    refiner's input), else on the fit curve's frames (or all, when it has none): predicting every
+    frame costs ~10 ms each with the flip test."""
+    scored = np.arange(len(run.cache)) if every_frame or not len(run.fit_frames) else run.fit_frames
+    targets = Targets(run.targets.pose_cam[scored], run.targets.valid[scored], run.targets.source)
+    cache = run.cache.subset(scored)
+    pred = predict_frames(run.fit.model, cache, rig, targets.root_depth, p.depth_range_mm, p.eval_batch_size,
+                          p.flip_test, p.amp, p.channels_last, progress=progress)
+    return cache, pred, target_mpjpe(pred["pose_cam"], targets)
+
+
 def predict_frames(model: PoseNet, cache: FrameCache, rig: Rig, root_depth_mm: np.ndarray, depth_range_mm: float,
                    batch_size: int = 128, flip_test: bool = True, amp: str = "auto", channels_last: bool = True,
                    progress: bool = True) -> dict[str, np.ndarray]:
