@@ -60,7 +60,7 @@ def main() -> None:
     if not run.fit.runtime.is_main:
         return
     model = run.fit.model
-    scored, pred, fit_mpjpe = final_fit(run, rig, params, every_frame=bool(args.pred_out), progress=not args.no_progress)
+    scored, pred, fit_mpjpe = final_fit(run, rig, params, for_refiner=bool(args.pred_out), progress=not args.no_progress)
     meta = {"depth_range_mm": params.depth_range_mm, "target": params.target, "crop_size": run.cache.crop_size,
             "subjects": list(params.subjects), "train_target_mpjpe_mm": round(fit_mpjpe, 2)}
     save_pose_net(model, args.out, meta=meta)

@@ -270,7 +270,7 @@ def _tiny(**over):
 
     mpii = MpiiParams(n_train=14, n_valid=5, image_size=96, images_per_chunk=7, backgrounds_per_chunk=1,
                       bodies_per_chunk=2, truncated_fraction=0.5)
-    base = dict(subjects=["S1", "S9"], actions=["Walking", "SittingDown"], n_frames=8, image_size=160,
+    base = dict(subjects=["S1", "S9"], actions=["Walking", "SittingDown"], n_frames=8, fps=50.0, image_size=160,
                 n_objects=[1, 2], workers=1, mpii=mpii)
     base.update(over)
     return SynthParams(**base)

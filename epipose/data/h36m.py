@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 FPS = 50.0
 TRAIN_SUBJECTS = ("S1", "S5", "S6", "S7", "S8")
 TEST_SUBJECTS = ("S9", "S11")
+# The synthetic default data's further training people (not in Human3.6M, named after its pattern).
+EXTRA_TRAIN_SUBJECTS = tuple(f"S{i}" for i in range(12, 27))
 # Video-name → pose-name aliases of the real release (the action stem, before any " 1"/" 2").
 ACTION_ALIASES = {"TakingPhoto": "Photo", "WalkingDog": "WalkDog"}
 _VIDEO_RE = re.compile(r"^(?P<action>.+)\.(?P<camera>[^.]+)\.mp4$")

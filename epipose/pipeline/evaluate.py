@@ -71,7 +71,7 @@ class EvaluateParams:
     """Section ``evaluate`` of params.yaml."""
 
     subjects: list[str] = field(default_factory=lambda: list(TEST_SUBJECTS))
-    stride: int = in_range(1, 100000, default=10)          # native-frame stride (the paper: 64)
+    stride: int = in_range(1, 100000, default=1)          # native-frame stride (the paper: 64)
     batch_size: int = in_range(1, 65536, default=128)
     flip_test: bool = True
     amp: Literal["auto", "bf16", "fp16", "none"] = "auto"

@@ -32,12 +32,12 @@ log = logging.getLogger(__name__)
 class Pretrain2DParams(TrainParams):
     """Section ``pretrain_2d`` of params.yaml: the training loop's keys plus the data's."""
 
-    epochs: int = redefault(TrainParams, "epochs", 16)
+    epochs: int = redefault(TrainParams, "epochs", 24)
     lr: float = redefault(TrainParams, "lr", 0.002)
     schedule: Literal["step", "cosine"] = redefault(TrainParams, "schedule", "cosine")
     lr_factor: float = redefault(TrainParams, "lr_factor", 0.01)
     warmup_steps: int = redefault(TrainParams, "warmup_steps", 50)
-    eval_every: int = redefault(TrainParams, "eval_every", 4)
+    eval_every: int = redefault(TrainParams, "eval_every", 8)
     box_margin: float = in_range(1.0, 3.0, default=1.25)     # crop side = scale · 200 · margin (Simple Baselines)
     context: float = in_range(1.0, 3.0, default=1.4)         # cached crop = context × the crop, for zoom-out/rotation
     cache_scale: float = in_range(0.5, 4.0, default=1.0)     # cached px per input px

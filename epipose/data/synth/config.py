@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from epipose.data.h36m import EXTRA_TRAIN_SUBJECTS, TEST_SUBJECTS, TRAIN_SUBJECTS
 from epipose.data.synth.motion import ACTIONS, base_action
 from epipose.params import ParamError, in_range
 
@@ -86,11 +87,11 @@ class SynthParams:
 
     seed: int = 0
     workers: int = in_range(1, 64, default=2)
-    subjects: list[str] = field(default_factory=lambda: ["S1", "S5", "S6", "S7", "S8", "S9", "S11"])
-    actions: list[str] = field(default_factory=lambda: ["Directions", "Greeting", "SittingDown", "Walking"])
+    subjects: list[str] = field(default_factory=lambda: [*TRAIN_SUBJECTS, *TEST_SUBJECTS, *EXTRA_TRAIN_SUBJECTS])
+    actions: list[str] = field(default_factory=lambda: list(ACTIONS))
     takes: int = in_range(1, 10, default=1)         # takes per action: "Walking", "Walking 1", ...
-    n_frames: int = in_range(1, 1_000_000, default=200)
-    fps: float = in_range(1.0, 1000.0, default=50.0)
+    n_frames: int = in_range(1, 1_000_000, default=9)
+    fps: float = in_range(1.0, 1000.0, default=10.0)
     image_size: int = in_range(64, 4096, default=500)  # square videos, pixels
     n_objects: list[int] = field(default_factory=lambda: [2, 5])  # furniture per room, [min, max]
     motion_root: str | None = None                  # H36M-layout folder of D3_Positions to render instead
