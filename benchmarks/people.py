@@ -3,8 +3,8 @@ training subjects only against the committed run on twenty (the five and 15 synt
 the same optimiser steps, the same pseudo-labels' recipe and the same test frames.
 
 One queued experiment per seed sets ``train_3d.subjects`` to S1, S5, S6, S7, S8 and
-``train_3d.epochs`` so that the step count matches the committed run's (four epochs of 1,800 frames
-= 452 steps against one of 7,200 = 450); train_3d, train_3d_gt, train_refiner and evaluate rerun.
+``train_3d.epochs`` so that the step count matches the committed run's (by default four epochs of
+1,620 frames against one of 6,480: 405 steps each); train_3d, train_3d_gt, train_refiner and evaluate rerun.
 Run it in a clone whose committed ``dvc.lock`` matches its workspace, on an otherwise idle machine::
 
     python benchmarks/people.py [--seeds 1]          # ~6 min per seed on 2 cores
