@@ -15,7 +15,7 @@ from conftest import ROOT, deep_update
 # Small enough to run the stages in seconds; same code paths as the default profile.
 TINY = {
     "synth": {
-        "subjects": ["S1", "S9"], "actions": ["Walking", "Greeting"], "n_frames": 30, "image_size": 320,
+        "subjects": ["S1", "S9"], "actions": ["Walking", "Greeting"], "n_frames": 30, "fps": 50.0, "image_size": 320,
         "mpii": {"n_train": 48, "n_valid": 16, "image_size": 128, "images_per_chunk": 16},
     },
     "frames": {"stride": 3, "crop_size": 64},
