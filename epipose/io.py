@@ -18,6 +18,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from epipose.stage import StageResult
+
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike, directory: bool = False) -> Iterator[Path]:
@@ -108,16 +110,18 @@ def write_metrics(summary: dict, path: str | os.PathLike) -> None:
     write_json(summary, path)
 
 
-def write_results(summary: dict, metrics_path, report: dict, report_path, timings: dict | None = None,
-                  timings_path=None) -> None:
-    """A stage's three result files, each where a path is given: the flat metrics (``write_metrics``),
-    the detailed report and the seconds taken (JSON, never compared)."""
+def write_results(result: StageResult | None, metrics_path=None, report_path=None, timings_path=None) -> None:
+    """A stage's result files, each where a path is given: the flat metrics (``write_metrics``), the
+    detailed report and the seconds taken (JSON, never compared). ``None`` (a stage's process that
+    is not the main one) writes nothing."""
+    if result is None:
+        return
     if report_path:
-        write_json(report, report_path)
+        write_json(result.report, report_path)
     if metrics_path:
-        write_metrics(summary, metrics_path)
-    if timings_path and timings is not None:
-        write_json(timings, timings_path)
+        write_metrics(result.metrics, metrics_path)
+    if timings_path:
+        write_json(result.timings, timings_path)
 
 
 def write_torch(obj, path: str | os.PathLike) -> None:

@@ -18,6 +18,7 @@ torchrun every process leaves the process group on the way out.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import signal
@@ -43,6 +44,26 @@ def command(script: str, args: list[str], nproc: int) -> list[str]:
         return [sys.executable, script, *args]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
             script, *args]
+
+
+# --- a stage script -----------------------------------------------------------------------------------
+def stage_parser(doc: str | None) -> argparse.ArgumentParser:
+    """A stage script's parser with the arguments every stage has (``--params``, ``--metrics``, ``--report``,
+    ``--timings``, ``--no-progress``); the script adds its own files."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument("--metrics", default=None, help="output flat metrics JSON, e.g. metrics/<stage>.json")
+    parser.add_argument("--report", default=None, help="output detailed report JSON, e.g. reports/<stage>.json")
+    parser.add_argument("--timings", default=None, help="output seconds taken, JSON (not a metric), e.g. timings/<stage>.json")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return parser
+
+
+def check_outputs(paths, args: argparse.Namespace) -> None:
+    """Before any work: the stage's outputs (``paths.outputs()``) and its result files can be written."""
+    from epipose.io import check_writable        # the launcher itself stays light
+
+    check_writable(*paths.outputs(), args.metrics, args.report, args.timings)
 
 
 # --- running a stage script --------------------------------------------------------------------------
