@@ -31,6 +31,7 @@ import torch.distributed as dist
 from torch import nn
 
 from epipose.params import ParamError, in_range, load_section
+from epipose.stage import Runtime  # noqa: F401  (the stages import it from here too)
 
 log = logging.getLogger(__name__)
 
@@ -73,22 +74,6 @@ def load_compute(path: str | Path = "params.yaml") -> ComputeParams:
 
 
 # --- the runtime -------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Runtime:
-    device: torch.device
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
 def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -145,7 +130,7 @@ def _configure_device(device: torch.device, threads: int, world: int) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
-def setup_runtime(compute: ComputeParams, threads: int = 0) -> Runtime:
+def setup_runtime(compute: ComputeParams, threads: int = 0, progress: bool = True) -> Runtime:
     """Device and process group: DDP when launched by torchrun (``WORLD_SIZE`` > 1); CUDA or CPU as
     ``compute.device`` says. ``threads``: CPU threads per process (0: ``auto_threads``)."""
     world = world_size()
@@ -161,7 +146,7 @@ def setup_runtime(compute: ComputeParams, threads: int = 0) -> Runtime:
         rank, local = 0, 0
         device = torch.device("cuda") if cuda else torch.device("cpu")
     _configure_device(device, threads, world)
-    return Runtime(device, rank, world, local)
+    return Runtime(device, rank, world, local, progress)
 
 
 def select_device(device: str = "auto", threads: int = 0) -> torch.device:
