@@ -6,6 +6,7 @@ root-relative pseudo-labels (``data/pseudo3d.parquet``): no ground truth anywher
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -15,13 +16,14 @@ import torch
 from torch import nn
 
 from epipose import skeleton
-from epipose.compute import Runtime
+from epipose.compute import ComputeParams, Runtime, load_compute
 from epipose.data.pose_tables import read_pred3d
 from epipose.data.targets import pseudo3d_targets
 from epipose.io import content_hash, read_parquet_metadata
 from epipose.metrics import masked_mpjpe, root_relative
-from epipose.models.refiner import Refiner, mirror, refine_poses, swap_sides
-from epipose.params import in_range, redefault
+from epipose.models.refiner import Refiner, mirror, refine_poses, save_refiner, swap_sides
+from epipose.params import in_range, load_section, load_value, redefault
+from epipose.stage import StageResult
 from epipose.train import FitResult, TensorSet, TrainParams, fit
 
 log = logging.getLogger(__name__)
@@ -135,3 +137,42 @@ def summary(report: dict) -> dict[str, float]:
     predictions against the pseudo-labels, before and after the refiner."""
     return {"refiner.fit_mpjpe_before": report["train_mpjpe_before_mm"],
             "refiner.fit_mpjpe_after": report["train_mpjpe_after_mm"]}
+
+
+# --- the stage ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TrainRefinerPaths:
+    pred3d: str               # the 3D network's training-frame predictions (data/pred3d_train.parquet)
+    pseudo3d: str             # the pseudo-labels (data/pseudo3d.parquet)
+    out: str                  # the trained refiner (models/refiner.pt)
+    live_dir: str             # dvclive folder for the training curves
+    ckpt_dir: str             # per-epoch checkpoints (resume)
+
+    def outputs(self) -> list[str]:
+        return [self.out, self.live_dir, self.ckpt_dir]
+
+
+@dataclass(frozen=True)
+class TrainRefinerConfig:
+    refiner: RefinerParams
+    compute: ComputeParams
+    num_joints: int
+
+
+def load_params(path: str | Path = "params.yaml") -> TrainRefinerConfig:
+    return TrainRefinerConfig(load_section(RefinerParams, "refiner", path), load_compute(path),
+                              load_value("model", "num_joints", int, path))
+
+
+def run(paths: TrainRefinerPaths, params: TrainRefinerConfig, runtime: Runtime) -> StageResult | None:
+    """Train the refiner on the 3D network's predictions against the pseudo-labels; write it."""
+    t0 = time.perf_counter()
+    p = params.refiner
+    data = refiner_data(paths.pred3d, paths.pseudo3d, p.min_views, p.max_reproj_err)
+    result, info = train_refiner(data, p, paths.ckpt_dir, paths.live_dir, params.num_joints, runtime=runtime,
+                                 progress=runtime.progress)
+    if not runtime.is_main:
+        return None
+    save_refiner(result.model, paths.out, meta={"target": "pseudo3d", **info})
+    report = {**info, "target": "pseudo3d", "epochs": p.epochs}
+    return StageResult([paths.out], summary(report), report, {"seconds": round(time.perf_counter() - t0, 1)})
