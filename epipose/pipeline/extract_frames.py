@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,8 @@ from epipose.data.crop import crop_image
 from epipose.data.frames import FramesParams, crop_boxes, encode_jpeg, shard_path, write_shard
 from epipose.data.h36m import H36MDataset, Sequence, iter_video_frames, video_info
 from epipose.io import atomic_path
+from epipose.params import load_section
+from epipose.stage import Runtime, StageResult
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +125,7 @@ def _extract_camera(job: CameraJob) -> tuple[int, int]:
     return sum(c[0] for c in counts), sum(c[1] for c in counts)
 
 
-def extract_frames(h36m_root: str | Path, out_root: str | Path, params: FramesParams) -> dict:
+def extract_frames(h36m_root: str | Path, out_root: str | Path, params: FramesParams, progress: bool = True) -> dict:
     """Extract every video of a Human3.6M-layout root into ``out_root`` (replaced atomically) → a
     summary (videos, frames, frames without a person found)."""
     dataset = H36MDataset(h36m_root)
@@ -138,7 +141,7 @@ def extract_frames(h36m_root: str | Path, out_root: str | Path, params: FramesPa
         groups.setdefault((seq.subject, seq.camera), []).append(seq)
     with atomic_path(out_root, directory=True) as tmp:
         jobs = [CameraJob(str(dataset.root), tuple(g), params, str(tmp)) for _, g in sorted(groups.items())]
-        bar = tqdm(total=len(jobs), desc="extract_frames", unit="camera")
+        bar = tqdm(total=len(jobs), desc="extract_frames", unit="camera", disable=not progress)
         if params.workers == 1:
             counts = [(_extract_camera(j), bar.update())[0] for j in jobs]
         else:
@@ -147,3 +150,26 @@ def extract_frames(h36m_root: str | Path, out_root: str | Path, params: FramesPa
         bar.close()
     return {"sequences": len(sequences), "frames": int(sum(c[0] for c in counts)),
             "frames_without_person": int(sum(c[1] for c in counts))}
+
+
+# --- the stage ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ExtractFramesPaths:
+    h36m: str                 # a Human3.6M-layout root (videos, cameras.json)
+    out: str                  # the shards' folder, <out>/<subject>/<action>.<camera>.parquet
+
+    def outputs(self) -> list[str]:
+        return [self.out]
+
+
+def load_params(path: str | Path = "params.yaml") -> FramesParams:
+    return load_section(FramesParams, "frames", path)
+
+
+def run(paths: ExtractFramesPaths, params: FramesParams, runtime: Runtime) -> StageResult:
+    """Every video's person crops into one shard each; the report counts videos and frames."""
+    t0 = time.perf_counter()
+    report = extract_frames(paths.h36m, paths.out, params, progress=runtime.progress)
+    log.info("%d videos, %d frames (boxes: %s; person not found in %d) → %s", report["sequences"],
+             report["frames"], params.boxes, report["frames_without_person"], paths.out)
+    return StageResult([paths.out], {}, report, {"seconds": round(time.perf_counter() - t0, 1)})

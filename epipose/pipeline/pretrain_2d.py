@@ -15,14 +15,15 @@ import torch
 from torch import nn
 
 from epipose import skeleton
-from epipose.compute import Runtime, amp_dtype
+from epipose.compute import ComputeParams, Runtime, amp_dtype, load_compute
 from epipose.data import mpii
 from epipose.data.transforms import AugmentParams, augment_batch, decode_crops, load_voc_occluders, person_boxes
 from epipose.io import content_hash
 from epipose.metrics import pckh, skeleton_scale
 from epipose.models.inference import predict_2d
-from epipose.models.pose_net import ModelParams, PoseNet, PoseNetConfig, normalise
-from epipose.params import in_range, redefault
+from epipose.models.pose_net import ModelParams, PoseNet, PoseNetConfig, load_model_params, normalise, save_pose_net
+from epipose.params import in_range, load_section, redefault
+from epipose.stage import StageResult
 from epipose.train import TensorSet, TrainParams, fit
 
 log = logging.getLogger(__name__)
@@ -246,3 +247,45 @@ def summary(report: dict) -> dict[str, float]:
     """metrics/pretrain_2d.json: PCKh on MPII's validation split."""
     return {"mpii.pckh@0.5": round(report["pckh@0.5"], 3), "mpii.pckh@0.1": round(report["pckh@0.1"], 3),
             "mpii.skeleton_scale": report["skeleton_scale"]}
+
+
+# --- the stage ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Pretrain2DPaths:
+    mpii: str                 # an MPII-layout root (images/, annot/train.json, annot/valid.json)
+    out: str                  # the trained network (models/pose2d.pt)
+    live_dir: str             # dvclive folder for the training curves
+    ckpt_dir: str             # per-epoch checkpoints (resume)
+
+    def outputs(self) -> list[str]:
+        return [self.out, self.live_dir, self.ckpt_dir]
+
+
+@dataclass(frozen=True)
+class Pretrain2DConfig:
+    compute: ComputeParams
+    model: ModelParams        # without model.depth_bins: the 2D network has none
+    pretrain_2d: Pretrain2DParams
+    augment: AugmentParams
+
+
+def load_params(path: str | Path = "params.yaml") -> Pretrain2DConfig:
+    return Pretrain2DConfig(load_compute(path), load_model_params(path), load_section(Pretrain2DParams, "pretrain_2d", path),
+                            load_section(AugmentParams, "augment", path))
+
+
+def run(paths: Pretrain2DPaths, params: Pretrain2DConfig, runtime: Runtime) -> StageResult | None:
+    """Train the 2D network on MPII's train split, score it on its valid split, write it."""
+    t0 = time.perf_counter()
+    p = params.pretrain_2d
+    result, report, info = pretrain_2d(paths.mpii, params.model, p, params.augment, paths.ckpt_dir, paths.live_dir,
+                                       runtime=runtime, progress=runtime.progress)
+    if report is None:                      # not the main process
+        return None
+    save_pose_net(result.model, paths.out, meta={"pckh@0.5": report["pckh@0.5"], "mpii_root": str(paths.mpii),
+                                                  "skeleton_scale": report["skeleton_scale"],
+                                                  "skeleton_scale_flip_test": p.flip_test})
+    seconds = time.perf_counter() - t0
+    log.info("PCKh@0.5 %.2f%% on %d valid joints, %.0f s → %s", report["pckh@0.5"], report["count"], seconds, paths.out)
+    timings = {"seconds": round(seconds, 1), "decode_seconds": info.pop("decode_seconds")}
+    return StageResult([paths.out], summary(report), {**report, **info, "epochs": p.epochs}, timings)

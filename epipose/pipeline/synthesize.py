@@ -35,7 +35,8 @@ from epipose.data.synth.writers import (
     write_video,
 )
 from epipose.io import atomic_path
-from epipose.params import ParamError
+from epipose.params import ParamError, load_section
+from epipose.stage import Runtime, StageResult
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ def _stills_tasks(params: SynthParams, out_root: Path) -> list[StillsTask]:
     return tasks
 
 
-def synthesize(params: SynthParams, h36m_out: str | Path, mpii_out: str | Path) -> dict:
+def synthesize(params: SynthParams, h36m_out: str | Path, mpii_out: str | Path, progress: bool = True) -> dict:
     """Render both datasets; returns a summary (counts and bytes)."""
     start = time.perf_counter()
     rig = make_rig(params)  # validates synth.cameras before anything is written
@@ -175,7 +176,7 @@ def synthesize(params: SynthParams, h36m_out: str | Path, mpii_out: str | Path) 
         tasks += _stills_tasks(params, mpii_tmp)
         summary = {"videos": 0, "frames": 0, "sequences": n_sequences, "images": {"train": 0, "valid": 0}}
         entries: dict[str, list[tuple[dict, np.ndarray]]] = {"train": [], "valid": []}
-        bar = tqdm(total=len(tasks), desc="synthesize", unit="task", disable=None)
+        bar = tqdm(total=len(tasks), desc="synthesize", unit="task", disable=None if progress else True)
         if params.workers == 1 or len(tasks) == 1:
             _init_worker()
             results = map(_run, tasks)
@@ -209,3 +210,24 @@ def synthesize(params: SynthParams, h36m_out: str | Path, mpii_out: str | Path) 
              summary["videos"], summary["frames"], summary["h36m_bytes"] / 1e6, summary["images"]["train"],
              summary["images"]["valid"], summary["mpii_bytes"] / 1e6, summary["seconds"])
     return summary
+
+
+# --- the stage ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SynthesizePaths:
+    h36m_out: str             # the Human3.6M-layout root (videos, D3_Positions, cameras.json)
+    mpii_out: str             # the MPII-layout root (images/, annot/)
+
+    def outputs(self) -> list[str]:
+        return [self.h36m_out, self.mpii_out]
+
+
+def load_params(path: str | Path = "params.yaml") -> SynthParams:
+    return load_section(SynthParams, "synth", path)
+
+
+def run(paths: SynthesizePaths, params: SynthParams, runtime: Runtime) -> StageResult:
+    """Render both datasets into their folders; the report counts what was written."""
+    report = synthesize(params, paths.h36m_out, paths.mpii_out, progress=runtime.progress)
+    return StageResult(paths.outputs(), {}, {k: v for k, v in report.items() if k != "seconds"},
+                       {"seconds": report["seconds"]})

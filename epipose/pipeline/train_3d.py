@@ -28,19 +28,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from epipose import skeleton
-from epipose.camera import Rig
-from epipose.compute import Runtime
+from epipose.camera import Rig, load_rig
+from epipose.compute import ComputeParams, Runtime, load_compute
 from epipose.data.frames import FrameCache, load_frames
 from epipose.data.h36m import EXTRA_TRAIN_SUBJECTS, TRAIN_SUBJECTS, H36MDataset
-from epipose.data.pose_tables import key_groups
+from epipose.data.pose_tables import key_groups, write_pred3d
 from epipose.data.targets import Targets, TargetSource, gt_targets, pseudo3d_targets
 from epipose.data.transforms import AugmentParams, augment_batch, load_voc_occluders
 from epipose.io import content_hash
 from epipose.metrics import masked_mpjpe, root_relative
 from epipose.models.codec import encode_pose
 from epipose.models.inference import infer_3d
-from epipose.models.pose_net import ModelParams, PoseNet, expand_depth, load_pose_net, normalise
-from epipose.params import in_range, redefault
+from epipose.models.pose_net import ModelParams, PoseNet, expand_depth, load_pose_net, normalise, save_pose_net
+from epipose.params import in_range, load_section, load_value, redefault
+from epipose.stage import StageResult
 from epipose.train import FitResult, TensorSet, TrainParams, fit
 
 log = logging.getLogger(__name__)
@@ -211,7 +212,7 @@ def fit_subset(valid: np.ndarray, n: int) -> np.ndarray:
 
 
 # --- predictions on the training frames (the refiner's input) ---------------------------------------------
-def final_fit(run: Train3DResult, rig: Rig, p: Train3DParams, for_refiner: bool, progress: bool = True
+def score_on_labels(run: Train3DResult, rig: Rig, p: Train3DParams, for_refiner: bool, progress: bool = True
               ) -> tuple[FrameCache, dict[str, np.ndarray], float]:
     """The trained network's fit to its own labels → (the frames scored, ``predict_frames`` on them,
     root-relative MPJPE in mm): on every ``p.pred_stride``-th training frame when its predictions are
@@ -235,3 +236,70 @@ def predict_frames(model: PoseNet, cache: FrameCache, rig: Rig, root_depth_mm: n
     return infer_3d(model, cache.images, cache.boxes, rig.intrinsic_cameras(cache.keys["camera"]), root_depth_mm,
                     depth_range_mm=depth_range_mm, batch_size=batch_size, flip_test=flip_test, amp=amp,
                     channels_last=channels_last, progress=progress)
+
+
+# --- the stage ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Train3DPaths:
+    frames: str               # frame shards, <frames>/<subject>/<action>.<camera>.parquet
+    pose2d: str               # the 2D network to start from (models/pose2d.pt)
+    pseudo3d: str | None      # the pseudo-labels (data/pseudo3d.parquet; target pseudo3d)
+    out: str                  # the trained network (models/pose3d.pt)
+    live_dir: str             # dvclive folder for the training curves
+    ckpt_dir: str             # per-epoch checkpoints (resume)
+    pred_out: str | None = None   # its predictions on the training frames (the refiner's input)
+
+    def outputs(self) -> list[str]:
+        return [self.out, self.live_dir, self.ckpt_dir, self.pred_out]
+
+
+@dataclass(frozen=True)
+class Train3DConfig:
+    compute: ComputeParams
+    model: ModelParams
+    train_3d: Train3DParams
+    augment: AugmentParams
+    h36m_root: str            # data.h36m_root: cameras.json (intrinsics), and the ground truth for target gt
+
+
+def load_params(path: str | Path = "params.yaml", target: str | None = None) -> Train3DConfig:
+    """The stage's params; ``target`` overrides ``train_3d.target`` (the fully supervised stage passes gt)."""
+    compute = load_compute(path)
+    model = load_section(ModelParams, "model", path)
+    p = load_section(Train3DParams, "train_3d", path)
+    augment = load_section(AugmentParams, "augment", path)
+    h36m_root = load_value("data", "h36m_root", str, path)
+    return Train3DConfig(compute, model, dataclasses.replace(p, target=target or p.target), augment, h36m_root)
+
+
+def run(paths: Train3DPaths, params: Train3DConfig, runtime: Runtime) -> StageResult | None:
+    """Train the 3D network, score its fit to its own labels, write it (and its training-frame predictions)."""
+    p = params.train_3d
+    rig = load_rig(f"{params.h36m_root}/cameras.json")
+    t0 = time.perf_counter()
+    trained = train_3d(paths.frames, paths.pose2d, rig, params.model, p, params.augment, paths.ckpt_dir,
+                       paths.live_dir, pseudo3d_path=paths.pseudo3d,
+                       h36m_root=params.h36m_root if p.target == "gt" else None, runtime=runtime,
+                       progress=runtime.progress)
+    train_seconds = time.perf_counter() - t0
+    if not runtime.is_main:
+        return None
+    scored, pred, fit_mpjpe = score_on_labels(trained, rig, p, for_refiner=bool(paths.pred_out),
+                                              progress=runtime.progress)
+    meta = {"depth_range_mm": p.depth_range_mm, "target": p.target, "crop_size": trained.cache.crop_size,
+            "subjects": list(p.subjects), "train_target_mpjpe_mm": round(fit_mpjpe, 2)}
+    save_pose_net(trained.fit.model, paths.out, meta=meta)
+    if paths.pred_out:
+        write_pred3d(paths.pred_out, scored.keys, pred["pose_cam"], pred["conf"],
+                     metadata={"model": paths.out, "target": p.target, "flip_test": str(p.flip_test),
+                               "root_depth": f"the {p.target} labels' pelvis depth"})
+    history, info = trained.fit.history, dict(trained.info)
+    timings = {"decode_seconds": info.pop("decode_seconds"), "train_seconds": round(train_seconds, 1),
+               "seconds": round(time.perf_counter() - t0, 1)}
+    report = {**info, "epochs": p.epochs,
+              "final_train_loss": round(history[-1]["train_loss"], 6) if history else None,
+              "train_target_mpjpe_mm": round(fit_mpjpe, 2), "train_target_frames": len(scored.keys),
+              "predicted_frames": int(np.isfinite(pred["pose_cam"]).all(axis=(1, 2)).sum())}
+    log.info("%s: %d frames, root-relative error vs its labels %.1f mm, %.0f s → %s", p.target,
+             len(trained.cache), fit_mpjpe, timings["seconds"], paths.out)
+    return StageResult([o for o in (paths.out, paths.pred_out) if o], summary(report), report, timings)
