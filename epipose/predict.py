@@ -7,7 +7,7 @@ and, for videos, optionally smoothed over time.
 
 **The person crop.** The training crops (frame shards) are the projection of a 2000 mm square
 around the pelvis; in them the person's extent (head top to feet) spans a median
-``PERSON_FRACTION`` = 82% of the crop side, its centre ``PERSON_CENTRE_SHIFT`` = 4% of the side
+``CROP.person_fraction`` = 82% of the crop side, its centre ``CROP.centre_shift`` = 4% of the side
 below the crop centre (measured on the default synthetic data's ground truth). A user's person box
 ``x0,y0,x1,y1`` (tight around the person) becomes the square of side ``max(w, h) / 0.82``, centred
 4% of that side above the box centre. Boxes may instead be given as ``x0,y0,size`` — the crop
@@ -56,9 +56,8 @@ from epipose.metrics import root_relative
 from epipose.models.inference import infer_3d
 from epipose.models.pose_net import load_pose3d
 from epipose.models.refiner import load_refiner, refine_poses
-from epipose.predict_options import (DEFAULT_BOX_MM, DEFAULT_FOCAL_FACTOR, EXPORTS, IMAGE_EXTS,  # noqa: F401
-                                     PERSON_CENTRE_SHIFT, PERSON_FRACTION, VIDEO_EXTS, WARN_CONF, PredictError,
-                                     PredictOptions)
+from epipose.predict_options import (CROP, DEFAULT_FOCAL_FACTOR, EXPORTS, IMAGE_EXTS, VIDEO_EXTS,  # noqa: F401
+                                     WARN_CONF, CropConvention, PredictError, PredictOptions)
 from epipose.viz import close_figure, figure_rgb, half_extent, pose_figure, save_figure
 
 log = logging.getLogger(__name__)
@@ -69,12 +68,13 @@ TABLE_NAME = "predictions.parquet"
 
 
 # --- crops, boxes and the camera ----------------------------------------------------------------------
-def person_crop_box(bbox: tuple[float, float, float, float], fraction: float = PERSON_FRACTION
+def person_crop_box(bbox: tuple[float, float, float, float], fraction: float = CROP.person_fraction
                     ) -> tuple[float, float, float]:
-    """A person box (x0, y0, x1, y1) → the training crops' square (x0, y0, size), see the module doc."""
+    """A person box (x0, y0, x1, y1) → the training crops' square (x0, y0, size): side max(w, h) /
+    ``fraction``, centred ``CROP.centre_shift`` × the side above the box centre (``CropConvention``)."""
     x0, y0, x1, y1 = (float(v) for v in bbox)
     size = max(x1 - x0, y1 - y0) / fraction
-    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0 - PERSON_CENTRE_SHIFT * size
+    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0 - CROP.centre_shift * size
     return cx - size / 2.0, cy - size / 2.0, size
 
 
@@ -183,7 +183,7 @@ class BoxSpec:
     table: pd.DataFrame | None = None
     table_path: str = ""
     detector: "PersonDetector | None" = None
-    fraction: float = PERSON_FRACTION
+    fraction: float = CROP.person_fraction
 
     def crop_box(self, source: Path, frame: int, image: np.ndarray) -> tuple[float, float, float]:
         """The crop square (x0, y0, size) of ``source``'s frame ``frame`` (``image``: RGB)."""
@@ -387,7 +387,7 @@ class Models:
 
     @property
     def box_mm(self) -> float:
-        return float(self.meta.get("box_mm") or DEFAULT_BOX_MM)
+        return float(self.meta.get("box_mm") or CROP.box_mm)
 
 
 def pick_device(device: str = "auto") -> torch.device:
