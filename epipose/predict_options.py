@@ -1,7 +1,7 @@
 """The options, defaults, crop convention and error of ``epipose predict``, without its heavy imports
 (torch, OpenCV): the command line (``epipose.__main__``) builds its parser and ``--help`` from them in
-a blink. The crop convention lives here rather than in ``epipose.predict`` (which applies it)
-because ``--person-fraction``'s default comes from it, and importing that loads torch."""
+a blink. The crop convention lives here rather than in ``epipose.predict.boxes`` (which applies it)
+because ``--person-fraction``'s default comes from it, and importing that package loads torch."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ class PredictError(ValueError):
 @dataclass(frozen=True)
 class PredictOptions:
     focal: float | None = None           # px; default DEFAULT_FOCAL_FACTOR × the larger image side
-    root_depth_mm: float | None = None   # default: from the crop size (module doc)
+    root_depth_mm: float | None = None   # default: from the crop size (epipose.predict's doc)
     batch_size: int = 32
     flip_test: bool = True
     amp: str = "auto"                    # auto (bf16/fp16 on CUDA) | bf16 | fp16 | none
