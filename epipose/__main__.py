@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     box.add_argument("--detector", default=None,
                      help="a local torchvision Faster R-CNN COCO weights file (ResNet-50 FPN or MobileNetV3 320 FPN) "
                           "to find the person; nothing is downloaded")
-    p.add_argument("--person-fraction", type=_number, default=O.PERSON_FRACTION,
+    p.add_argument("--person-fraction", type=_number, default=O.CROP.person_fraction,
                    help="share of the crop side a person box's longer side takes (the training crops' median)")
     p.add_argument("--focal", type=_number, default=None,
                    help=f"focal length in pixels (default: {O.DEFAULT_FOCAL_FACTOR} x the larger image side)")

@@ -57,7 +57,7 @@ def _layer_files(*parts: str) -> list[Path]:
 
 @pytest.mark.parametrize("path", _layer_files("models", "data", "geometry"), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_models_data_and_geometry_never_import_a_stage(path):
-    up = {n for n in imported_modules(path) if n.startswith("epipose.pipeline") or n in ("epipose.predict",)}
+    up = {n for n in imported_modules(path) if n.startswith(("epipose.pipeline", "epipose.predict"))}   # and predict_options
     assert not up, f"{path.relative_to(ROOT)} imports {sorted(up)}"
 
 
@@ -67,10 +67,21 @@ def test_foundations_import_only_foundations(name):
     assert deps <= FOUNDATIONS, f"epipose/{name}.py imports {sorted(deps - FOUNDATIONS)}"
 
 
+PREDICT_MODULES = [PACKAGE / "predict_options.py", *sorted((PACKAGE / "predict").glob("*.py"))]
+
+
 def test_inference_does_not_import_the_training_loop():
-    for path in (PACKAGE / "models" / "inference.py", PACKAGE / "predict.py", PACKAGE / "pipeline" / "infer_2d.py",
+    for path in (PACKAGE / "models" / "inference.py", *PREDICT_MODULES, PACKAGE / "pipeline" / "infer_2d.py",
                  PACKAGE / "pipeline" / "evaluate.py"):
-        assert "epipose.train" not in imported_modules(path), path.name
+        assert "epipose.train" not in imported_modules(path), path.relative_to(PACKAGE)
+
+
+@pytest.mark.parametrize("path", PREDICT_MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_predict_imports_only_downwards(path):
+    """``epipose predict`` stands on the models, data, geometry, figures and foundations: no stage, no training loop."""
+    allowed = FOUNDATIONS | {"models", "data", "geometry", "viz", "predict", "predict_options"}
+    deps = {n.split(".")[1] for n in imported_modules(path) if n.count(".") >= 1}
+    assert deps <= allowed, f"{path.relative_to(ROOT)} imports {sorted(deps - allowed)}"
 
 
 def _functions(path: Path):

@@ -22,8 +22,8 @@ from epipose.data.synth.motion import generate_motion, random_body
 from epipose.data.pose_tables import read_predictions
 from epipose.models.pose_net import PoseNet, PoseNetConfig, save_pose_net
 from epipose.models.refiner import Refiner, save_refiner
-from epipose.predict import (BoxSpec, PersonDetector, PredictError, PredictOptions, default_camera, person_crop_box, predict,
-                             read_boxes, root_depth_from_box)
+from epipose.predict import BoxSpec, PersonDetector, PredictError, PredictOptions, predict, read_boxes
+from epipose.predict.boxes import default_camera, person_crop_box, root_depth_from_box
 from epipose.models.inference import infer_3d
 from epipose.metrics import root_relative
 from epipose.models.refiner import refine_poses
