@@ -3,11 +3,11 @@
 import argparse
 import sys
 
-from epipose.data.synth.config import SynthParams
 from epipose.io import check_writable
 from epipose.launch import run_stage
 from epipose.params import load_section
 from epipose.pipeline.synthesize import synthesize
+from epipose.synth.config import SynthParams
 
 
 def main() -> None:
