@@ -2,7 +2,7 @@
 
 Short recordings are where the pooled self-calibration is weakest: the points of a few dozen frames
 of one movement barely span 3D and can fit a wrong essential matrix as well as the true one. 2D is
-simulated from procedural motion (``epipose.data.simulate2d``) through the synthetic rig (the
+simulated from procedural motion (``epipose.synth.simulate2d``) through the synthetic rig (the
 default data's cameras) and the real Human3.6M rig, for every subject, several motion and noise
 seeds. Each subject is triangulated twice with the default params:
 
@@ -36,12 +36,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from epipose.camera import Rig, load_rig  # noqa: E402
-from epipose.data.simulate2d import NOISE_MODELS, procedural_motions, simulate_pose2d  # noqa: E402
-from epipose.data.synth.config import RigParams  # noqa: E402
-from epipose.data.synth.rig import synthetic_rig  # noqa: E402
 from epipose.geometry.angles import rotation_angle_deg  # noqa: E402
 from epipose.geometry.camera_group import CameraGroup  # noqa: E402
 from epipose.pipeline.triangulate import TriangulateParams, triangulate_table  # noqa: E402
+from epipose.synth.config import RigParams  # noqa: E402
+from epipose.synth.rig import synthetic_rig  # noqa: E402
+from epipose.synth.simulate2d import NOISE_MODELS, procedural_motions, simulate_pose2d  # noqa: E402
 
 SUBJECTS = ["S1", "S5", "S6", "S7", "S8", "S9", "S11"]
 SETTINGS = (  # frames per action, actions, noise model (longer recordings: no failure seen)

@@ -1,9 +1,9 @@
 """Benchmark the triangulation: known calibration vs self-calibration, accuracy and speed.
 
-Multi-view 2D is made by projecting procedural ground-truth motion (``epipose.data.synth.motion``)
-through the synthetic rig (``epipose.data.synth.rig``, the default data's cameras) and through the
+Multi-view 2D is made by projecting procedural ground-truth motion (``epipose.synth.motion``)
+through the synthetic rig (``epipose.synth.rig``, the default data's cameras) and through the
 real Human3.6M rig (resources/h36m/camera-parameters.json), under the noise models of
-``epipose.data.simulate2d``: exact, Gaussian 2 px, 4 px with 5 % outlier joints and 3 % of views
+``epipose.synth.simulate2d``: exact, Gaussian 2 px, 4 px with 5 % outlier joints and 3 % of views
 left/right-swapped with a confidence that drops for the perturbed joints, and the same with the
 detector confident on its swaps. Side by side:
 
@@ -45,13 +45,13 @@ sys.path.insert(0, str(ROOT))
 
 from epipose.camera import Rig, load_rig  # noqa: E402
 from epipose.data.pose_tables import KEYS, PSEUDO3D_VALUES, from_dense  # noqa: E402
-from epipose.data.simulate2d import NOISE_MODELS, camera_frame_truth, procedural_motions, simulate_pose2d  # noqa: E402
-from epipose.data.synth.config import RigParams  # noqa: E402
-from epipose.data.synth.rig import synthetic_rig  # noqa: E402
 from epipose.geometry import triangulation as tri  # noqa: E402
 from epipose.geometry.camera_group import CameraGroup  # noqa: E402
 from epipose.pipeline.triangulate import (SubjectViews, TriangulateParams, evaluate_against_gt,  # noqa: E402
                                           triangulate_table)
+from epipose.synth.config import RigParams  # noqa: E402
+from epipose.synth.rig import synthetic_rig  # noqa: E402
+from epipose.synth.simulate2d import NOISE_MODELS, camera_frame_truth, procedural_motions, simulate_pose2d  # noqa: E402
 
 H36M_CAMERAS = ROOT / "resources" / "h36m" / "camera-parameters.json"
 METHODS = ("plain_dlt", "bound", "known", "per_frame", "pooled")

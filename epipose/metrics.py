@@ -1,4 +1,4 @@
-"""Pose metrics. 2D: PCK / PCKh (MPII protocol), pixel errors. 3D: MPJPE, N-MPJPE, P-MPJPE,
+"""Pose metrics. 2D: PCK / PCKh (MPII protocol). 3D: MPJPE, N-MPJPE, P-MPJPE,
 PCK3D, AUC, Pose Structure Score.
 
 3D functions follow VideoPose3D's ``common/loss.py``: pure numpy, vectorised over frames, poses
@@ -51,15 +51,6 @@ def pck(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, norm: np.ndarray,
 def pckh(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray, head_size: np.ndarray, threshold: float = 0.5) -> dict:
     """PCKh@threshold (MPII protocol): normalised by the head size (see ``epipose.data.mpii``)."""
     return pck(pred, gt, visible, head_size, threshold)
-
-
-def pixel_errors(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray | None = None) -> np.ndarray:
-    """Euclidean 2D errors (N, J) in the inputs' units; NaN where not visible."""
-    err = np.linalg.norm(np.asarray(pred, np.float64) - np.asarray(gt, np.float64), axis=-1)
-    if visible is not None:
-        err = np.where(visible, err, np.nan)
-    return err
-
 
 
 def skeleton_scale(pred: np.ndarray, gt: np.ndarray, visible: np.ndarray | None = None) -> float:

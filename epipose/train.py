@@ -72,7 +72,7 @@ class TrainParams:
     amp: Literal["auto", "bf16", "fp16", "none"] = "auto"
     channels_last: bool = True
     workers: int = in_range(0, 64, default=0)
-    threads: int = in_range(0, 256, default=0)                           # CPU threads; 0 = all cores
+    threads: int = in_range(0, 256, default=0)                           # 0 = auto: the cores other work leaves free
     seed: int = 0
     eval_every: int = in_range(1, 100000, default=1)                     # epochs
     log_every: int = in_range(1, 100000, default=20)                     # steps

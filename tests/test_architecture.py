@@ -55,10 +55,20 @@ def _layer_files(*parts: str) -> list[Path]:
     return sorted(p for part in parts for p in (PACKAGE / part).rglob("*.py"))
 
 
-@pytest.mark.parametrize("path", _layer_files("models", "data", "geometry"), ids=lambda p: str(p.relative_to(PACKAGE)))
-def test_models_data_and_geometry_never_import_a_stage(path):
+@pytest.mark.parametrize("path", _layer_files("models", "data", "geometry", "synth"),
+                         ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_models_data_geometry_and_synth_never_import_a_stage(path):
     up = {n for n in imported_modules(path) if n.startswith(("epipose.pipeline", "epipose.predict"))}   # and predict_options
     assert not up, f"{path.relative_to(ROOT)} imports {sorted(up)}"
+
+
+@pytest.mark.parametrize("path", sorted(p for p in PACKAGE.rglob("*.py") if p.parent.name != "synth"
+                                       and p != PACKAGE / "pipeline" / "synthesize.py"),
+                         ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_only_the_synthesize_stage_imports_the_synthetic_data(path):
+    """The renderer is no part of the method: no module but the synthesize stage's needs it."""
+    down = {n for n in imported_modules(path) if n.startswith("epipose.synth")}
+    assert not down, f"{path.relative_to(ROOT)} imports {sorted(down)}"
 
 
 @pytest.mark.parametrize("name", sorted(FOUNDATIONS))

@@ -28,7 +28,7 @@ from epipose import skeleton
 from epipose.camera import Rig
 from epipose.data.h36m import H36MDataset
 from epipose.data.pose_tables import write_pose2d
-from epipose.data.simulate2d import NOISE_MODELS, simulate_pose2d
+from epipose.synth.simulate2d import NOISE_MODELS, simulate_pose2d
 from h36m_fixture import make_root as make_video_root
 from mpii_fixture import make_mpii
 from test_infer_2d import _tiny_checkpoint, make_h36m_with_shards

@@ -56,8 +56,8 @@ def test_square_crops_fill_gaps_and_keep_the_standing_size():
 # --- rendered recordings -----------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
-    from epipose.data.synth.config import MpiiParams, SynthParams
     from epipose.pipeline.synthesize import synthesize
+    from epipose.synth.config import MpiiParams, SynthParams
 
     tmp = tmp_path_factory.mktemp("boxes")
     mpii = MpiiParams(n_train=7, n_valid=7, image_size=64, images_per_chunk=7, backgrounds_per_chunk=1,

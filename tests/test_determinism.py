@@ -31,7 +31,7 @@ from conftest import ROOT, deep_update
 from epipose import skeleton
 from epipose.data.h36m import H36MDataset
 from epipose.data.pose_tables import write_pose2d
-from epipose.data.simulate2d import NOISE_MODELS, simulate_pose2d
+from epipose.synth.simulate2d import NOISE_MODELS, simulate_pose2d
 
 TINY = {
     "synth": {"subjects": ["S1", "S9"], "actions": ["Walking"], "n_frames": 30, "image_size": 192, "workers": 1,

@@ -11,7 +11,6 @@ import yaml
 from conftest import ROOT
 from epipose.compute import ComputeParams
 from epipose.data.frames import FramesParams
-from epipose.data.synth.config import SynthParams
 from epipose.data.transforms import AugmentParams
 from epipose.models.pose_net import ModelParams, load_model_params
 from epipose.params import ParamError, load_section
@@ -21,6 +20,7 @@ from epipose.pipeline.pretrain_2d import Pretrain2DParams
 from epipose.pipeline.train_3d import Train3DParams
 from epipose.pipeline.train_refiner import RefinerParams
 from epipose.pipeline.triangulate import TriangulateParams
+from epipose.synth.config import SynthParams
 
 PARAMS = ROOT / "params.yaml"
 SECTIONS = {"compute": ComputeParams, "frames": FramesParams, "synth": SynthParams, "model": ModelParams,

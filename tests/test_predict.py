@@ -18,7 +18,6 @@ from epipose import skeleton
 from epipose.__main__ import main
 from epipose.data.crop import crop_image
 from epipose.data import frames as fr
-from epipose.data.synth.motion import generate_motion, random_body
 from epipose.data.pose_tables import read_predictions
 from epipose.models.pose_net import PoseNet, PoseNetConfig, save_pose_net
 from epipose.models.refiner import Refiner, save_refiner
@@ -27,6 +26,7 @@ from epipose.predict.boxes import default_camera, person_crop_box, root_depth_fr
 from epipose.models.inference import infer_3d
 from epipose.metrics import root_relative
 from epipose.models.refiner import refine_poses
+from epipose.synth.motion import generate_motion, random_body
 
 ROOT = __import__("conftest").ROOT
 CROP = 64

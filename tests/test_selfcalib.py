@@ -19,12 +19,12 @@ import pytest
 
 from conftest import ROOT
 from epipose.camera import Camera, Rig, load_rig, look_at
-from epipose.data.simulate2d import NOISE_MODELS, camera_frame_truth, procedural_motions, simulate_pose2d
 from epipose.geometry import relative_pose as rp
 from epipose.geometry.angles import rotation_angle_deg
 from epipose.geometry.camera_group import CameraGroup
 from epipose.geometry.triangulation import triangulation_angles
 from epipose.pipeline.triangulate import TriangulateParams, evaluate_against_gt, triangulate_table
+from epipose.synth.simulate2d import NOISE_MODELS, camera_frame_truth, procedural_motions, simulate_pose2d
 
 H36M = ROOT / "resources" / "h36m" / "camera-parameters.json"
 SUBJECTS = ["S1", "S5", "S6", "S7", "S8", "S9", "S11"]      # the motion of a subject depends on its index

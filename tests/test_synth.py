@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from epipose import skeleton
-from epipose.data.synth.motion import ACTIONS, Body, generate_motion, load_motion_root, random_body
+from epipose.synth.motion import ACTIONS, Body, generate_motion, load_motion_root, random_body
 
 FPS = 50.0
 ROOT_DIR = Path(__file__).resolve().parents[1]
@@ -108,8 +108,8 @@ def test_load_motion_root_reads_d3_positions(tmp_path):
 
 # --- rig ------------------------------------------------------------------------------------
 def test_synthetic_rig_is_human36m_like():
-    from epipose.data.synth.config import RigParams
-    from epipose.data.synth.rig import synthetic_rig
+    from epipose.synth.config import RigParams
+    from epipose.synth.rig import synthetic_rig
 
     rig = synthetic_rig(RigParams(), ["S1", "S9"], 500, seed=0)
     assert rig.camera_names == ["54138969", "55011271", "58860488", "60457274"]
@@ -132,7 +132,7 @@ def test_synthetic_rig_is_human36m_like():
 
 # --- renderer -------------------------------------------------------------------------------
 def _scene_free(seed: int = 0):
-    from epipose.data.synth.render import random_scene
+    from epipose.synth.render import random_scene
 
     return random_scene(np.random.default_rng(seed), n_objects=(0, 0))
 
@@ -148,7 +148,7 @@ def _corner_camera(size: int = 400):
 
 
 def test_rendered_head_lands_where_the_pose_says_through_the_lens():
-    from epipose.data.synth.render import head_frame, render_labels
+    from epipose.synth.render import head_frame, render_labels
 
     import dataclasses
 
@@ -174,7 +174,7 @@ def test_rendered_head_lands_where_the_pose_says_through_the_lens():
 
 def test_silhouette_covers_every_projected_joint():
     from epipose.camera import Camera, look_at
-    from epipose.data.synth.render import render_labels
+    from epipose.synth.render import render_labels
 
     for action, seed in (("Walking", 1), ("Greeting", 2), ("SittingDown", 3), ("Purchases", 4)):
         body, m = _motion(action, seed, 60)
@@ -194,7 +194,7 @@ def test_silhouette_covers_every_projected_joint():
 def test_frames_show_the_person_and_furniture_occludes_it():
     import dataclasses
 
-    from epipose.data.synth.render import Box, render_background, render_frames
+    from epipose.synth.render import Box, render_background, render_frames
 
     body, m = _motion("Waiting", 5, 4)
     m = m - np.array([m[0, 0, 0], m[0, 0, 1], 0.0])           # stand at the origin
@@ -221,7 +221,7 @@ def test_frames_show_the_person_and_furniture_occludes_it():
 
 def test_front_and_back_of_the_head_differ():
     from epipose.camera import Camera, look_at
-    from epipose.data.synth.render import body_frame, render_labels
+    from epipose.synth.render import body_frame, render_labels
 
     body, m = _motion("Waiting", 11, 1)
     fwd = body_frame(m)[0][0]
@@ -242,8 +242,8 @@ def test_front_and_back_of_the_head_differ():
 
 # --- stills (MPII layout) -------------------------------------------------------------------
 def test_stills_joints_lie_on_the_person():
-    from epipose.data.synth.config import MpiiParams
-    from epipose.data.synth.stills import render_stills
+    from epipose.synth.config import MpiiParams
+    from epipose.synth.stills import render_stills
 
     params = MpiiParams(image_size=128, truncated_fraction=0.3, backgrounds_per_chunk=2, bodies_per_chunk=3)
     stills = render_stills(np.random.default_rng(0), 30, params, (1, 2), with_masks=True)
@@ -266,7 +266,7 @@ def test_stills_joints_lie_on_the_person():
 
 # --- the stage ------------------------------------------------------------------------------
 def _tiny(**over):
-    from epipose.data.synth.config import MpiiParams, SynthParams
+    from epipose.synth.config import MpiiParams, SynthParams
 
     mpii = MpiiParams(n_train=14, n_valid=5, image_size=96, images_per_chunk=7, backgrounds_per_chunk=1,
                       bodies_per_chunk=2, truncated_fraction=0.5)

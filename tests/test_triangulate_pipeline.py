@@ -17,7 +17,7 @@ from epipose.camera import Rig, save_rig
 from epipose.data.h36m import write_pose_cdf
 from epipose import metrics
 from epipose.data.pose_tables import PSEUDO3D_SCHEMA, read_pseudo3d, to_dense, write_pose2d
-from epipose.data.simulate2d import NOISE_MODELS, simulate_pose2d
+from epipose.synth.simulate2d import NOISE_MODELS, simulate_pose2d
 from epipose.geometry.camera_group import CameraGroup
 from epipose.pipeline.triangulate import TriangulateParams
 from epipose.pipeline.triangulate import enlarge_skeletons, evaluate_against_gt, skeleton_scale_for, triangulate_table

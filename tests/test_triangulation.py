@@ -6,12 +6,12 @@ import pytest
 from scipy.optimize._numdiff import approx_derivative
 
 from epipose import skeleton
-from epipose.data.simulate2d import NoiseModel, apply_noise, project_views
 from epipose.geometry import bundle
 from epipose.geometry import triangulation as tri
 from epipose.geometry.camera_group import CameraGroup
 from epipose.geometry.lens import undistort_normalized
 from epipose.geometry.scale import bone_length_scale
+from epipose.synth.simulate2d import NoiseModel, apply_noise, project_views
 from triangulation_fixture import make_rig, motions
 
 

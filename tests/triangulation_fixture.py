@@ -2,7 +2,7 @@
 
 The rig is Human3.6M-like (4 cameras at the corners of the room, ~5 m from the subject, 1000 px
 images, real-looking lens distortion), per-subject extrinsics jittered; the motion comes from
-``epipose.data.synth.motion``. Self-contained (no data files).
+``epipose.synth.motion``. Self-contained (no data files).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from epipose.camera import Camera, Rig, look_at
-from epipose.data.simulate2d import camera_frame_truth, procedural_motions
+from epipose.synth.simulate2d import camera_frame_truth, procedural_motions
 
 CAMERAS = ("cam_a", "cam_b", "cam_c", "cam_d")
 _DIST = (-0.20, 0.24, -0.0014, -0.0010, -0.003)

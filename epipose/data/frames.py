@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,12 +157,6 @@ def list_shards(root: str | Path, subjects: list[str] | tuple[str, ...] | None =
     if subjects is not None:
         shards = [p for p in shards if p.parent.name in set(subjects)]
     return shards
-
-
-def iter_shards(root: str | Path, subjects=None) -> Iterator[tuple[tuple[str, str, str], pd.DataFrame]]:
-    """Yield ``((subject, action, camera), shard DataFrame)``, one shard in memory at a time."""
-    for path in list_shards(root, subjects):
-        yield parse_shard_path(path), read_shard(path)
 
 
 # --- frames decoded once -----------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ from epipose import skeleton
 from epipose.io import write_parquet
 
 KEYS = ["subject", "action", "camera", "frame"]
-ROW_KEYS = KEYS + ["joint"]
 _KEY_FIELDS = [
     pa.field("subject", pa.string()), pa.field("action", pa.string()), pa.field("camera", pa.string()),
     pa.field("frame", pa.int32()), pa.field("joint", pa.string()),

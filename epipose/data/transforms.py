@@ -68,11 +68,6 @@ def to_crop(points: np.ndarray, boxes: np.ndarray, n: int) -> np.ndarray:
     return (points - boxes[:, None, :2]) * k
 
 
-def from_crop(points: np.ndarray, boxes: np.ndarray, n: int) -> np.ndarray:
-    """Crop pixels (N, J, 2) → original pixels (inverse of ``to_crop``)."""
-    return points * (boxes[:, None, 2:3] / n) + boxes[:, None, :2]
-
-
 def _read_image(path: Path, reduce: int) -> np.ndarray:
     flag = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
             8: cv2.IMREAD_REDUCED_COLOR_8}[reduce]

@@ -40,17 +40,6 @@ class CameraGroup:
     def subset(self, index: list[int] | np.ndarray) -> "CameraGroup":
         return CameraGroup(tuple(self.cameras[i] for i in index))
 
-    def scaled(self, s: float) -> "CameraGroup":
-        """The same cameras in a world scaled by ``s`` (translations × s)."""
-        return self.with_extrinsics(self.R, self.t * s)
-
-    def relative_to(self, ref: int) -> "CameraGroup":
-        """The same rig expressed in camera ``ref``'s frame (camera ``ref`` at the identity)."""
-        R0, t0 = self.R[ref], self.t[ref]
-        R = self.R @ R0.T
-        t = self.t - (R @ t0[:, None])[..., 0]
-        return self.with_extrinsics(R, t)
-
     # --- arrays ---------------------------------------------------------------------------
     @property
     def names(self) -> tuple[str, ...]:

@@ -42,7 +42,6 @@ SWAP_GROUPS: tuple[tuple[int, ...], ...] = (
     tuple(sorted({j for pair in skeleton.FLIP_PAIRS[:3] for j in pair})),
     tuple(sorted({j for pair in skeleton.FLIP_PAIRS[3:] for j in pair})),
 )
-SWAP_GROUP_NAMES = ("legs", "arms")
 
 
 # --- linear triangulation ------------------------------------------------------------------

@@ -76,7 +76,7 @@ class EvaluateParams:
     flip_test: bool = True
     amp: Literal["auto", "bf16", "fp16", "none"] = "auto"
     channels_last: bool = True
-    threads: int = in_range(0, 256, default=0)             # torch CPU threads; 0 = all cores
+    threads: int = in_range(0, 256, default=0)             # CPU threads; 0 = auto: the cores other work leaves free
     decode_workers: int = in_range(1, 64, default=2)
     pck_threshold_mm: float = in_range(1.0, 10000.0, default=150.0)
     pss_k: list[int] = field(default_factory=lambda: [50, 100])

@@ -20,12 +20,15 @@ import numpy as np
 from tqdm import tqdm
 
 from epipose.camera import Camera, Rig, save_rig
-from epipose.data.synth.config import SynthParams, rng_for
-from epipose.data.synth.motion import Body, base_action, generate_motion, load_motion_root, random_body
-from epipose.data.synth.render import random_scene, render_background, render_frames
-from epipose.data.synth.rig import load_given_rig, synthetic_rig
-from epipose.data.synth.stills import render_stills
-from epipose.data.synth.writers import (
+from epipose.io import atomic_path
+from epipose.params import ParamError, load_section
+from epipose.stage import Runtime, StageResult
+from epipose.synth.config import SynthParams, rng_for
+from epipose.synth.motion import Body, base_action, generate_motion, load_motion_root, random_body
+from epipose.synth.render import random_scene, render_background, render_frames
+from epipose.synth.rig import load_given_rig, synthetic_rig
+from epipose.synth.stills import render_stills
+from epipose.synth.writers import (
     mpii_entry,
     video_path,
     write_jpeg,
@@ -34,9 +37,6 @@ from epipose.data.synth.writers import (
     write_poses,
     write_video,
 )
-from epipose.io import atomic_path
-from epipose.params import ParamError, load_section
-from epipose.stage import Runtime, StageResult
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ import pandas as pd
 from epipose import skeleton
 from epipose.camera import Camera
 from epipose.data.pose_tables import KEYS, from_dense
+from epipose.synth.motion import generate_motion, random_body
 
 LATERAL = np.array(sorted({j for pair in skeleton.FLIP_PAIRS for j in pair}))
 
@@ -53,9 +54,7 @@ class Perturbation:
 
 def procedural_motions(subjects, actions, n_frames: int, seed: int = 0, fps: float = 50.0) -> dict[tuple[str, str], np.ndarray]:
     """Ground truth for simulations: {(subject, action): (n_frames, 16, 3)} world mm, MPII order, one random
-    body per subject (``epipose.data.synth.motion``), deterministic for a seed."""
-    from epipose.data.synth.motion import generate_motion, random_body
-
+    body per subject (``epipose.synth.motion``), deterministic for a seed."""
     out = {}
     for i, subject in enumerate(subjects):
         rng = np.random.default_rng([seed, i])

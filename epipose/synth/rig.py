@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 
 from epipose.camera import Rig, load_rig, look_at
-from epipose.data.synth.config import RigParams, rng_for
 from epipose.params import ParamError
+from epipose.synth.config import RigParams, rng_for
 
 
 def _rotation(rng: np.random.Generator, sigma_deg: float) -> np.ndarray:

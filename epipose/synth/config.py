@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from epipose.data.h36m import EXTRA_TRAIN_SUBJECTS, TEST_SUBJECTS, TRAIN_SUBJECTS
-from epipose.data.synth.motion import ACTIONS, base_action
 from epipose.params import ParamError, in_range
+from epipose.synth.motion import ACTIONS, base_action
 
 # Human3.6M's camera ids; the default rig stands its cameras roughly where Human3.6M's stand
 # (azimuth about the capture centre, distance, height: measured from the real calibration).

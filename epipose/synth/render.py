@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 
 from epipose.camera import Camera
-from epipose.data.synth.motion import Body
+from epipose.synth.motion import Body
 
 _SHIFT = 4                     # fixed-point bits of the polygon vertices given to OpenCV
 _CAP_POINTS = 8                # outline points per capsule end

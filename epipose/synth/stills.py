@@ -17,9 +17,9 @@ import numpy as np
 
 from epipose import skeleton
 from epipose.camera import Camera, look_at
-from epipose.data.synth.config import MpiiParams
-from epipose.data.synth.motion import ACTIONS, generate_motion, random_body
-from epipose.data.synth.render import (LIGHT, Projected, draw_person, person_primitives, random_scene,
+from epipose.synth.config import MpiiParams
+from epipose.synth.motion import ACTIONS, generate_motion, random_body
+from epipose.synth.render import (LIGHT, Projected, draw_person, person_primitives, random_scene,
                                        render_background, silhouettes, to_projected)
 
 

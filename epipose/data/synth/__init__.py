@@ -1,1 +1,0 @@
-"""Synthetic Human3.6M-/MPII-layout data: procedural motion, a camera rig, a renderer, writers."""
