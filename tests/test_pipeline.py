@@ -6,9 +6,11 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
 from tiny_repo import run
+
 
 def test_repro_extract_frames(tiny_repo):
     repo, env = tiny_repo
@@ -68,27 +70,58 @@ def test_full_repro_then_a_train_3d_param_reruns_only_what_follows(tiny_repo):
         assert f"Running stage '{stage}'" in again, stage
 
 
-def test_stages_read_exactly_the_params_they_list(tiny_repo):
-    """After the repros above (the whole chain): every params key a stage read (recorded by ``epipose.params`` through
+@pytest.fixture(scope="module")
+def whole_chain(tiny_repo):
+    """The tiny repository after ``dvc repro`` of the whole chain (whatever ran before in this module):
+    every stage has run there at least once and appended the params keys it read to the trace."""
+    repo, env = tiny_repo
+    run(["dvc", "repro"], repo, env)
+    assert "up to date" in run(["dvc", "status"], repo, env)
+    return repo, env
+
+
+def test_a_stage_records_the_params_keys_it_reads(tmp_path):
+    """What test_stages_read_exactly_the_params_they_list relies on: with ``EPIPOSE_PARAMS_TRACE`` set, a
+    script appends ``<script> <section.key>`` at exit for each key of each section (or single value) it
+    loaded, and nothing for the keys it did not; a script that loads nothing appends nothing."""
+    import os
+    import sys
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"demo": {"a": 2, "b": "y"}, "data": {"root": "r", "other": 1},
+                                                          "unread": {"c": 3}}))
+    (tmp_path / "my_stage.py").write_text(
+        "from dataclasses import dataclass\n"
+        "from epipose.params import load_section, load_value\n"
+        "@dataclass(frozen=True)\n"
+        "class Demo:\n    a: int = 1\n    b: str = 'x'\n"
+        "assert load_section(Demo, 'demo') == Demo(2, 'y') and load_value('data', 'root') == 'r'\n")
+    (tmp_path / "quiet.py").write_text("import epipose.params\n")
+    trace = tmp_path / "trace.txt"
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "EPIPOSE_PARAMS_TRACE": str(trace)}
+    for script in ("my_stage.py", "quiet.py", "my_stage.py"):
+        subprocess.run([sys.executable, script], cwd=tmp_path, env=env, check=True)
+    assert trace.read_text().splitlines() == 2 * ["my_stage data.root", "my_stage demo.a", "my_stage demo.b"]
+
+
+def test_stages_read_exactly_the_params_they_list(whole_chain):
+    """After the whole chain ran: every params key a stage read (recorded by ``epipose.params`` through
     ``EPIPOSE_PARAMS_TRACE``) or interpolates (``${...}`` in its cmd, deps, outs) is listed under its
     ``params:`` in dvc.yaml, so changing it reruns the stage; and every listed key is used, so
-    changing another key does not rerun it for nothing."""
+    changing another key does not rerun it for nothing. Every stage of dvc.yaml is checked."""
     import re
 
-    repo, env = tiny_repo
-    trace = repo.parent / "params-trace.txt"
-    if not trace.exists():                      # this test alone: run the cheapest stages first
-        run(["dvc", "repro", "extract_frames"], repo, env)
+    repo, env = whole_chain
     read: dict[str, set[str]] = {}
-    for line in trace.read_text().splitlines():
+    for line in (repo.parent / "params-trace.txt").read_text().splitlines():
         script, key = line.split()
         read.setdefault(script, set()).add(key)
     stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
-    checked = []
+    checked, never_ran = [], []
     for name, stage in stages.items():
         scripts = [Path(w).stem for w in stage["cmd"].split() if w.startswith("stages/") and w.endswith(".py")]
         if not any(s in read for s in scripts):
-            continue                            # not run by the repros of this module
+            never_ran.append(name)
+            continue
         used = set().union(*(read.get(s, set()) for s in scripts))
         text = yaml.safe_dump({k: stage.get(k) for k in ("cmd", "deps", "outs")})
         used |= set(re.findall(r"\$\{\s*([\w.]+)\s*\}", text))
@@ -98,7 +131,8 @@ def test_stages_read_exactly_the_params_they_list(tiny_repo):
         unused = sorted(p for p in listed if not any(_listed(k, {p}) or p.startswith(k + ".") for k in used))
         assert not unused, f"stage {name} lists {unused} under params but never reads them"
         checked.append(name)
-    assert {"synthesize", "extract_frames"} <= set(checked), checked
+    assert not never_ran, f"no params trace from stage(s) {never_ran}: checked only {checked}"
+    assert checked == list(stages) != [], checked
 
 
 def test_a_recording_without_ground_truth_runs_the_self_supervised_chain(tiny_repo, tmp_path):
