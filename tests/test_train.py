@@ -177,27 +177,60 @@ def test_distributed_data_parallel_with_torchrun(tmp_path):
     shutil.rmtree(tmp_path / "ck")
 
 
-def test_threads_auto_leaves_a_busy_core_to_its_process():
-    """``threads: 0`` counts the cores other work keeps busy when a stage starts: beside a process
-    spinning on one core it takes one thread fewer (every step would otherwise wait for the thread
-    sharing that core: benchmarks/threads_under_load.py)."""
-    import multiprocessing
-    import time
-
-    from epipose.compute import auto_threads, busy_cores, cpu_cores
-
-    spinner = multiprocessing.get_context("spawn").Process(target=_spin, daemon=True)
-    spinner.start()
-    try:
-        time.sleep(1.0)
-        assert busy_cores() >= 0.7
-        assert auto_threads() <= max(1, cpu_cores() - 1)
-    finally:
-        spinner.terminate()
-        spinner.join()
-    assert auto_threads(world=2) == max(1, cpu_cores() // 2)               # torchrun: the cores divided
+def _stat(*cores: tuple[int, int]) -> list[str]:
+    """``/proc/stat`` lines: the all-cores line, then per core (busy jiffies, idle jiffies), the busy
+    ones split over user and system, the idle ones over idle and iowait (iowait counts as idle)."""
+    lines = ["cpu  999 0 999 999 0 0 0 0 0 0"]
+    for i, (busy, idle) in enumerate(cores):
+        lines.append(f"cpu{i} {busy - busy // 2} 0 {busy // 2} {idle - idle // 3} {idle // 3} 0 0 0 0 0")
+    return lines + ["intr 12345 0 0", "ctxt 6789", "btime 1700000000"]
 
 
-def _spin() -> None:
-    while True:
-        pass
+def test_busy_cores_sums_each_cores_busy_fraction_between_two_samples():
+    from epipose.compute import busy_between, cpu_times
+
+    first = cpu_times(_stat((100, 900), (500, 500), (0, 1000), (7, 3)))
+    assert first == {0: (1000, 900), 1: (1000, 500), 2: (1000, 1000), 3: (10, 3)}     # the all-cores line ignored
+    # over the interval: core 0 fully busy, core 1 half, core 2 idle, core 3 (not ours) fully busy
+    second = cpu_times(_stat((200, 900), (550, 550), (0, 1100), (17, 3)))
+    assert busy_between(first, second, {0, 1, 2}) == pytest.approx(1.5)
+    assert busy_between(first, second, {0, 1, 2, 3}) == pytest.approx(2.5)
+    # a core missing from a sample, or with no time elapsed, counts as idle
+    assert busy_between(first, {0: second[0]}, {0, 1, 2}) == pytest.approx(1.0)
+    assert busy_between(first, first, {0, 1, 2}) == 0.0
+
+
+def test_cpu_times_reads_this_machines_proc_stat():
+    """Every core this process may run on has its line (else ``busy_cores`` would count it idle)."""
+    from epipose.compute import cpu_times
+
+    path = Path("/proc/stat")
+    if not path.exists() or not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no /proc/stat here (not Linux)")
+    with path.open() as f:
+        times = cpu_times(f)
+    assert os.sched_getaffinity(0) <= times.keys()
+
+
+@pytest.mark.parametrize("cores, busy, threads", [(2, 0.0, 2), (2, 0.49, 2), (2, 0.7, 1), (2, 1.0, 1), (2, 2.0, 1),
+                                                  (8, 2.6, 5), (8, 8.0, 1), (1, 0.9, 1)])
+def test_threads_auto_leaves_the_busy_cores_to_their_processes(monkeypatch, cores, busy, threads):
+    """``threads: 0`` counts the cores other work keeps busy when a stage starts (a core at least half busy is
+    taken): beside a process spinning on one core it takes one thread fewer (every step would otherwise wait
+    for the thread sharing that core: benchmarks/threads_under_load.py); always at least one."""
+    from epipose import compute
+
+    monkeypatch.setattr(compute, "cpu_cores", lambda: cores)
+    monkeypatch.setattr(compute, "busy_cores", lambda sample_s=0.3: busy)
+    assert compute.auto_threads() == threads
+
+
+def test_threads_auto_under_torchrun_divides_the_cores_whatever_the_load(monkeypatch):
+    from epipose import compute
+
+    def unused(sample_s=0.3):
+        raise AssertionError("torchrun's processes share the cores: the load is not measured")
+
+    monkeypatch.setattr(compute, "cpu_cores", lambda: 16)
+    monkeypatch.setattr(compute, "busy_cores", unused)
+    assert [compute.auto_threads(world=w) for w in (2, 3, 16, 32)] == [8, 5, 1, 1]
