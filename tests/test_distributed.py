@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -67,6 +68,7 @@ def _flat(state: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.cat([v.flatten().double() for k, v in state.items() if v.dtype.is_floating_point and "running" not in k])
 
 
+@pytest.mark.slow
 def test_train_3d_on_two_gloo_processes_trains_what_one_process_trains(tmp_path, real_rig):
     """Same global batch (8 = 2 x 4), no augmentation (its randomness is drawn per rank), every label
     valid (the loss is a mean over valid joints per rank): 6 steps on 2 processes end where 6 steps on
@@ -108,6 +110,7 @@ def test_train_3d_on_two_gloo_processes_trains_what_one_process_trains(tmp_path,
     assert json.loads((runs[2] / "r.json").read_text())["train_frames"] == 2 * 2 * len(FRAMES)
 
 
+@pytest.mark.slow
 def test_infer_2d_on_two_processes_writes_the_same_file(tmp_path, real_rig):
     from epipose.camera import Rig
     from pose2d_fixture import FRAMES, make_h36m_with_shards, tiny_pose_net

@@ -6,11 +6,14 @@ and a train_3d experiment on the whole chain (only what follows train_3d reruns;
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 
+import pytest
 import yaml
 
+from conftest import ROOT
 from tiny_repo import run
 
 
@@ -39,6 +42,7 @@ def _run_queue(repo, env) -> str:
     return status
 
 
+@pytest.mark.slow
 def test_two_queued_experiments_run_and_show(tiny_repo):
     repo, env = tiny_repo
     run(["dvc", "repro", "extract_frames"], repo, env)
@@ -61,6 +65,7 @@ def test_two_queued_experiments_run_and_show(tiny_repo):
     assert all(shown[name]["state"] == "success" for name in ("crop48", "stride6"))
 
 
+@pytest.mark.slow
 def test_a_queued_train_3d_experiment_reruns_only_what_follows_and_keeps_its_curves(tiny_repo):
     """The README's sweep on the committed chain: ``dvc exp run --queue -S train_3d.lr=...`` in DVC's
     temporary workspace reruns the stages that read train_3d and those after them, never pretrain_2d (no checkpoint
@@ -90,3 +95,25 @@ def test_a_queued_train_3d_experiment_reruns_only_what_follows_and_keeps_its_cur
     run(["dvc", "checkout"], repo, env)
     assert (repo / curve).read_text() == base_curve
     assert "up to date" in run(["dvc", "status"], repo, env)
+
+
+def _kind(value) -> str:
+    return "number" if isinstance(value, (int, float)) and not isinstance(value, bool) else type(value).__name__
+
+
+def test_the_readmes_experiments_set_params_that_exist():
+    """Every ``-S section.key=value`` the README shows (sweeps, the larger profiles, real data) names a key
+    of params.yaml and gives it a value of that key's kind (number, string, list, true/false): a key the
+    stages do not read would change nothing, a value of another kind stops the stage."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    overrides = re.findall(r"-S '?([\w.]+)=([^\s`']+)'?", (ROOT / "README.md").read_text())
+    assert len(overrides) >= 20, overrides
+    wrong = []
+    for key, text in overrides:
+        node = params
+        for part in key.split("."):
+            node = node.get(part, KeyError) if isinstance(node, dict) else KeyError
+        value = None if text == "..." else yaml.safe_load(text)         # "-S train_3d.lr=...": any value
+        if node is KeyError or (value is not None and node is not None and _kind(value) != _kind(node)):
+            wrong.append(f"{key}={text}")
+    assert not wrong, f"the README sets params that params.yaml lacks (or gives them another kind of value): {wrong}"

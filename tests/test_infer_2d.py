@@ -151,6 +151,7 @@ def test_bad_inputs_give_clear_errors(tmp_path, rig):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_stages_end_to_end(tmp_path, rig):
     """pretrain_2d then infer_2d as dvc runs them: scripts, params.yaml, outputs."""
     mpii = make_mpii(tmp_path / "mpii", n_train=16, n_valid=4)

@@ -12,6 +12,7 @@ import yaml
 from tiny_repo import run
 
 
+@pytest.mark.slow
 def test_repro_extract_frames(tiny_repo):
     repo, env = tiny_repo
     run(["dvc", "repro", "extract_frames"], repo, env)
@@ -28,6 +29,7 @@ def _listed(key: str, listed: set[str]) -> bool:
     return any(key == p or key.startswith(p + ".") for p in listed)
 
 
+@pytest.mark.slow
 def test_full_repro_then_a_train_3d_param_reruns_only_what_follows(tiny_repo):
     """The whole chain on the tiny profile: every output with its schema, a clean ``dvc status``, and a
     changed ``train_3d`` param reruns train_3d and later stages only."""
@@ -103,6 +105,7 @@ def test_a_stage_records_the_params_keys_it_reads(tmp_path):
     assert trace.read_text().splitlines() == 2 * ["my_stage data.root", "my_stage demo.a", "my_stage demo.b"]
 
 
+@pytest.mark.slow
 def test_stages_read_exactly_the_params_they_list(whole_chain):
     """After the whole chain ran: every params key a stage read (recorded by ``epipose.params`` through
     ``EPIPOSE_PARAMS_TRACE``) or interpolates (``${...}`` in its cmd, deps, outs) is listed under its
@@ -135,6 +138,7 @@ def test_stages_read_exactly_the_params_they_list(whole_chain):
     assert checked == list(stages) != [], checked
 
 
+@pytest.mark.slow
 def test_a_recording_without_ground_truth_runs_the_self_supervised_chain(tiny_repo, tmp_path):
     """Videos and an intrinsics-only cameras.json (no D3_Positions, no extrinsics): ``dvc repro
     train_refiner`` writes the pseudo-labels (the same as with ground truth beside them), the recovered

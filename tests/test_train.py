@@ -119,6 +119,7 @@ def test_bn_recalibration_and_ema():
     assert torch.allclose(ema.module.weight, target.weight, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_tiny_pose_net_overfits_a_handful_of_images(tmp_path):
     root = make_mpii(tmp_path / "mpii", n_train=8, n_valid=1, seed=2)
     p = Pretrain2DParams(epochs=1, batch_size=8, lr=1e-2, schedule="step", lr_steps=[], warmup_steps=0, amp="auto",
@@ -157,6 +158,7 @@ dist.destroy_process_group()
 """
 
 
+@pytest.mark.slow
 def test_distributed_data_parallel_with_torchrun(tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT.format(tests=str(ROOT / "tests"), ckpt=str(tmp_path / "ck"), out=str(tmp_path)))

@@ -120,6 +120,7 @@ def test_flip_mirrors_x_swaps_joints_and_keeps_depth():
     assert 5 < flipped < b - 5
 
 
+@pytest.mark.slow
 def test_train_3d_on_a_handful_of_frames_lowers_its_loss(data, tmp_path):
     h36m, frames_root, pseudo, rig = data
     pose2d = _pose2d(tmp_path / "pose2d.pt")
