@@ -78,18 +78,33 @@ def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+def cpu_times(lines) -> dict[int, tuple[int, int]]:
+    """Per core number, from ``/proc/stat``'s lines: (total jiffies, idle + iowait jiffies)."""
+    out = {}
+    for line in lines:
+        name, *fields = line.split()
+        if name.startswith("cpu") and name[3:].isdigit():
+            v = [int(x) for x in fields[:8]]       # user nice system idle iowait irq softirq steal
+            out[int(name[3:])] = (sum(v), v[3] + v[4])
+    return out
+
+
+def busy_between(first: dict[int, tuple[int, int]], second: dict[int, tuple[int, int]], cores) -> float:
+    """How many of ``cores`` were busy between two ``cpu_times`` samples: the sum of each core's busy
+    fraction (a core missing from a sample, or with no time elapsed, counts as idle)."""
+    busy = 0.0
+    for c in set(cores) & first.keys() & second.keys():
+        total, idle = second[c][0] - first[c][0], second[c][1] - first[c][1]
+        busy += (total - idle) / total if total > 0 else 0.0
+    return busy
+
+
 def busy_cores(sample_s: float = 0.3) -> float:
     """How many of this process's cores other work keeps busy, measured over ``sample_s`` while this
     process sleeps (Linux ``/proc/stat``; 0.0 where it cannot be read)."""
     def snapshot() -> dict[int, tuple[int, int]]:
-        out = {}
         with open("/proc/stat") as f:
-            for line in f:
-                name, *fields = line.split()
-                if name.startswith("cpu") and name[3:].isdigit():
-                    v = [int(x) for x in fields[:8]]       # user nice system idle iowait irq softirq steal
-                    out[int(name[3:])] = (sum(v), v[3] + v[4])
-        return out
+            return cpu_times(f)
 
     try:
         first = snapshot()
@@ -98,11 +113,7 @@ def busy_cores(sample_s: float = 0.3) -> float:
     except (OSError, ValueError):
         return 0.0
     cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(first)
-    busy = 0.0
-    for c in cores & first.keys() & second.keys():
-        total, idle = second[c][0] - first[c][0], second[c][1] - first[c][1]
-        busy += (total - idle) / total if total > 0 else 0.0
-    return busy
+    return busy_between(first, second, cores)
 
 
 def auto_threads(world: int = 1) -> int:

@@ -38,3 +38,12 @@ def write_params(path: Path, overrides: dict | None = None) -> Path:
     params = deep_update(yaml.safe_load((ROOT / "params.yaml").read_text()), overrides or {})
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny_repo(tmp_path_factory):
+    """The project as a git + DVC repository on the tiny params profile (tests/tiny_repo.py), one per test
+    module → (its folder, the environment to run git and dvc in)."""
+    from tiny_repo import make_tiny_repo
+
+    return make_tiny_repo(tmp_path_factory.mktemp("pipeline") / "repo")

@@ -31,7 +31,7 @@ from epipose.data.pose_tables import write_pose2d
 from epipose.synth.simulate2d import NOISE_MODELS, simulate_pose2d
 from h36m_fixture import make_root as make_video_root
 from mpii_fixture import make_mpii
-from test_infer_2d import _tiny_checkpoint, make_h36m_with_shards
+from pose2d_fixture import make_h36m_with_shards, tiny_pose_net
 
 CAMS = ("54138969", "55011271")
 BASE_PARAMS = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -55,7 +55,7 @@ def world(tmp_path_factory, request):
     return {
         "rig": rig, "videos": videos, "h36m": h36m, "frames": frames_root, "pose2d": root / "pose2d.parquet",
         "pose2d_df": pose2d, "mpii": make_mpii(root / "mpii", n_train=4, n_valid=2, image_size=96),
-        "ckpt": _tiny_checkpoint(root / "pose2d.pt"), "ckpt17": _tiny_checkpoint(root / "j17.pt", num_joints=17),
+        "ckpt": tiny_pose_net(root / "pose2d.pt"), "ckpt17": tiny_pose_net(root / "j17.pt", num_joints=17),
     }
 
 

@@ -104,6 +104,23 @@ TRIANGULATE = ["stages/triangulate.py", "--pose2d", "data/pose2d_sim.parquet", "
                "--gt-root", "data/raw/h36m"]
 
 
+def test_a_table_is_the_same_bytes_whatever_the_row_order_and_folder(tmp_path, real_rig):
+    """What the byte-identical stage outputs below rest on, in the fast lane: a 2D pose table depends on its
+    rows only. Simulated twice with one seed it is the same table; its rows in another order (as workers
+    may finish them), written in another folder, give the same file."""
+    from h36m_fixture import walking_poses
+
+    sequences = {(s, "Walking"): skeleton.h36m32_to_mpii(walking_poses(6, seed=i)) for i, s in enumerate(("S1", "S9"))}
+    cameras = {s: real_rig.cameras(s) for s in ("S1", "S9")}
+    df, _ = simulate_pose2d(sequences, cameras, NOISE_MODELS["outliers_swaps4"], seed=4)
+    again, _ = simulate_pose2d(sequences, cameras, NOISE_MODELS["outliers_swaps4"], seed=4)
+    other, _ = simulate_pose2d(sequences, cameras, NOISE_MODELS["outliers_swaps4"], seed=5)
+    assert df.equals(again) and not df.equals(other)
+    write_pose2d(df, tmp_path / "a" / "pose2d.parquet")
+    write_pose2d(df.sample(frac=1.0, random_state=0).reset_index(drop=True), tmp_path / "b" / "pose2d.parquet")
+    assert digests(tmp_path / "a", "pose2d.parquet") == digests(tmp_path / "b", "pose2d.parquet")
+
+
 @pytest.fixture(scope="module")
 def base(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("determinism")
@@ -126,12 +143,14 @@ def rerun(a: Path, folder: Path, inputs: list[str], command: list[str]) -> Path:
     return b
 
 
+@pytest.mark.slow
 def test_synthesize_is_byte_identical(chain, base):
     b = rerun(chain, base / "synthesize", [], SYNTHESIZE)
     assert digests(chain, "data/raw") == digests(b, "data/raw")
     assert len(digests(b, "data/raw/h36m")) == 2 * 4 + 2 + 1       # videos, cdfs, cameras.json
 
 
+@pytest.mark.slow
 def test_extract_frames_is_byte_identical(chain, base):
     b = rerun(chain, base / "extract_frames", ["data/raw/h36m"], EXTRACT)
     assert digests(chain, "data/frames") == digests(b, "data/frames")
@@ -169,6 +188,7 @@ def _state(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, weights_only=True)["state_dict"]
 
 
+@pytest.mark.slow
 def test_killed_training_leaves_nothing_complete_and_resumes(interrupted, trained):
     assert interrupted["returncode"] == -signal.SIGKILL, "the training finished before it could be killed"
     saved = interrupted["checkpoint"]
@@ -181,6 +201,7 @@ def test_killed_training_leaves_nothing_complete_and_resumes(interrupted, traine
     assert [p.name for p in (c / "models/pretrain_2d").iterdir()] == ["last.pt"]
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_on_cpu(trained, interrupted):
     """The second run (from scratch in another folder, its second half in a new process after the kill)
     ends with the first run's weights, model file and metrics: seeded, resumed exactly."""
@@ -200,6 +221,7 @@ def test_training_is_deterministic_on_cpu(trained, interrupted):
     assert digests(a, *outs) == digests(c, *outs)
 
 
+@pytest.mark.slow
 def test_infer_2d_is_byte_identical(trained, base):
     a = trained
     run(a, *INFER)
@@ -208,6 +230,7 @@ def test_infer_2d_is_byte_identical(trained, base):
     assert digests(a, *outs) == digests(b, *outs)
 
 
+@pytest.mark.slow
 def test_triangulate_is_byte_identical(chain, base):
     """On 2D poses simulated from the synthetic ground truth with noise, outliers and left/right swaps,
     so that the self-calibration (RANSAC, bundle adjustment) really runs."""
@@ -224,6 +247,7 @@ def test_triangulate_is_byte_identical(chain, base):
     assert json.loads((a / "metrics/triangulate.json").read_text())["pseudo3d.coverage"] > 0.5     # it did triangulate
 
 
+@pytest.mark.slow
 def test_evaluate_is_byte_identical(chain, base):
     """On the test subject's frames, with a random 3D network and refiner: metrics, per-action TSV,
     figure and report."""

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
@@ -67,6 +68,7 @@ def _flat(state: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.cat([v.flatten().double() for k, v in state.items() if v.dtype.is_floating_point and "running" not in k])
 
 
+@pytest.mark.slow
 def test_train_3d_on_two_gloo_processes_trains_what_one_process_trains(tmp_path, real_rig):
     """Same global batch (8 = 2 x 4), no augmentation (its randomness is drawn per rank), every label
     valid (the loss is a mean over valid joints per rank): 6 steps on 2 processes end where 6 steps on
@@ -76,14 +78,14 @@ def test_train_3d_on_two_gloo_processes_trains_what_one_process_trains(tmp_path,
     without synchronised BatchNorm, 0.025 with)."""
     from epipose.models.pose_net import ModelParams
     from epipose.pipeline.train_3d import init_from_2d
+    from pose2d_fixture import tiny_pose_net
     from pose3d_fixture import FRAMES, gt_table, make_root, small_rig, write_table
-    from test_train3d import _pose2d
 
     h36m, frames_root = make_root(tmp_path, small_rig(real_rig))          # S1, S9 x 2 actions x 2 cameras
     pseudo3d = write_table(gt_table(h36m, ("S1",)), tmp_path / "pseudo3d.parquet")
-    pose2d = _pose2d(tmp_path / "pose2d.pt", input_size=32)
     model = {"backbone": 18, "input_size": 32, "deconv_channels": 8, "depth_bins": 8, "pretrained": None,
-             "backbone_stages": 4, "deconv_layers": 3}                    # _pose2d's (PoseNetConfig's defaults)
+             "backbone_stages": 4, "deconv_layers": 3}                    # PoseNetConfig's defaults
+    pose2d = tiny_pose_net(tmp_path / "pose2d.pt", input_size=32, backbone_stages=4, deconv_layers=3)
     runs = {}
     for nproc in (1, 2):
         params = write_params(tmp_path / f"params{nproc}.yaml", nproc, data={"h36m_root": str(h36m)}, model=model,
@@ -108,14 +110,15 @@ def test_train_3d_on_two_gloo_processes_trains_what_one_process_trains(tmp_path,
     assert json.loads((runs[2] / "r.json").read_text())["train_frames"] == 2 * 2 * len(FRAMES)
 
 
+@pytest.mark.slow
 def test_infer_2d_on_two_processes_writes_the_same_file(tmp_path, real_rig):
     from epipose.camera import Rig
-    from test_infer_2d import FRAMES, _tiny_checkpoint, make_h36m_with_shards
+    from pose2d_fixture import FRAMES, make_h36m_with_shards, tiny_pose_net
 
     rig = Rig({c: real_rig.intrinsics[c] for c in ("54138969", "55011271")},
               {s: {c: real_rig.extrinsics[s][c] for c in ("54138969", "55011271")} for s in ("S1", "S9")})
     h36m, frames_root = make_h36m_with_shards(tmp_path, rig)          # 8 shards
-    ckpt = _tiny_checkpoint(tmp_path / "pose2d.pt")
+    ckpt = tiny_pose_net(tmp_path / "pose2d.pt")
     params = write_params(tmp_path / "params.yaml", 2, infer_2d={"batch_size": 3, "threads": 1})
     out = tmp_path / "n2"
     launch("infer_2d.py", ["--frames", frames_root, "--model", ckpt, "--out", out / "pose2d.parquet",

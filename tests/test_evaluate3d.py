@@ -186,6 +186,7 @@ def test_report_plots_and_summary(world, tmp_path):
     assert "| – |" in results_markdown(collapsed, {**info, "figures": [], "h36m_root": "x"})
 
 
+@pytest.mark.slow
 def test_evaluate_stage_end_to_end(world, tmp_path):
     """The stage on a random 3D network + refiner: every output, numbers consistent with each other."""
     _, h36m, frames_root, _, _, _, _ = world

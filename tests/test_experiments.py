@@ -6,12 +6,15 @@ and a train_3d experiment on the whole chain (only what follows train_3d reruns;
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 
+import pytest
 import yaml
 
-from test_pipeline import _run, repo  # noqa: F401  (repo: the tiny-profile git + DVC repository fixture)
+from conftest import ROOT
+from tiny_repo import run
 
 
 def _experiments(shown: list[dict]) -> dict[str, dict]:
@@ -27,30 +30,31 @@ def _experiments(shown: list[dict]) -> dict[str, dict]:
 def _run_queue(repo, env) -> str:
     """Start the queue with one worker, wait until nothing is queued or running → the last status."""
     try:
-        _run(["dvc", "queue", "start", "-j", "1"], repo, env)
+        run(["dvc", "queue", "start", "-j", "1"], repo, env)
         deadline = time.time() + 600
         while time.time() < deadline:
-            status = _run(["dvc", "queue", "status"], repo, env)
+            status = run(["dvc", "queue", "status"], repo, env)
             if "Queued" not in status and "Running" not in status:
                 break
             time.sleep(2)
     finally:
-        _run(["dvc", "queue", "stop", "--kill"], repo, env)      # the workers (and a task still running)
+        run(["dvc", "queue", "stop", "--kill"], repo, env)      # the workers (and a task still running)
     return status
 
 
-def test_two_queued_experiments_run_and_show(repo):  # noqa: F811
-    repo, env = repo
-    _run(["dvc", "repro", "extract_frames"], repo, env)
-    _run(["git", "add", "dvc.lock"], repo, env)
-    _run(["git", "commit", "-qm", "baseline"], repo, env)
+@pytest.mark.slow
+def test_two_queued_experiments_run_and_show(tiny_repo):
+    repo, env = tiny_repo
+    run(["dvc", "repro", "extract_frames"], repo, env)
+    run(["git", "add", "dvc.lock"], repo, env)
+    run(["git", "commit", "-qm", "baseline"], repo, env)
     base = yaml.safe_load((repo / "params.yaml").read_text())["frames"]
     lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["extract_frames"]["outs"]
     base_hash = next(o["md5"] for o in lock if o["path"] == "data/frames")
-    _run(["dvc", "exp", "run", "--queue", "extract_frames", "-S", "frames.crop_size=48", "-n", "crop48"], repo, env)
-    _run(["dvc", "exp", "run", "--queue", "extract_frames", "-S", "frames.stride=6", "-n", "stride6"], repo, env)
+    run(["dvc", "exp", "run", "--queue", "extract_frames", "-S", "frames.crop_size=48", "-n", "crop48"], repo, env)
+    run(["dvc", "exp", "run", "--queue", "extract_frames", "-S", "frames.stride=6", "-n", "stride6"], repo, env)
     status = _run_queue(repo, env)
-    assert "Failed" not in status, status + _run(["dvc", "queue", "logs", "crop48"], repo, env)
+    assert "Failed" not in status, status + run(["dvc", "queue", "logs", "crop48"], repo, env)
     show = subprocess.run(["dvc", "exp", "show", "--json"], cwd=repo, env=env, capture_output=True, text=True, check=True)
     shown = _experiments(json.loads(show.stdout))
     assert {"crop48", "stride6"} <= set(shown), list(shown)
@@ -61,32 +65,55 @@ def test_two_queued_experiments_run_and_show(repo):  # noqa: F811
     assert all(shown[name]["state"] == "success" for name in ("crop48", "stride6"))
 
 
-def test_a_queued_train_3d_experiment_reruns_only_what_follows_and_keeps_its_curves(repo):  # noqa: F811
+@pytest.mark.slow
+def test_a_queued_train_3d_experiment_reruns_only_what_follows_and_keeps_its_curves(tiny_repo):
     """The README's sweep on the committed chain: ``dvc exp run --queue -S train_3d.lr=...`` in DVC's
     temporary workspace reruns the stages that read train_3d and those after them, never pretrain_2d (no checkpoint
     folder is an output); the experiment's commit holds its own training curves, and applying it or
     going back leaves ``dvc status`` clean."""
-    repo, env = repo
-    _run(["dvc", "repro"], repo, env)
-    _run(["git", "add", "-A"], repo, env)                   # dvc.lock, metrics/, dvclive/ curves, reports
-    _run(["git", "commit", "-qm", "chain"], repo, env)
-    assert "up to date" in _run(["dvc", "status"], repo, env)
+    repo, env = tiny_repo
+    run(["dvc", "repro"], repo, env)
+    run(["git", "add", "-A"], repo, env)                   # dvc.lock, metrics/, dvclive/ curves, reports
+    run(["git", "commit", "-qm", "chain"], repo, env)
+    assert "up to date" in run(["dvc", "status"], repo, env)
     curve = "dvclive/train_3d/plots/metrics/train/loss.tsv"
     base_curve = (repo / curve).read_text()
     lr = yaml.safe_load((repo / "params.yaml").read_text())["train_3d"]["lr"]
-    _run(["dvc", "exp", "run", "--queue", "-S", f"train_3d.lr={lr * 1.5}", "-n", "lr15"], repo, env)
+    run(["dvc", "exp", "run", "--queue", "-S", f"train_3d.lr={lr * 1.5}", "-n", "lr15"], repo, env)
     status = _run_queue(repo, env)
-    logs = _run(["dvc", "queue", "logs", "lr15"], repo, env)
+    logs = run(["dvc", "queue", "logs", "lr15"], repo, env)
     assert "Failed" not in status, status + logs
     for stage in ("synthesize", "extract_frames", "pretrain_2d", "infer_2d", "triangulate"):
         assert f"Running stage '{stage}'" not in logs, stage + logs[-3000:]
     # train_3d_gt too: the fully supervised baseline trains with the same train_3d recipe
     for stage in ("train_3d", "train_3d_gt", "train_refiner", "evaluate"):
         assert f"Running stage '{stage}'" in logs, stage + logs[-3000:]
-    _run(["dvc", "exp", "apply", "lr15"], repo, env)
+    run(["dvc", "exp", "apply", "lr15"], repo, env)
     assert (repo / curve).read_text() != base_curve          # the experiment's own curves
-    assert "up to date" in _run(["dvc", "status"], repo, env)
-    _run(["git", "checkout", "--", "."], repo, env)
-    _run(["dvc", "checkout"], repo, env)
+    assert "up to date" in run(["dvc", "status"], repo, env)
+    run(["git", "checkout", "--", "."], repo, env)
+    run(["dvc", "checkout"], repo, env)
     assert (repo / curve).read_text() == base_curve
-    assert "up to date" in _run(["dvc", "status"], repo, env)
+    assert "up to date" in run(["dvc", "status"], repo, env)
+
+
+def _kind(value) -> str:
+    return "number" if isinstance(value, (int, float)) and not isinstance(value, bool) else type(value).__name__
+
+
+def test_the_readmes_experiments_set_params_that_exist():
+    """Every ``-S section.key=value`` the README shows (sweeps, the larger profiles, real data) names a key
+    of params.yaml and gives it a value of that key's kind (number, string, list, true/false): a key the
+    stages do not read would change nothing, a value of another kind stops the stage."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    overrides = re.findall(r"-S '?([\w.]+)=([^\s`']+)'?", (ROOT / "README.md").read_text())
+    assert len(overrides) >= 20, overrides
+    wrong = []
+    for key, text in overrides:
+        node = params
+        for part in key.split("."):
+            node = node.get(part, KeyError) if isinstance(node, dict) else KeyError
+        value = None if text == "..." else yaml.safe_load(text)         # "-S train_3d.lr=...": any value
+        if node is KeyError or (value is not None and node is not None and _kind(value) != _kind(node)):
+            wrong.append(f"{key}={text}")
+    assert not wrong, f"the README sets params that params.yaml lacks (or gives them another kind of value): {wrong}"

@@ -76,6 +76,7 @@ def test_extract_frames_shards(root, tmp_path):
             assert r > 150 and g > 150 and b < r - 40               # (background: grey 90)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("boxes", ["auto", "gt"])
 def test_extract_frames_is_deterministic(root, tmp_path, boxes):
     params = FramesParams(stride=7, crop_size=64, boxes=boxes, workers=1)
@@ -136,6 +137,7 @@ def test_stage_rejects_bad_params(root, tmp_path, bad, message):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_killed_extract_leaves_nothing_complete_and_rerun_finishes(root, tmp_path):
     import signal
     import subprocess

@@ -4,6 +4,7 @@ from it is an error that names the key (never a silent fallback to another value
 from __future__ import annotations
 
 import dataclasses
+import typing
 
 import pytest
 import yaml
@@ -70,6 +71,30 @@ def test_the_2d_stages_read_the_model_section_without_depth_bins(tmp_path):
         load_model_params(_without(tmp_path, "model", "input_size"))
 
 
-def test_defaults_are_not_shared_between_instances():
-    a, b = TriangulateParams(), TriangulateParams()
-    assert a.bone_lengths_mm == b.bone_lengths_mm and a.bone_lengths_mm is not b.bone_lengths_mm
+def _lists(obj, prefix: str) -> dict[str, object]:
+    """The value of every field annotated ``list[...]`` in a params dataclass instance (nested sections
+    included), by its dotted key."""
+    out = {}
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if typing.get_origin(hints[f.name]) is list:
+            out[f"{prefix}.{f.name}"] = value
+        elif dataclasses.is_dataclass(value):
+            out |= _lists(value, f"{prefix}.{f.name}")
+    return out
+
+
+def test_editing_a_list_param_in_place_leaves_the_defaults_alone():
+    """A caller that edits a list param of its instance in place (appends a subject, a bone length) must not
+    change the next instance's default nor the module constant it came from: every list default is a
+    fresh list (the sections' ``default_factory``, ``redefault``)."""
+    edited = {}
+    for section, cls in SECTIONS.items():
+        for key, value in _lists(cls(), section).items():
+            assert isinstance(value, list), f"{key}: default {value!r} is not a list"
+            value.append(value[-1] if value else 0)
+            edited[key] = section
+    assert {"triangulate.bone_lengths_mm", "train_3d.subjects", "evaluate.subjects"} <= set(edited), sorted(edited)
+    for section in set(edited.values()):
+        assert SECTIONS[section]() == load_section(SECTIONS[section], section, PARAMS), section

@@ -224,6 +224,7 @@ def test_bad_inputs_give_clear_errors(models, tmp_path, capsys):
     assert not (tmp_path / "out").exists()          # nothing written on error
 
 
+@pytest.mark.slow
 def test_console_entry_point(models, tmp_path):
     _, _, images, _ = scene(160, 120)
     cv2.imwrite(str(tmp_path / "p.png"), images[0])

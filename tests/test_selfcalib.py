@@ -98,6 +98,7 @@ def _line_rig(azimuths_deg, distances_mm) -> Rig:
     return Rig({n: (K, np.zeros(5)) for n in names}, {"S1": extr})
 
 
+@pytest.mark.slow
 def test_cameras_nearly_in_line_with_the_person_are_refused(caplog):
     line = _line_rig([0.0, 1.0], [4000.0, 7000.0])               # the second behind the first
     df, _ = _simulate(line, "S1", ["Walking 1", "Greeting 1"], 40, motion_seed=0, noise_seed=0)

@@ -16,44 +16,10 @@ from epipose.models.pose_net import PoseNet, PoseNetConfig
 from epipose.pipeline.pretrain_2d import Loss2D, build_cache, evaluate_pckh, Pretrain2DParams
 from epipose.train import CHECKPOINT_NAME, EpochBatchSampler, ModelEMA, TensorSet, TrainParams, fit, lr_lambda, recalibrate_bn
 from mpii_fixture import make_mpii
+from train_fixture import TINY, Tiny, TinyLoss, tiny_data
 
 ROOT = Path(__file__).resolve().parents[1]
 NO_AUG = AugmentParams(scale=0, rotation=0, translate=0, flip=False, color=0, occlusion_prob=0)
-
-
-class Tiny(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.net = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
-                                 nn.Flatten(), nn.Linear(8, 2))
-
-    def forward(self, x):
-        return self.net(x)
-
-
-def _tiny_data(n=32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, 3, 12, 12, generator=g)
-    y = torch.stack([x[:, 0].mean((1, 2)), x[:, 1].std((1, 2))], 1)
-    return TensorSet(x=x, y=y)
-
-
-class TinyLoss:
-    """MSE with a dash of per-step randomness (noise from the step generator), counting calls."""
-
-    def __init__(self, fail_at_call=None):
-        self.calls, self.fail_at_call = 0, fail_at_call
-
-    def __call__(self, model, batch, gen):
-        self.calls += 1
-        if self.fail_at_call is not None and self.calls == self.fail_at_call:
-            raise KeyboardInterrupt("simulated kill")
-        noise = torch.randn(batch["x"].shape, generator=gen) * 0.01
-        pred = model(batch["x"] + noise)
-        return ((pred - batch["y"]) ** 2).mean(), {"abs": (pred - batch["y"]).abs().mean()}
-
-
-TINY = TrainParams(epochs=3, batch_size=8, lr=1e-2, amp="none", channels_last=False, log_every=2, seed=3)
 
 
 def _weights(model):
@@ -62,18 +28,18 @@ def _weights(model):
 
 def test_resume_continues_at_the_right_epoch(tmp_path):
     torch.manual_seed(0)
-    straight = fit(Tiny(), _tiny_data(), TinyLoss(), TINY, tmp_path / "a", progress=False)
+    straight = fit(Tiny(), tiny_data(), TinyLoss(), TINY, tmp_path / "a", progress=False)
     assert straight.epochs_run == 3 and straight.resumed_from == 0
 
     torch.manual_seed(0)
     with pytest.raises(KeyboardInterrupt):     # killed in the middle of epoch 3 (4 steps per epoch)
-        fit(Tiny(), _tiny_data(), TinyLoss(fail_at_call=4 * 2 + 2), TINY, tmp_path / "b", progress=False)
+        fit(Tiny(), tiny_data(), TinyLoss(fail_at_call=4 * 2 + 2), TINY, tmp_path / "b", progress=False)
     saved = torch.load(tmp_path / "b" / CHECKPOINT_NAME, weights_only=False)
     assert saved["epoch"] == 2 and saved["step"] == 8 and "final" not in saved
 
     torch.manual_seed(123)                     # a different init: everything must come from the checkpoint
     loss = TinyLoss()
-    resumed = fit(Tiny(), _tiny_data(), loss, TINY, tmp_path / "b", progress=False)
+    resumed = fit(Tiny(), tiny_data(), loss, TINY, tmp_path / "b", progress=False)
     assert resumed.resumed_from == 2 and resumed.epochs_run == 1 and loss.calls == 4
     # Identical weights at the end: model, Adam moments, schedule and augmentation seeds all resumed.
     assert torch.equal(_weights(straight.model), _weights(resumed.model))
@@ -85,7 +51,7 @@ def test_resume_continues_at_the_right_epoch(tmp_path):
     assert torch.equal(optimizer.state_dict()["state"][0]["exp_avg"], saved["optimizer"]["state"][0]["exp_avg"])
 
     # A rerun of a finished training loads the final weights without training.
-    again = fit(Tiny(), _tiny_data(), TinyLoss(fail_at_call=1), TINY, tmp_path / "b", progress=False)
+    again = fit(Tiny(), tiny_data(), TinyLoss(fail_at_call=1), TINY, tmp_path / "b", progress=False)
     assert again.epochs_run == 0 and torch.equal(_weights(again.model), _weights(resumed.model))
     # ... and the whole run's history, as the uninterrupted run's (a rerun writes the same metrics)
     assert [h["epoch"] for h in resumed.history] == [h["epoch"] for h in again.history] == [1, 2, 3]
@@ -93,26 +59,26 @@ def test_resume_continues_at_the_right_epoch(tmp_path):
 
 
 def test_stale_checkpoint_is_not_resumed(tmp_path, caplog):
-    fit(Tiny(), _tiny_data(), TinyLoss(), TINY, tmp_path / "c", progress=False)
+    fit(Tiny(), tiny_data(), TinyLoss(), TINY, tmp_path / "c", progress=False)
     other = TrainParams(**{**TINY.__dict__, "lr": 5e-3})
     with caplog.at_level(logging.WARNING):
-        r = fit(Tiny(), _tiny_data(), TinyLoss(), other, tmp_path / "c", progress=False)
+        r = fit(Tiny(), tiny_data(), TinyLoss(), other, tmp_path / "c", progress=False)
     assert r.resumed_from == 0 and r.epochs_run == 3
     assert "other params/model/data" in caplog.text
 
 
 def test_training_is_deterministic_on_cpu(tmp_path):
     torch.manual_seed(0)
-    a = fit(Tiny(), _tiny_data(), TinyLoss(), TINY, tmp_path / "x", progress=False)
+    a = fit(Tiny(), tiny_data(), TinyLoss(), TINY, tmp_path / "x", progress=False)
     torch.manual_seed(0)
-    b = fit(Tiny(), _tiny_data(), TinyLoss(), TINY, tmp_path / "y", progress=False)
+    b = fit(Tiny(), tiny_data(), TinyLoss(), TINY, tmp_path / "y", progress=False)
     assert torch.equal(_weights(a.model), _weights(b.model))
 
 
 def test_dvclive_curves(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     cfg = TrainParams(**{**TINY.__dict__, "epochs": 2})
-    fit(Tiny(), _tiny_data(), TinyLoss(), cfg, tmp_path / "ck", live_dir=tmp_path / "live",
+    fit(Tiny(), tiny_data(), TinyLoss(), cfg, tmp_path / "ck", live_dir=tmp_path / "live",
         evaluate=lambda m: {"score": 1.5}, progress=False)
     metrics = tmp_path / "live" / "plots" / "metrics"
     loss = (metrics / "train" / "loss.tsv").read_text().splitlines()
@@ -153,6 +119,7 @@ def test_bn_recalibration_and_ema():
     assert torch.allclose(ema.module.weight, target.weight, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_tiny_pose_net_overfits_a_handful_of_images(tmp_path):
     root = make_mpii(tmp_path / "mpii", n_train=8, n_valid=1, seed=2)
     p = Pretrain2DParams(epochs=1, batch_size=8, lr=1e-2, schedule="step", lr_steps=[], warmup_steps=0, amp="auto",
@@ -181,16 +148,17 @@ def test_tiny_pose_net_overfits_a_handful_of_images(tmp_path):
 DDP_SCRIPT = """
 import sys, torch, torch.distributed as dist
 sys.path.insert(0, {tests!r})
-from test_train import Tiny, TinyLoss, _tiny_data, TINY
+from train_fixture import Tiny, TinyLoss, tiny_data, TINY
 from epipose.train import fit
 torch.manual_seed(dist.get_rank() if dist.is_initialized() else int(__import__("os").environ["RANK"]))
-r = fit(Tiny(), _tiny_data(), TinyLoss(), TINY, {ckpt!r}, progress=False)
+r = fit(Tiny(), tiny_data(), TinyLoss(), TINY, {ckpt!r}, progress=False)
 assert r.runtime.world_size == 2 and dist.get_backend() == "gloo"
 torch.save(torch.cat([p.detach().flatten() for p in r.model.parameters()]), {out!r} + f"/w{{dist.get_rank()}}.pt")
 dist.destroy_process_group()
 """
 
 
+@pytest.mark.slow
 def test_distributed_data_parallel_with_torchrun(tmp_path):
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT.format(tests=str(ROOT / "tests"), ckpt=str(tmp_path / "ck"), out=str(tmp_path)))
@@ -211,27 +179,60 @@ def test_distributed_data_parallel_with_torchrun(tmp_path):
     shutil.rmtree(tmp_path / "ck")
 
 
-def test_threads_auto_leaves_a_busy_core_to_its_process():
-    """``threads: 0`` counts the cores other work keeps busy when a stage starts: beside a process
-    spinning on one core it takes one thread fewer (every step would otherwise wait for the thread
-    sharing that core: benchmarks/threads_under_load.py)."""
-    import multiprocessing
-    import time
-
-    from epipose.compute import auto_threads, busy_cores, cpu_cores
-
-    spinner = multiprocessing.get_context("spawn").Process(target=_spin, daemon=True)
-    spinner.start()
-    try:
-        time.sleep(1.0)
-        assert busy_cores() >= 0.7
-        assert auto_threads() <= max(1, cpu_cores() - 1)
-    finally:
-        spinner.terminate()
-        spinner.join()
-    assert auto_threads(world=2) == max(1, cpu_cores() // 2)               # torchrun: the cores divided
+def _stat(*cores: tuple[int, int]) -> list[str]:
+    """``/proc/stat`` lines: the all-cores line, then per core (busy jiffies, idle jiffies), the busy
+    ones split over user and system, the idle ones over idle and iowait (iowait counts as idle)."""
+    lines = ["cpu  999 0 999 999 0 0 0 0 0 0"]
+    for i, (busy, idle) in enumerate(cores):
+        lines.append(f"cpu{i} {busy - busy // 2} 0 {busy // 2} {idle - idle // 3} {idle // 3} 0 0 0 0 0")
+    return lines + ["intr 12345 0 0", "ctxt 6789", "btime 1700000000"]
 
 
-def _spin() -> None:
-    while True:
-        pass
+def test_busy_cores_sums_each_cores_busy_fraction_between_two_samples():
+    from epipose.compute import busy_between, cpu_times
+
+    first = cpu_times(_stat((100, 900), (500, 500), (0, 1000), (7, 3)))
+    assert first == {0: (1000, 900), 1: (1000, 500), 2: (1000, 1000), 3: (10, 3)}     # the all-cores line ignored
+    # over the interval: core 0 fully busy, core 1 half, core 2 idle, core 3 (not ours) fully busy
+    second = cpu_times(_stat((200, 900), (550, 550), (0, 1100), (17, 3)))
+    assert busy_between(first, second, {0, 1, 2}) == pytest.approx(1.5)
+    assert busy_between(first, second, {0, 1, 2, 3}) == pytest.approx(2.5)
+    # a core missing from a sample, or with no time elapsed, counts as idle
+    assert busy_between(first, {0: second[0]}, {0, 1, 2}) == pytest.approx(1.0)
+    assert busy_between(first, first, {0, 1, 2}) == 0.0
+
+
+def test_cpu_times_reads_this_machines_proc_stat():
+    """Every core this process may run on has its line (else ``busy_cores`` would count it idle)."""
+    from epipose.compute import cpu_times
+
+    path = Path("/proc/stat")
+    if not path.exists() or not hasattr(os, "sched_getaffinity"):
+        pytest.skip("no /proc/stat here (not Linux)")
+    with path.open() as f:
+        times = cpu_times(f)
+    assert os.sched_getaffinity(0) <= times.keys()
+
+
+@pytest.mark.parametrize("cores, busy, threads", [(2, 0.0, 2), (2, 0.49, 2), (2, 0.7, 1), (2, 1.0, 1), (2, 2.0, 1),
+                                                  (8, 2.6, 5), (8, 8.0, 1), (1, 0.9, 1)])
+def test_threads_auto_leaves_the_busy_cores_to_their_processes(monkeypatch, cores, busy, threads):
+    """``threads: 0`` counts the cores other work keeps busy when a stage starts (a core at least half busy is
+    taken): beside a process spinning on one core it takes one thread fewer (every step would otherwise wait
+    for the thread sharing that core: benchmarks/threads_under_load.py); always at least one."""
+    from epipose import compute
+
+    monkeypatch.setattr(compute, "cpu_cores", lambda: cores)
+    monkeypatch.setattr(compute, "busy_cores", lambda sample_s=0.3: busy)
+    assert compute.auto_threads() == threads
+
+
+def test_threads_auto_under_torchrun_divides_the_cores_whatever_the_load(monkeypatch):
+    from epipose import compute
+
+    def unused(sample_s=0.3):
+        raise AssertionError("torchrun's processes share the cores: the load is not measured")
+
+    monkeypatch.setattr(compute, "cpu_cores", lambda: 16)
+    monkeypatch.setattr(compute, "busy_cores", unused)
+    assert [compute.auto_threads(world=w) for w in (2, 3, 16, 32)] == [8, 5, 1, 1]

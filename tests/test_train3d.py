@@ -12,7 +12,7 @@ from torch import nn
 from epipose import skeleton
 from epipose.camera import load_rig
 from epipose.data.transforms import AugmentParams, augment_batch
-from epipose.models.pose_net import ModelParams, PoseNet, PoseNetConfig, save_pose_net
+from epipose.models.pose_net import ModelParams, PoseNet, PoseNetConfig
 from epipose.models.codec import decode_pose
 from epipose.models.inference import infer_3d
 from epipose.data.targets import Targets, pseudo3d_targets
@@ -20,6 +20,7 @@ from epipose.pipeline.train_3d import Train3DParams, encode_targets, init_from_2
 from epipose.data.pose_tables import key_groups, read_pred3d, write_pred3d
 from epipose.data.frames import load_frames
 from epipose.models.pose_net import load_pose3d
+from pose2d_fixture import tiny_pose_net
 from pose3d_fixture import CROP, FRAMES, gt_table, make_root, small_rig, write_table
 
 NO_AUG = AugmentParams(scale=0, rotation=0, translate=0, flip=False, color=0, occlusion_prob=0)
@@ -36,11 +37,8 @@ def data(tmp_path, real_rig):
 
 
 def _pose2d(path, input_size=32, num_joints=16):
-    torch.manual_seed(0)
-    model = PoseNet(PoseNetConfig(backbone=18, num_joints=num_joints, deconv_channels=8, input_size=input_size))
-    nn.init.normal_(model.final.weight, std=0.05)
-    save_pose_net(model, path)
-    return path
+    """A tiny 2D network in the paper's layout (PoseNetConfig's defaults: 4 ResNet stages, 3 deconvolutions)."""
+    return tiny_pose_net(path, num_joints, input_size, backbone_stages=4, deconv_layers=3)
 
 
 def test_targets_decode_back_to_the_pseudo_labels(data):
@@ -122,6 +120,7 @@ def test_flip_mirrors_x_swaps_joints_and_keeps_depth():
     assert 5 < flipped < b - 5
 
 
+@pytest.mark.slow
 def test_train_3d_on_a_handful_of_frames_lowers_its_loss(data, tmp_path):
     h36m, frames_root, pseudo, rig = data
     pose2d = _pose2d(tmp_path / "pose2d.pt")

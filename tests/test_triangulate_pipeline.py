@@ -282,6 +282,7 @@ def test_bad_param_names_the_key(data, tmp_path):
 
 
 
+@pytest.mark.slow
 def test_pooled_on_real_detector_output():
     """The default run's 2D detections of S7 and S11 (tests/data: the CPU-profile network on the
     synthetic videos) with their rig. Their errors are not Gaussian: wrists and ankles lie 5-9 px
