@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -24,7 +26,6 @@ import torch
 from epipose import metrics as M
 from epipose import skeleton
 from epipose.camera import Rig
-from epipose.compute import select_device
 from epipose.data.frames import FrameCache, load_frames
 from epipose.data.h36m import TEST_SUBJECTS, TRAIN_SUBJECTS, H36MDataset
 from epipose.data.pose_tables import key_groups
@@ -35,7 +36,8 @@ from epipose.models.codec import encode_pose
 from epipose.models.inference import infer_3d
 from epipose.models.pose_net import load_pose3d
 from epipose.models.refiner import load_refiner, refine_poses
-from epipose.params import ParamError, in_range
+from epipose.params import ParamError, in_range, load_section, load_value
+from epipose.stage import Runtime, StageResult
 from epipose.viz import pose_figure, pyplot, save_figure
 
 log = logging.getLogger(__name__)
@@ -400,12 +402,11 @@ def check_refiner_input(meta: dict, flip_test: bool, path: str | Path) -> None:
 def run_evaluation(frames_root: str | Path, h36m_root: str | Path, model_path: str | Path, p: EvaluateParams,
                    num_joints: int = skeleton.NUM_JOINTS, refiner_path: str | Path | None = None,
                    baseline_path: str | Path | None = None, figures_dir: str | Path | None = None,
-                   device: str = "auto", progress: bool = True) -> tuple[dict, dict]:
+                   device: torch.device | str = "cpu", progress: bool = True) -> tuple[dict, dict]:
     """Evaluate ``model_path`` (role ``pose3d``), + ``refiner_path`` (``pose3d_refined``) and the fully
     supervised ``baseline_path`` (``baseline_gt``) on the test frames → (results per role, info; its
-    ``methods`` names what each role's network was trained on). One process, on ``device``
-    (``epipose.compute.select_device``: auto = CUDA when available)."""
-    device = select_device(device, p.threads)
+    ``methods`` names what each role's network was trained on). One process, on ``device`` (the
+    stage's: ``epipose.compute.select_device``)."""
     dataset = H36MDataset(h36m_root)
     cache = load_frames(frames_root, p.subjects, stride=p.stride, workers=p.decode_workers, progress=progress)
     test = load_test_set(cache, dataset, p)
@@ -452,3 +453,54 @@ def info_of(test: TestSet, p: EvaluateParams, h36m_root: str) -> dict:
             "frames": len(test.cache), "sequences": len(key_groups(test.cache.keys)),
             "cameras": len(set(test.cache.keys["camera"])), "h36m_root": str(h36m_root),
             "frames_without_gt": test.frames_without_gt, "pck_threshold_mm": p.pck_threshold_mm}
+
+
+# --- the stage -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EvaluatePaths:
+    frames: str                       # frame shards folder (data/frames)
+    model: str                        # the 3D network (models/pose3d.pt)
+    plots: str                        # folder of the plots' TSVs (reports/plots)
+    refiner: str | None = None        # the refiner (models/refiner.pt)
+    baseline: str | None = None       # the fully supervised network (models/pose3d_gt.pt)
+    figures: str | None = None        # folder of PNGs (reports/figures)
+    markdown: str | None = None       # the generated report (reports/results.md)
+    rig_figure: str | None = None     # an input: triangulate's camera figure, embedded in the markdown
+
+    def outputs(self) -> list[str | None]:
+        return [self.plots, self.figures, self.markdown]
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    evaluate: EvaluateParams
+    num_joints: int
+    h36m_root: str
+    device: Literal["auto", "cpu", "cuda"]
+
+
+def load_params(path: str | Path = "params.yaml") -> EvaluateConfig:
+    return EvaluateConfig(load_section(EvaluateParams, "evaluate", path), load_value("model", "num_joints", int, path),
+                          load_value("data", "h36m_root", str, path),
+                          load_value("compute", "device", Literal["auto", "cpu", "cuda"], path))
+
+
+def run(paths: EvaluatePaths, params: EvaluateConfig, runtime: Runtime) -> StageResult:
+    """The networks on the test frames: the plots' tables, figures and the markdown report written; the
+    metrics and the report returned. One process, on ``runtime.device``."""
+    t0 = time.perf_counter()
+    results, info = run_evaluation(paths.frames, params.h36m_root, paths.model, params.evaluate, params.num_joints,
+                                   paths.refiner, paths.baseline, paths.figures, device=runtime.device,
+                                   progress=runtime.progress)
+    write_plots(results, paths.plots)
+    if paths.figures:
+        info["figures"] = [str(f) for f in draw_summary_figures(results, info["methods"], paths.figures)] + info["figures"]
+    report = {"protocol": info, **results}
+    if paths.markdown:
+        figures = info.get("figures", []) + ([paths.rig_figure] if paths.rig_figure else [])
+        here = Path(paths.markdown).parent   # links relative to the report
+        info = {**info, "figures": [Path(os.path.relpath(f, here)).as_posix() for f in figures]}
+        with atomic_path(paths.markdown) as tmp:
+            tmp.write_text(results_markdown(results, info))
+    outputs = [o for o in paths.outputs() if o]
+    return StageResult(outputs, summary(results), report, {"seconds": round(time.perf_counter() - t0, 1)})

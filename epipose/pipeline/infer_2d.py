@@ -45,7 +45,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from epipose import skeleton
-from epipose.compute import ComputeParams, Runtime, amp_dtype, setup_runtime
+from epipose.compute import ComputeParams, Runtime, amp_dtype, load_compute, setup_runtime
 from epipose.data import frames as fr
 from epipose.data.crop import crop_to_original
 from epipose.data.h36m import TEST_SUBJECTS, H36MDataset
@@ -54,7 +54,8 @@ from epipose.data.pose_tables import POSE2D_SCHEMA
 from epipose.io import atomic_path
 from epipose.models.inference import predict_2d
 from epipose.models.pose_net import fuse_for_inference, load_pose_net
-from epipose.params import in_range
+from epipose.params import in_range, load_section, load_value
+from epipose.stage import StageResult
 
 log = logging.getLogger(__name__)
 
@@ -345,10 +346,6 @@ def run_infer_2d(frames_root: str | Path, model_path: str | Path, out_path: str 
     return metrics
 
 
-def summary(report: dict) -> dict[str, float]:
-    """metrics/infer_2d.json: the 2D error against the projected ground truth (empty without it)."""
-    names = {"pckh@0.5": "pose2d.pckh@0.5", "median_px": "pose2d.median_px", "mean_px": "pose2d.mean_px"}
-    return {new: report[old] for old, new in names.items() if old in report}
 
 
 def _write_rows(path: Path, schema: pa.Schema, model: torch.nn.Module, mine: list, p: Infer2DParams, rt: Runtime,
@@ -379,3 +376,46 @@ def _write_rows(path: Path, schema: pa.Schema, model: torch.nn.Module, mine: lis
                 stats["test_subjects" if key[0] in TEST_SUBJECTS else "train_subjects"].add(uv, gt)
         bar.close()
     return written, n_frames
+
+
+def summary(report: dict) -> dict[str, float]:
+    """metrics/infer_2d.json: the 2D error against the projected ground truth (empty without it)."""
+    names = {"pckh@0.5": "pose2d.pckh@0.5", "median_px": "pose2d.median_px", "mean_px": "pose2d.mean_px"}
+    return {new: report[old] for old, new in names.items() if old in report}
+
+
+# --- the stage -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Infer2DPaths:
+    frames: str                     # frame shards folder (data/frames)
+    model: str                      # the 2D network (models/pose2d.pt)
+    out: str                        # the pose table (data/pose2d.parquet)
+    gt_root: str | None = None      # Human3.6M-layout root: the 2D error against the projected ground truth
+
+    def outputs(self) -> list[str]:
+        return [self.out]
+
+
+@dataclass(frozen=True)
+class Infer2DConfig:
+    compute: ComputeParams
+    infer_2d: Infer2DParams
+    num_joints: int
+
+
+def load_params(path: str | Path = "params.yaml") -> Infer2DConfig:
+    return Infer2DConfig(load_compute(path), load_section(Infer2DParams, "infer_2d", path),
+                         load_value("model", "num_joints", int, path))
+
+
+def run(paths: Infer2DPaths, params: Infer2DConfig, runtime: Runtime) -> StageResult | None:
+    """The 2D network on every shard into ``paths.out``; the 2D error where ``paths.gt_root`` has ground truth."""
+    t0 = time.perf_counter()
+    report = run_infer_2d(paths.frames, paths.model, paths.out, params.infer_2d, num_joints=params.num_joints,
+                          gt_root=paths.gt_root, runtime=runtime, progress=runtime.progress)
+    if not runtime.is_main:
+        return None
+    if "median_px" in report:
+        log.info("%d frames, median 2D error %.2f px, PCKh@0.5 %.1f%%", report["frames"], report["median_px"],
+                 report["pckh@0.5"])
+    return StageResult([paths.out], summary(report), report, {"seconds": round(time.perf_counter() - t0, 1)})

@@ -33,24 +33,30 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Literal
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from epipose import metrics, skeleton
-from epipose.camera import Camera, Rig
+from epipose.camera import Camera, Rig, load_rig, save_rig
 from epipose.data.h36m import H36MDataset
-from epipose.data.pose_tables import (KEYS, POSE2D_VALUES, PSEUDO3D_SCHEMA, PSEUDO3D_VALUES, from_dense, sort_rows,
-                                     to_dense)
+from epipose.data.pose_tables import (KEYS, POSE2D_VALUES, PSEUDO3D_SCHEMA, PSEUDO3D_VALUES, from_dense, read_pose2d,
+                                     sort_rows, to_dense, write_pseudo3d)
 from epipose.geometry import triangulation as tri
 from epipose.geometry.camera_group import CameraGroup
 from epipose.geometry.angles import angle_between_deg, rotation_angle_deg
 from epipose.geometry.scale import bone_length_scale
 from epipose.geometry.selfcalib import estimate_cameras_pooled, triangulate_per_frame
-from epipose.params import ParamError, in_range
+from epipose.io import atomic_path, read_parquet_metadata
+from epipose.params import ParamError, in_range, load_section
+from epipose.stage import Runtime, StageResult
+from epipose.viz import rig_figure, save_figure
 
 log = logging.getLogger(__name__)
 META_PREFIX = "epipose.triangulate."
@@ -828,3 +834,88 @@ def ground_truth(root: str | Path) -> Callable[[str, str, str], np.ndarray | Non
         return None if poses is None else cam.world_to_camera(poses)
 
     return gt
+
+
+# --- the stage -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TriangulatePaths:
+    pose2d: str                       # the 2D poses (data/pose2d.parquet)
+    cameras: str                      # cameras.json (intrinsics; extrinsics used only if known)
+    out: str                          # the pseudo-labels (data/pseudo3d.parquet)
+    cameras_out: str | None = None    # the cameras used, as a cameras.json (data/cameras_estimated.json)
+    plots: str | None = None          # folder of the error tables (reports/plots)
+    rig_figure: str | None = None     # the recovered cameras seen from above (reports/rig_topview.png)
+    gt_root: str | None = None        # Human3.6M-layout root with D3_Positions: the labels' accuracy (report only)
+
+    def outputs(self) -> list[str | None]:
+        return [self.out, self.cameras_out, self.plots, self.rig_figure]
+
+
+@dataclass(frozen=True)
+class TriangulateConfig:
+    triangulate: TriangulateParams
+
+
+def load_params(path: str | Path = "params.yaml") -> TriangulateConfig:
+    return TriangulateConfig(load_section(TriangulateParams, "triangulate", path))
+
+
+def _read_inputs(paths: TriangulatePaths, p: TriangulateParams):
+    """The rig, the 2D poses (ground truth or corrected detections, as the params say), the ground
+    truth for the report (None without ``gt_root``) and the skeleton scale corrected."""
+    rig = load_rig(paths.cameras)
+    pose2d = read_pose2d(paths.pose2d)
+    gt = ground_truth(paths.gt_root) if paths.gt_root else None
+    if p.input_2d == "ground_truth":
+        if not paths.gt_root:
+            raise ParamError("param triangulate.input_2d: ground_truth needs --gt-root (the data root with D3_Positions)")
+        pose2d = ground_truth_2d(pose2d, paths.gt_root)
+        log.info("input_2d: ground truth projected into each camera (the 2D network's detections replaced)")
+    scale = skeleton_scale_for(p, read_parquet_metadata(paths.pose2d))
+    if scale != 1.0:
+        pose2d = enlarge_skeletons(pose2d, scale)
+        log.info("2D skeletons enlarged by 1 / %.4f (param triangulate.skeleton_scale: %s)", scale, p.skeleton_scale)
+    return rig, pose2d, gt, scale
+
+
+def run(paths: TriangulatePaths, params: TriangulateConfig, runtime: Runtime) -> StageResult:
+    """pose2d → the pseudo-labels, the cameras used, the error tables and the rig figure written
+    (nothing unless everything succeeded); the metrics and the report returned."""
+    t0 = time.perf_counter()
+    p = params.triangulate
+    rig, pose2d, gt, skeleton_scale = _read_inputs(paths, p)
+    log.info("%d rows from %s, mode %s", len(pose2d), paths.pose2d, p.mode)
+    out = triangulate_table(pose2d, rig, p, progress=lambda xs: tqdm(xs, desc="subjects", file=sys.stderr,
+                                                                     disable=not runtime.progress))
+    report = {**out.report, "skeleton_scale": skeleton_scale}
+    if gt is not None:
+        report["ground_truth"] = evaluate_against_gt(out.table, gt)
+    if not len(out.table):
+        log.warning("no row could be triangulated: %s will be empty", paths.out)
+    json.dumps(report, allow_nan=False)  # fail before writing anything
+    write_pseudo3d(out.table, paths.out, out.metadata)
+    if paths.cameras_out:
+        save_rig(recovered_rig(out, rig, p), paths.cameras_out)
+    if paths.plots:
+        _write_error_tables(out.table, gt, paths.plots)
+    if paths.rig_figure:
+        _draw_rig(out, rig, paths.rig_figure)
+    log.info("wrote %s: %d rows, coverage %.4f", paths.out, len(out.table), report["coverage"])
+    outputs = [o for o in paths.outputs() if o]
+    return StageResult(outputs, summary(report), report, {"seconds": round(time.perf_counter() - t0, 1)})
+
+
+def _write_error_tables(table, gt, folder: str) -> None:
+    tables = error_tables(labels_vs_gt(table, gt) if gt is not None and len(table) else None)
+    for name, df in tables.items():
+        with atomic_path(Path(folder) / f"{name}.tsv") as tmp:
+            df.to_csv(tmp, sep="\t", index=False, float_format="%.3f")
+
+
+def _draw_rig(out: TriangulationOutput, rig: Rig, path: str) -> None:
+    panels, axis_labels = rig_panels(out, rig)
+    with atomic_path(path) as tmp:
+        truth = any(p["true"] is not None for p in panels.values())
+        title = "Recovered cameras from above (red ×)" + (
+            ", the true ones (green ○)" if truth else ", in each subject's reference camera frame")
+        save_figure(rig_figure(panels, title, axis_labels), tmp)
