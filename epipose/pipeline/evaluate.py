@@ -1,10 +1,11 @@
 """The evaluate stage's science: the 3D networks (and the refiner) on the test subjects, with the paper's protocol.
 
-Protocol (EpipolarPose, after Sun et al.'s integral regression): every ``evaluate.stride``-th frame
-(index at the video's native 50 fps) of the test subjects' shards; the network's output is
-back-projected with the **ground-truth root depth** and the camera intrinsics (lens included),
-then made root-relative (pelvis at the origin) and compared with the root-relative ground truth in
-the camera's frame. Metrics (``epipose.metrics``): MPJPE, N-MPJPE, P-MPJPE, PCK3D@150 mm, AUC
+Protocol (EpipolarPose, after Sun et al.'s integral regression): the test subjects' frames whose index
+in the video is a multiple of ``evaluate.stride`` (the default data's 10-fps videos: 1, every frame;
+real Human3.6M at 50 fps with ``frames.stride`` 5: 5, every extracted frame; the paper: 64); the
+network's output is back-projected with the **ground-truth root depth** and the camera intrinsics
+(lens included), then made root-relative (pelvis at the origin) and compared with the root-relative
+ground truth in the camera's frame. Metrics (``epipose.metrics``): MPJPE, N-MPJPE, P-MPJPE, PCK3D@150 mm, AUC
 (0–150 mm) and PSS@k (k-means clusters of the training subjects' ground truth), per action (takes
 merged: "Walking 1" counts as "Walking") and overall, frame-averaged.
 """
@@ -33,10 +34,10 @@ from epipose.data.targets import gt_targets
 from epipose.io import atomic_path
 from epipose.metrics import root_relative
 from epipose.models.codec import encode_pose
-from epipose.models.inference import infer_3d
+from epipose.models.inference import InferenceParams, infer_3d
 from epipose.models.pose_net import load_pose3d
 from epipose.models.refiner import load_refiner, refine_poses
-from epipose.params import ParamError, in_range, load_section, load_value
+from epipose.params import ParamError, in_range, load_section, load_value, redefault
 from epipose.stage import Runtime, StageResult
 from epipose.viz import pose_figure, pyplot, save_figure
 
@@ -69,17 +70,13 @@ PCK_CURVE_MM = np.arange(0.0, 305.0, 5.0)                            # the PCK3D
 
 
 @dataclass(frozen=True)
-class EvaluateParams:
-    """Section ``evaluate`` of params.yaml."""
+class EvaluateParams(InferenceParams):
+    """Section ``evaluate`` of params.yaml: how the networks run on the test frames (``InferenceParams``)
+    and the protocol."""
 
+    batch_size: int = redefault(InferenceParams, "batch_size", 128)
     subjects: list[str] = field(default_factory=lambda: list(TEST_SUBJECTS))
-    stride: int = in_range(1, 100000, default=1)          # native-frame stride (the paper: 64)
-    batch_size: int = in_range(1, 65536, default=128)
-    flip_test: bool = True
-    amp: Literal["auto", "bf16", "fp16", "none"] = "auto"
-    channels_last: bool = True
-    threads: int = in_range(0, 256, default=0)             # torch CPU threads; 0 = all cores
-    decode_workers: int = in_range(1, 64, default=2)
+    stride: int = in_range(1, 100000, default=1)          # keep the frames whose video index is a multiple (the paper: 64)
     pck_threshold_mm: float = in_range(1.0, 10000.0, default=150.0)
     pss_k: list[int] = field(default_factory=lambda: [50, 100])
     pss_max_poses: int = in_range(100, 10**7, default=20000)   # training GT poses (evenly spaced) for the clusters

@@ -34,7 +34,6 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from itertools import groupby, islice
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -52,9 +51,9 @@ from epipose.data.h36m import TEST_SUBJECTS, H36MDataset
 from epipose.data.mpii import HEAD_SIZE_FACTOR
 from epipose.data.pose_tables import POSE2D_SCHEMA
 from epipose.io import atomic_path
-from epipose.models.inference import predict_2d
+from epipose.models.inference import InferenceParams, predict_2d
 from epipose.models.pose_net import fuse_for_inference, load_pose_net
-from epipose.params import in_range, load_section, load_value
+from epipose.params import load_section, load_value
 from epipose.stage import StageResult
 
 log = logging.getLogger(__name__)
@@ -64,15 +63,8 @@ HIST_BIN_PX = 0.05
 
 
 @dataclass(frozen=True)
-class Infer2DParams:
-    """Section ``infer_2d`` of params.yaml."""
-
-    batch_size: int = in_range(1, 65536, default=256)
-    flip_test: bool = True
-    amp: Literal["auto", "bf16", "fp16", "none"] = "auto"
-    channels_last: bool = True
-    threads: int = in_range(0, 256, default=0)              # torch CPU threads; 0 = all cores
-    decode_workers: int = in_range(1, 64, default=2)
+class Infer2DParams(InferenceParams):
+    """Section ``infer_2d`` of params.yaml: how the 2D network runs on every frame shard."""
 
 
 # --- error statistics with bounded memory ------------------------------------------------------------
