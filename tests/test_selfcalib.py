@@ -24,7 +24,8 @@ from epipose.geometry import relative_pose as rp
 from epipose.geometry.angles import rotation_angle_deg
 from epipose.geometry.camera_group import CameraGroup
 from epipose.geometry.triangulation import triangulation_angles
-from epipose.pipeline.triangulate import TriangulateParams, evaluate_against_gt, triangulate_table
+from epipose.evaluation.pseudo_labels import evaluate_against_gt
+from epipose.pipeline.triangulate import TriangulateParams, triangulate_table
 
 H36M = ROOT / "resources" / "h36m" / "camera-parameters.json"
 SUBJECTS = ["S1", "S5", "S6", "S7", "S8", "S9", "S11"]      # the motion of a subject depends on its index
