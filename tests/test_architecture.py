@@ -55,9 +55,18 @@ def _layer_files(*parts: str) -> list[Path]:
     return sorted(p for part in parts for p in (PACKAGE / part).rglob("*.py"))
 
 
-@pytest.mark.parametrize("path", _layer_files("models", "data", "geometry"), ids=lambda p: str(p.relative_to(PACKAGE)))
-def test_models_data_and_geometry_never_import_a_stage(path):
+@pytest.mark.parametrize("path", _layer_files("evaluation", "models", "data", "geometry"),
+                         ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_evaluation_models_data_and_geometry_never_import_a_stage(path):
     up = {n for n in imported_modules(path) if n.startswith("epipose.pipeline") or n in ("epipose.predict",)}
+    assert not up, f"{path.relative_to(ROOT)} imports {sorted(up)}"
+
+
+@pytest.mark.parametrize("path", _layer_files("models", "data", "geometry") + [PACKAGE / f"{n}.py" for n in sorted(FOUNDATIONS)],
+                         ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_the_floors_below_evaluation_never_import_it(path):
+    """epipose.evaluation compares with the ground truth above the data, models and geometry it uses."""
+    up = {n for n in imported_modules(path) if n.startswith("epipose.evaluation")}
     assert not up, f"{path.relative_to(ROOT)} imports {sorted(up)}"
 
 
