@@ -266,8 +266,6 @@ def run_infer_2d(frames_root: str | Path, model_path: str | Path, out_path: str 
     return metrics
 
 
-
-
 def _write_rows(path: Path, schema: pa.Schema, model: torch.nn.Module, mine: list, p: Infer2DParams, rt: Runtime,
                 error: Pose2DError | None, progress: bool) -> tuple[list[int], int]:
     """This process's shards through the network into ``path``, one row group per shard, and their 2D
