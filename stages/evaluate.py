@@ -4,11 +4,10 @@ tables, figures and the markdown report. One process, whatever ``compute.nproc``
 
 import sys
 
-from epipose.compute import select_device
+from epipose.compute import setup_runtime
 from epipose.io import write_results
 from epipose.launch import check_outputs, run_stage, stage_parser
 from epipose.pipeline.evaluate import EvaluatePaths, load_params, run
-from epipose.stage import Runtime
 
 
 def main() -> None:
@@ -26,8 +25,8 @@ def main() -> None:
                           args.rig_figure)
     check_outputs(paths, args)                                   # before any work
     params = load_params(args.params)
-    runtime = Runtime(select_device(params.device, params.evaluate.threads), progress=not args.no_progress)
-    write_results(run(paths, params, runtime), args.metrics, args.report, args.timings)
+    result = run(paths, params, setup_runtime(params.compute, params.evaluate.threads, progress=not args.no_progress))
+    write_results(result, args.metrics, args.report, args.timings)
 
 
 if __name__ == "__main__":

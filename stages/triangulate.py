@@ -15,16 +15,12 @@ recovered cameras from above (beside the true ones where cameras.json has extrin
 Nothing is written unless everything succeeded.
 """
 
-import os
+import sys
 
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # many tiny BLAS calls: threads only contend
-
-import sys  # noqa: E402
-
-from epipose.io import write_results  # noqa: E402
-from epipose.launch import check_outputs, run_stage, stage_parser  # noqa: E402
-from epipose.pipeline.triangulate import TriangulatePaths, load_params, run  # noqa: E402
-from epipose.stage import Runtime  # noqa: E402
+from epipose.io import write_results
+from epipose.launch import check_outputs, run_stage, stage_parser
+from epipose.pipeline.triangulate import TriangulatePaths, load_params, run
+from epipose.stage import Runtime
 
 
 def main() -> None:

@@ -27,6 +27,7 @@ import torch
 
 from epipose import skeleton
 from epipose.camera import Rig
+from epipose.compute import ComputeParams, check_compute
 from epipose.data.frames import FrameCache, load_frames
 from epipose.data.h36m import TEST_SUBJECTS, H36MDataset
 from epipose.data.pose_tables import key_groups
@@ -289,7 +290,7 @@ def run_evaluation(frames_root: str | Path, h36m_root: str | Path, model_path: s
     """Evaluate ``model_path`` (role ``pose3d``), + ``refiner_path`` (``pose3d_refined``) and the fully
     supervised ``baseline_path`` (``baseline_gt``) on the test frames → (results per role, info; its
     ``methods`` names what each role's network was trained on). One process, on ``device`` (the
-    stage's: ``epipose.compute.select_device``)."""
+    stage's runtime's, or ``epipose.compute.select_device``'s)."""
     dataset = H36MDataset(h36m_root)
     cache = load_frames(frames_root, p.subjects, stride=p.stride, workers=p.decode_workers, progress=progress)
     test = load_test_set(cache, dataset, p.pss_k, p.pss_max_poses, p.seed)
@@ -359,13 +360,15 @@ class EvaluateConfig:
     evaluate: EvaluateParams
     num_joints: int
     h36m_root: str
-    device: Literal["auto", "cpu", "cuda"]
+    compute: ComputeParams            # one process, whatever compute.nproc, on compute.device
 
 
 def load_params(path: str | Path = "params.yaml") -> EvaluateConfig:
-    return EvaluateConfig(load_section(EvaluateParams, "evaluate", path), load_value("model", "num_joints", int, path),
-                          load_value("data", "h36m_root", str, path),
-                          load_value("compute", "device", Literal["auto", "cpu", "cuda"], path))
+    evaluate = load_section(EvaluateParams, "evaluate", path)
+    num_joints = load_value("model", "num_joints", int, path)
+    h36m_root = load_value("data", "h36m_root", str, path)
+    device = load_value("compute", "device", Literal["auto", "cpu", "cuda"], path)
+    return EvaluateConfig(evaluate, num_joints, h36m_root, check_compute(ComputeParams(nproc=1, device=device)))
 
 
 def run(paths: EvaluatePaths, params: EvaluateConfig, runtime: Runtime) -> StageResult:

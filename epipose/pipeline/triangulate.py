@@ -46,6 +46,7 @@ from typing import Callable, Literal
 
 import numpy as np
 import pandas as pd
+from threadpoolctl import threadpool_limits
 from tqdm import tqdm
 
 from epipose import skeleton
@@ -689,11 +690,17 @@ def run(paths: TriangulatePaths, params: TriangulateConfig, runtime: Runtime) ->
     """pose2d → the pseudo-labels, the cameras used, the error tables and the rig figure written
     (nothing unless everything succeeded); the metrics and the report returned."""
     t0 = time.perf_counter()
-    p = params.triangulate
+    with threadpool_limits(limits=1, user_api="blas"):      # many tiny BLAS calls: threads only contend
+        report = _triangulate_stage(paths, params.triangulate, runtime.progress)
+    outputs = [o for o in paths.outputs() if o]
+    return StageResult(outputs, summary(report), report, {"seconds": round(time.perf_counter() - t0, 1)})
+
+
+def _triangulate_stage(paths: TriangulatePaths, p: TriangulateParams, progress: bool) -> dict:
     rig, pose2d, truth, skeleton_scale = _read_inputs(paths, p)
     log.info("%d rows from %s, mode %s", len(pose2d), paths.pose2d, p.mode.value)
     out = triangulate_table(pose2d, rig, p, progress=lambda xs: tqdm(xs, desc="subjects", file=sys.stderr,
-                                                                     disable=not runtime.progress))
+                                                                     disable=not progress))
     accuracy, error_tables = score_pseudo_labels(out.table, truth)            # report only
     report = {**out.report, "skeleton_scale": skeleton_scale}
     if accuracy is not None:
@@ -712,5 +719,4 @@ def run(paths: TriangulatePaths, params: TriangulateConfig, runtime: Runtime) ->
         with atomic_path(paths.rig_figure) as tmp:
             save_figure(rig_topview(rig_views(out, rig)), tmp)
     log.info("wrote %s: %d rows, coverage %.4f", paths.out, len(out.table), report["coverage"])
-    outputs = [o for o in paths.outputs() if o]
-    return StageResult(outputs, summary(report), report, {"seconds": round(time.perf_counter() - t0, 1)})
+    return report
