@@ -37,7 +37,7 @@ class InferenceParams:
     flip_test: bool = True                                  # average with the mirrored crop
     amp: Literal["auto", "bf16", "fp16", "none"] = "auto"
     channels_last: bool = True
-    threads: int = in_range(0, 256, default=0)              # torch CPU threads; 0: auto (compute.auto_threads)
+    threads: int = in_range(0, 256, default=0)              # CPU threads; 0 = auto: the cores other work leaves free
     decode_workers: int = in_range(1, 64, default=2)        # JPEG-decoding threads
 
 

@@ -243,7 +243,7 @@ def _comparisons(results: dict, labels: dict[str, str]) -> list[str]:
     return lines
 
 
-def draw_figures(folder: str | Path, cache: FrameCache, rig: Rig, idx: np.ndarray, uv_pred: np.ndarray,
+def draw_example_figures(folder: str | Path, cache: FrameCache, rig: Rig, idx: np.ndarray, uv_pred: np.ndarray,
                  pred_rr: np.ndarray, gt_cam: np.ndarray, title: str) -> list[Path]:
     """One PNG per chosen test frame: the crop with the predicted (red) and true (green) 2D skeleton,
     and the predicted and true root-relative 3D skeletons side by side. ``uv_pred`` in crop pixels."""
@@ -320,11 +320,11 @@ def run_evaluation(frames_root: str | Path, h36m_root: str | Path, model_path: s
         labels["pose3d_refined"] = METHOD_LABELS.get(f"{methods['pose3d']}+refiner", f"{labels['pose3d']} + refiner")
     results = evaluate_predictions(cache.keys, {r: preds[r] for r in ROLES if r in preds}, test.gt_rr,
                                    test.centroids, p.pck_threshold_mm)
-    info = {**info_of(test, p, str(h36m_root)), "methods": labels}
+    info = {**protocol_info(test, p, str(h36m_root)), "methods": labels}
     shown = "pose3d_refined" if refiner_path is not None else "pose3d"
     if figures_dir is not None:
         idx = figure_frames(len(cache), p.figures)
-        files = draw_figures(figures_dir, cache, dataset.rig, idx, uv_main, preds[shown], test.gt_cam, labels[shown])
+        files = draw_example_figures(figures_dir, cache, dataset.rig, idx, uv_main, preds[shown], test.gt_cam, labels[shown])
         info["figures"] = [str(f) for f in files]
     for role, r in results.items():
         log.info("%s (%s): MPJPE %.1f mm, P-MPJPE %.1f mm on %d frames", role, labels[role], r["mpjpe"], r["p_mpjpe"],
@@ -332,7 +332,8 @@ def run_evaluation(frames_root: str | Path, h36m_root: str | Path, model_path: s
     return results, info
 
 
-def info_of(test: TestSet, p: EvaluateParams, h36m_root: str) -> dict:
+def protocol_info(test: TestSet, p: EvaluateParams, h36m_root: str) -> dict:
+    """The report's ``protocol``: the test frames evaluated and how."""
     return {"subjects": sorted(set(test.cache.keys["subject"]), key=lambda s: (len(s), s)), "stride": p.stride,
             "frames": len(test.cache), "sequences": len(key_groups(test.cache.keys)),
             "cameras": len(set(test.cache.keys["camera"])), "h36m_root": str(h36m_root),

@@ -53,7 +53,8 @@ from epipose import skeleton
 from epipose.camera import Rig, load_rig, save_rig
 from epipose.data.h36m import H36MDataset
 from epipose.data.multiview import SubjectViews, enlarge_skeletons
-from epipose.data.pose_tables import KEYS, PSEUDO3D_SCHEMA, PSEUDO3D_VALUES, from_dense, read_pose2d, sort_rows, write_pseudo3d
+from epipose.data.pose_tables import (KEYS, PSEUDO3D_SCHEMA, PSEUDO3D_VALUES, from_dense, read_pose2d, sort_rows,
+                                     write_pseudo3d)
 from epipose.evaluation.cameras import camera_error_summary, camera_errors
 from epipose.evaluation.pseudo_labels import score_pseudo_labels
 from epipose.evaluation.truth import truth_as_detections
