@@ -19,6 +19,7 @@ import json
 import logging
 from pathlib import Path
 
+from epipose.compute import select_device
 from epipose.params import load_section, load_value
 from epipose.pipeline.evaluate import EvaluateParams, run_evaluation
 
@@ -40,7 +41,8 @@ def main() -> None:
     for name, subjects in groups.items():
         res, _ = run_evaluation(ROOT / "data" / "frames", h36m_root, ROOT / "models" / "pose3d.pt",
                                 dataclasses.replace(p, subjects=subjects), refiner_path=ROOT / "models" / "refiner.pt",
-                                baseline_path=ROOT / "models" / "pose3d_gt.pt", progress=False)
+                                baseline_path=ROOT / "models" / "pose3d_gt.pt", device=select_device("auto", p.threads),
+                                progress=False)
         results[name] = {"subjects": subjects, "frames": res["pose3d"]["frames"],
                          **{role: {k: r[k] for k in ("mpjpe", "mpjpe_15j", "p_mpjpe")} for role, r in res.items()}}
     print(f"{'network':<16}{'seen':>10}{'unseen':>10}{'ratio':>8}   (MPJPE mm; seen {','.join(groups['seen'])}: "

@@ -44,11 +44,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from epipose.camera import Rig, load_rig  # noqa: E402
+from epipose.data.multiview import SubjectViews  # noqa: E402
 from epipose.data.pose_tables import KEYS, PSEUDO3D_VALUES, from_dense  # noqa: E402
 from epipose.geometry import triangulation as tri  # noqa: E402
 from epipose.geometry.camera_group import CameraGroup  # noqa: E402
-from epipose.pipeline.triangulate import (SubjectViews, TriangulateParams, evaluate_against_gt,  # noqa: E402
-                                          triangulate_table)
+from epipose.evaluation.pseudo_labels import evaluate_against_gt  # noqa: E402
+from epipose.pipeline.triangulate import TriangulateParams, triangulate_table  # noqa: E402
 from epipose.synth.config import RigParams  # noqa: E402
 from epipose.synth.rig import synthetic_rig  # noqa: E402
 from epipose.synth.simulate2d import NOISE_MODELS, camera_frame_truth, procedural_motions, simulate_pose2d  # noqa: E402

@@ -100,6 +100,11 @@ def write_json(obj, path: str | os.PathLike) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
+def json_float(v: float | None, nd: int = 4) -> float | None:
+    """A number for a JSON report: rounded to ``nd`` decimals; None for None, NaN and infinities."""
+    return None if v is None or not np.isfinite(v) else round(float(v), nd)
+
+
 def write_metrics(summary: dict, path: str | os.PathLike) -> None:
     """A stage's DVC metrics: one flat mapping of stable names (``group.name``) to numbers — what
     ``dvc metrics show`` / ``dvc exp show`` compare. Details go to the stage's report, timings to its

@@ -1,5 +1,6 @@
-"""Pose figures shared by the evaluate stage and ``epipose predict``: an image with 2D skeletons
-drawn over it, beside 3D skeleton views (matplotlib, Agg backend: no display needed).
+"""Figures (matplotlib, Agg backend: no display needed). Pose figures, shared by the evaluate stage and
+``epipose predict``: an image with 2D skeletons drawn over it, beside 3D skeleton views; camera rigs
+seen from above (triangulate's recovered cameras beside the true ones).
 
 3D poses are root-relative, in a camera's frame (x right, y down, z forward, mm); the views plot
 x, the depth z and −y (up).
@@ -8,10 +9,12 @@ x, the depth z and −y (up).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from epipose import skeleton
+from epipose.camera import Camera
 
 MIN_HALF_EXTENT_MM = 800.0      # the 3D views show at least ±this
 
@@ -137,3 +140,55 @@ def rig_figure(panels: dict[str, dict], title: str, axis_labels: tuple[str, str]
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+@dataclass(frozen=True)
+class RigView:
+    """One subject's recovered cameras for ``rig_topview``: world → camera ``R`` (V, 3, 3) and ``t``
+    (V, 3, mm) in the reconstruction's world, and the person's ``pelvis`` there (T, 3; NaN where not
+    triangulated). ``truth``: the true cameras (same order) or None; ``reference``: the true pose of
+    the camera at the reconstruction's origin (None: the reconstruction's world is the true one)."""
+
+    names: tuple[str, ...]
+    R: np.ndarray
+    t: np.ndarray
+    pelvis: np.ndarray
+    truth: tuple[Camera, ...] | None = None
+    reference: Camera | None = None
+
+
+def rig_panels(views: dict[str, RigView]) -> tuple[dict[str, dict], tuple[str, str]]:
+    """``rig_figure``'s panels (and axis labels) of each subject's recovered cameras.
+
+    Where every view has its true cameras, the recovered rig is placed through the true pose of its
+    reference camera (no fitting: rotation, direction and scale errors all show) beside the true rig,
+    on the world's ground plane (x, y; Human3.6M's z is up). Otherwise it is drawn in its reference
+    camera's frame on the x–z plane (y points down)."""
+    panels: dict[str, dict] = {}
+    known = all(v.truth is not None for v in views.values())
+    for subject, v in sorted(views.items()):
+        centres = np.einsum("vji,vj->vi", v.R, -v.t)                  # -Rᵀ t
+        dirs = v.R[:, 2, :]                                            # the optical axis, Rᵀ e_z
+        pelvis = v.pelvis
+        person = np.nanmean(pelvis, axis=0) if np.isfinite(pelvis).any() else None
+        true = None
+        if known:
+            if v.reference is not None:                                # reference frame → world
+                T = v.reference
+                centres, dirs = (centres - T.t) @ T.R, dirs @ T.R
+                person = None if person is None else (person - T.t) @ T.R
+            true = (np.array([c.center for c in v.truth])[:, :2], np.array([c.R[2] for c in v.truth])[:, :2])
+        axes = [0, 1] if known else [0, 2]
+        panels[subject] = {"names": list(v.names), "est": (centres[:, axes], dirs[:, axes]), "true": true,
+                           "person": None if person is None else person[axes]}
+    return panels, (("x (mm)", "y (mm)") if known else ("x (mm)", "depth z (mm)"))
+
+
+def rig_topview(views: dict[str, RigView]):
+    """The recovered cameras of every subject seen from above (``rig_panels``), titled. The caller saves
+    and closes it."""
+    panels, axis_labels = rig_panels(views)
+    truth = any(p["true"] is not None for p in panels.values())
+    title = "Recovered cameras from above (red ×)" + (
+        ", the true ones (green ○)" if truth else ", in each subject's reference camera frame")
+    return rig_figure(panels, title, axis_labels)

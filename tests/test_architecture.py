@@ -55,9 +55,9 @@ def _layer_files(*parts: str) -> list[Path]:
     return sorted(p for part in parts for p in (PACKAGE / part).rglob("*.py"))
 
 
-@pytest.mark.parametrize("path", _layer_files("models", "data", "geometry", "synth"),
+@pytest.mark.parametrize("path", _layer_files("evaluation", "models", "data", "geometry", "synth"),
                          ids=lambda p: str(p.relative_to(PACKAGE)))
-def test_models_data_geometry_and_synth_never_import_a_stage(path):
+def test_evaluation_models_data_geometry_and_synth_never_import_a_stage(path):
     up = {n for n in imported_modules(path) if n.startswith(("epipose.pipeline", "epipose.predict"))}   # and predict_options
     assert not up, f"{path.relative_to(ROOT)} imports {sorted(up)}"
 
@@ -69,6 +69,14 @@ def test_only_the_synthesize_stage_imports_the_synthetic_data(path):
     """The renderer is no part of the method: no module but the synthesize stage's needs it."""
     down = {n for n in imported_modules(path) if n.startswith("epipose.synth")}
     assert not down, f"{path.relative_to(ROOT)} imports {sorted(down)}"
+
+
+@pytest.mark.parametrize("path", _layer_files("models", "data", "geometry") + [PACKAGE / f"{n}.py" for n in sorted(FOUNDATIONS)],
+                         ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_the_floors_below_evaluation_never_import_it(path):
+    """epipose.evaluation compares with the ground truth above the data, models and geometry it uses."""
+    up = {n for n in imported_modules(path) if n.startswith("epipose.evaluation")}
+    assert not up, f"{path.relative_to(ROOT)} imports {sorted(up)}"
 
 
 @pytest.mark.parametrize("name", sorted(FOUNDATIONS))

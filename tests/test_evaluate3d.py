@@ -16,8 +16,8 @@ import yaml
 from epipose import skeleton
 from epipose.camera import load_rig
 from epipose.data.h36m import H36MDataset, read_pose_cdf, write_pose_cdf
-from epipose.pipeline.evaluate import (PCK_CURVE_MM, EvaluateParams, action_name, evaluate_predictions, figure_frames,
-                                       pss_centroids, results_markdown, summary, write_plots)
+from epipose.evaluation.pose3d import PCK_CURVE_MM, action_name, evaluate_predictions, pss_centroids
+from epipose.pipeline.evaluate import EvaluateParams, figure_frames, results_markdown, summary, write_plots
 from epipose.models.pose_net import PoseNet, PoseNetConfig, save_pose_net
 from epipose.models.refiner import Refiner, save_refiner
 from epipose.models.codec import encode_pose

@@ -15,6 +15,7 @@ from torch import nn
 
 from epipose import skeleton
 from epipose.pipeline import infer_2d as infer2d
+from epipose.evaluation.pose2d import ErrorStats
 from epipose.camera import Rig
 from epipose.data.crop import crop_to_original
 from epipose.data import frames as fr
@@ -95,7 +96,7 @@ def test_pose2d_table_schema_order_and_metrics(tmp_path, rig):
     gt = ds.rig.camera("S9", "55011271").project_camera(ds.poses_mpii_camera("S9", "Greeting", "55011271"))[FRAMES]
     sub = df[(df.subject == "S9") & (df.action == "Greeting") & (df.camera == "55011271")]
     pred = sub[["u", "v"]].to_numpy().reshape(len(FRAMES), 16, 2)
-    stats = infer2d.ErrorStats()
+    stats = ErrorStats()
     stats.add(pred, gt)
     assert stats.summary()["mean_px"] == pytest.approx(np.linalg.norm(pred - gt, axis=-1).mean(), abs=1e-3)
     # Reruns are byte-identical (dvc.lock stays stable).
@@ -109,7 +110,7 @@ def test_pose2d_table_schema_order_and_metrics(tmp_path, rig):
 
 
 def test_error_stats_median():
-    stats = infer2d.ErrorStats()
+    stats = ErrorStats()
     rng = np.random.default_rng(0)
     gt = rng.uniform(0, 500, (200, 16, 2))
     err = rng.uniform(0, 40, (200, 16))

@@ -23,7 +23,8 @@ from epipose.geometry import relative_pose as rp
 from epipose.geometry.angles import rotation_angle_deg
 from epipose.geometry.camera_group import CameraGroup
 from epipose.geometry.triangulation import triangulation_angles
-from epipose.pipeline.triangulate import TriangulateParams, evaluate_against_gt, triangulate_table
+from epipose.evaluation.pseudo_labels import evaluate_against_gt
+from epipose.pipeline.triangulate import TriangulateParams, triangulate_table
 from epipose.synth.simulate2d import NOISE_MODELS, camera_frame_truth, procedural_motions, simulate_pose2d
 
 H36M = ROOT / "resources" / "h36m" / "camera-parameters.json"

@@ -19,8 +19,9 @@ from epipose import metrics
 from epipose.data.pose_tables import PSEUDO3D_SCHEMA, read_pseudo3d, to_dense, write_pose2d
 from epipose.synth.simulate2d import NOISE_MODELS, simulate_pose2d
 from epipose.geometry.camera_group import CameraGroup
-from epipose.pipeline.triangulate import TriangulateParams
-from epipose.pipeline.triangulate import enlarge_skeletons, evaluate_against_gt, skeleton_scale_for, triangulate_table
+from epipose.data.multiview import enlarge_skeletons
+from epipose.evaluation.pseudo_labels import evaluate_against_gt
+from epipose.pipeline.triangulate import TriangulateParams, skeleton_scale_for, triangulate_table
 from epipose.params import ParamError
 from epipose.geometry.angles import rotation_angle_deg
 from epipose.geometry.relative_pose import estimate_pair
@@ -80,7 +81,7 @@ def test_per_frame_mode_on_exact_data(data):
     out = _run(df, rig, relative_pose="per_frame")
     keys, pred = to_dense(out.table, ["x", "y", "z"])
     gt = gt_lookup(one, cams)
-    target = np.stack([gt(s, a, c)[f] for s, a, c, f in keys.itertuples(index=False)])
+    target = np.stack([gt.poses_mpii_camera(s, a, c)[f] for s, a, c, f in keys.itertuples(index=False)])
     err = metrics.n_mpjpe(metrics.root_relative(pred), metrics.root_relative(target), per_frame=True)
     assert np.median(err) < 1.0 and np.mean(err < 5.0) > 0.9
     assert out.report["subjects"]["S1"]["extrinsics"] == "estimated (per_frame)"

@@ -4,7 +4,8 @@
 position in that camera's frame (mm) and whether it may be trained on or scored.
 ``pseudo3d_targets`` reads them from ``data/pseudo3d.parquet`` (masking joints seen by too few
 views or reprojecting badly), ``gt_targets`` from a ground-truth source such as a Human3.6M-layout
-root's D3_Positions (``epipose.data.h36m.H36MDataset``).
+root's D3_Positions (``epipose.data.h36m.H36MDataset``) through ``truth_of_rows``, which
+``epipose.evaluation`` shares.
 """
 
 from __future__ import annotations
@@ -94,29 +95,60 @@ class NoGroundTruth(ValueError):
     """None of the frames has ground truth: a stage that needs it cannot run on this data."""
 
 
+@dataclass(frozen=True)
+class RowsTruth:
+    """The ground truth of rows keyed (subject, action, camera, frame), read once per sequence."""
+
+    pose: np.ndarray                                    # (N, 16, 3) mm in each row's camera frame, NaN where none
+    found: np.ndarray                                   # (N,) bool: the row has ground truth
+    sequences: int                                      # sequences (subject, action, camera) among the rows
+    without: list[tuple[str, str, str]]                 # those the source has no ground truth for
+    short: dict[tuple[str, str, str], tuple[int, int]]  # those whose poses end before their last row: (poses, last frame)
+
+
+def sequences_without_truth(keys: pd.DataFrame, dataset: GroundTruth) -> tuple[list[tuple[str, str, str]], int]:
+    """The sequences (subject, action, camera) of ``keys`` that ``dataset`` has no ground truth for, sorted,
+    and how many sequences there are."""
+    groups = key_groups(keys)
+    return [k for k in groups if not dataset.has_ground_truth(*k)], len(groups)
+
+
+def truth_of_rows(keys: pd.DataFrame, dataset: GroundTruth) -> RowsTruth:
+    """Each row's ground truth in its camera's frame (``dataset.poses_mpii_camera``), NaN for the rows
+    of sequences without it and for frames past the end of their sequence's poses (both listed)."""
+    pose = np.full((len(keys), skeleton.NUM_JOINTS, 3), np.nan)
+    found = np.zeros(len(keys), dtype=bool)
+    without, n_sequences = sequences_without_truth(keys, dataset)
+    short = {}
+    for key, idx in key_groups(keys).items():
+        if key in without:
+            continue
+        gt = dataset.poses_mpii_camera(*key)
+        frames = keys["frame"].to_numpy()[idx]
+        ok = frames < len(gt)
+        pose[idx[ok]] = gt[frames[ok]]
+        found[idx[ok]] = True
+        if not ok.all():
+            short[key] = (len(gt), int(frames.max()))
+    return RowsTruth(pose, found, n_sequences, without, short)
+
+
 def gt_targets(keys: pd.DataFrame, dataset: GroundTruth, what: str = "this stage") -> Targets:
     """Labels from the ground truth (e.g. ``H36MDataset(root)``): every joint of a frame with ground
     truth valid. Sequences without it (a recording without D3_Positions or extrinsics) are left
     invalid with one log line; when none has any, ``NoGroundTruth`` says what is missing."""
-    pose = np.full((len(keys), skeleton.NUM_JOINTS, 3), np.nan)
-    groups = key_groups(keys)
-    missing = [k for k in groups if not dataset.has_ground_truth(*k)]
-    if len(missing) == len(groups):
+    missing, n_sequences = sequences_without_truth(keys, dataset)
+    if len(missing) == n_sequences:
         raise NoGroundTruth(f"{getattr(dataset, 'root', 'the data')}: no ground truth (D3_Positions and the "
                             f"subject's extrinsics in cameras.json) for any of the {len(keys)} frames that "
                             f"{what} needs it for; without ground truth run the self-supervised chain only: "
                             "`dvc repro train_refiner`")
     if missing:
         log.warning("%d of %d sequences have no ground truth (D3_Positions and extrinsics), e.g. %s: their "
-                    "frames are left out", len(missing), len(groups), " ".join(missing[0]))
-    for (subject, action, camera), idx in groups.items():
-        if (subject, action, camera) in missing:
-            continue
-        gt = dataset.poses_mpii_camera(subject, action, camera)
-        frames = keys["frame"].to_numpy()[idx]
-        if frames.max() >= len(gt):
-            raise ValueError(f"{dataset.pose_path(subject, action)}: has {len(gt)} frames but shard "
-                             f"{subject}/{action}.{camera} has frame {int(frames.max())}")
-        pose[idx] = gt[frames]
-    return Targets(pose, np.isfinite(pose).all(-1), "gt")
-
+                    "frames are left out", len(missing), n_sequences, " ".join(missing[0]))
+    truth = truth_of_rows(keys, dataset)
+    if truth.short:
+        (subject, action, camera), (n, last) = min(truth.short.items())
+        raise ValueError(f"{dataset.pose_path(subject, action)}: has {n} frames but shard "
+                         f"{subject}/{action}.{camera} has frame {last}")
+    return Targets(truth.pose, np.isfinite(truth.pose).all(-1), "gt")

@@ -3,12 +3,15 @@
 ``predict_pose`` runs a network (2D or 3D) on a batch of uint8 crops already on its device, with
 the flip test; ``predict_2d`` is its 2D part; ``infer_3d`` batches any number of crops through a 3D
 network and back-projects its output to camera-frame poses (``epipose.models.codec``). Mixed
-precision follows ``epipose.compute.amp_dtype``.
+precision follows ``epipose.compute.amp_dtype``. ``InferenceParams``: the keys of how a stage runs a
+network on its frames (sections ``infer_2d`` and ``evaluate``).
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -22,6 +25,20 @@ from epipose.data.crop import crop_to_original
 from epipose.data.transforms import apply_to_points, center_batch, flip_joints
 from epipose.models.codec import decode_pose
 from epipose.models.pose_net import normalise
+from epipose.params import in_range
+
+
+@dataclass(frozen=True)
+class InferenceParams:
+    """How a stage runs a network on its frame shards: the keys that sections ``infer_2d`` and
+    ``evaluate`` of params.yaml share (each section extends it, ``params.redefault`` for its own values)."""
+
+    batch_size: int = in_range(1, 65536, default=256)
+    flip_test: bool = True                                  # average with the mirrored crop
+    amp: Literal["auto", "bf16", "fp16", "none"] = "auto"
+    channels_last: bool = True
+    threads: int = in_range(0, 256, default=0)              # CPU threads; 0 = auto: the cores other work leaves free
+    decode_workers: int = in_range(1, 64, default=2)        # JPEG-decoding threads
 
 
 @torch.inference_mode()

@@ -1,18 +1,22 @@
 """The evaluate stage's science: the 3D networks (and the refiner) on the test subjects, with the paper's protocol.
 
-Protocol (EpipolarPose, after Sun et al.'s integral regression): every ``evaluate.stride``-th frame
-(index at the video's native 50 fps) of the test subjects' shards; the network's output is
-back-projected with the **ground-truth root depth** and the camera intrinsics (lens included),
-then made root-relative (pelvis at the origin) and compared with the root-relative ground truth in
-the camera's frame. Metrics (``epipose.metrics``): MPJPE, N-MPJPE, P-MPJPE, PCK3D@150 mm, AUC
-(0–150 mm) and PSS@k (k-means clusters of the training subjects' ground truth), per action (takes
-merged: "Walking 1" counts as "Walking") and overall, frame-averaged.
+Protocol (EpipolarPose, after Sun et al.'s integral regression): the test subjects' frames whose index
+in the video is a multiple of ``evaluate.stride`` (the default data's 10-fps videos: 1, every frame;
+real Human3.6M at 50 fps with ``frames.stride`` 5: 5, every extracted frame; the paper: 64); the
+network's output is back-projected with the **ground-truth root depth** and the camera intrinsics
+(lens included), then made root-relative (pelvis at the origin) and compared with the root-relative
+ground truth in the camera's frame (``epipose.evaluation.pose3d``). Metrics: MPJPE, N-MPJPE,
+P-MPJPE, PCK3D@150 mm, AUC (0–150 mm) and PSS@k (k-means clusters of the training subjects' ground
+truth), per action (takes merged: "Walking 1" counts as "Walking") and overall, frame-averaged. This
+module runs the networks and writes the plots' tables, the figures and the markdown report.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -21,21 +25,21 @@ import numpy as np
 import pandas as pd
 import torch
 
-from epipose import metrics as M
 from epipose import skeleton
 from epipose.camera import Rig
-from epipose.compute import select_device
+from epipose.compute import ComputeParams, check_compute
 from epipose.data.frames import FrameCache, load_frames
-from epipose.data.h36m import TEST_SUBJECTS, TRAIN_SUBJECTS, H36MDataset
+from epipose.data.h36m import TEST_SUBJECTS, H36MDataset
 from epipose.data.pose_tables import key_groups
-from epipose.data.targets import gt_targets
+from epipose.evaluation.pose3d import PCK_CURVE_MM, TestSet, evaluate_predictions, load_test_set
 from epipose.io import atomic_path
 from epipose.metrics import root_relative
 from epipose.models.codec import encode_pose
-from epipose.models.inference import infer_3d
+from epipose.models.inference import InferenceParams, infer_3d
 from epipose.models.pose_net import load_pose3d
 from epipose.models.refiner import load_refiner, refine_poses
-from epipose.params import ParamError, in_range
+from epipose.params import ParamError, in_range, load_section, load_value, redefault
+from epipose.stage import Runtime, StageResult
 from epipose.viz import pose_figure, pyplot, save_figure
 
 log = logging.getLogger(__name__)
@@ -60,112 +64,21 @@ METHOD_LABELS = {"self_supervised": "Self-supervised (pseudo-labels)", "self_sup
 # the stage's network (--model), it refined (--refiner), the fully supervised baseline (--baseline).
 ROLES = ("pose3d", "pose3d_refined", "baseline_gt")
 SUMMARY_KEYS = ("mpjpe", "mpjpe_15j", "n_mpjpe", "p_mpjpe", "pck3d", "auc")      # per role, in metrics/eval.json
-ACTION_AVERAGED = {"mpjpe": lambda p, g: M.mpjpe(p, g, per_frame=True),
-                   "mpjpe_15j": lambda p, g: M.mpjpe(M.non_root(p), M.non_root(g), per_frame=True),
-                   "p_mpjpe": lambda p, g: M.p_mpjpe(p, g, per_frame=True)}
-PCK_CURVE_MM = np.arange(0.0, 305.0, 5.0)                            # the PCK3D-vs-threshold plot
 
 
 @dataclass(frozen=True)
-class EvaluateParams:
-    """Section ``evaluate`` of params.yaml."""
+class EvaluateParams(InferenceParams):
+    """Section ``evaluate`` of params.yaml: how the networks run on the test frames (``InferenceParams``)
+    and the protocol."""
 
+    batch_size: int = redefault(InferenceParams, "batch_size", 128)
     subjects: list[str] = field(default_factory=lambda: list(TEST_SUBJECTS))
-    stride: int = in_range(1, 100000, default=1)          # native-frame stride (the paper: 64)
-    batch_size: int = in_range(1, 65536, default=128)
-    flip_test: bool = True
-    amp: Literal["auto", "bf16", "fp16", "none"] = "auto"
-    channels_last: bool = True
-    threads: int = in_range(0, 256, default=0)             # CPU threads; 0 = auto: the cores other work leaves free
-    decode_workers: int = in_range(1, 64, default=2)
+    stride: int = in_range(1, 100000, default=1)          # keep the frames whose video index is a multiple (the paper: 64)
     pck_threshold_mm: float = in_range(1.0, 10000.0, default=150.0)
     pss_k: list[int] = field(default_factory=lambda: [50, 100])
     pss_max_poses: int = in_range(100, 10**7, default=20000)   # training GT poses (evenly spaced) for the clusters
     seed: int = 0                                          # k-means initialisation
     figures: int = in_range(0, 1000, default=4)            # test frames drawn to reports/figures
-
-
-# --- ground truth -----------------------------------------------------------------------------------------
-def pss_centroids(dataset: H36MDataset, ks: list[int], max_poses: int, seed: int = 0,
-                  fallback: np.ndarray | None = None) -> dict[int, np.ndarray]:
-    """k-means centroids of the training subjects' normalised ground-truth poses, in every camera's frame.
-
-    Without training subjects under the root, ``fallback`` poses (e.g. the test ground truth) are used.
-    """
-    subjects = [s for s in TRAIN_SUBJECTS if s in dataset.subjects()]
-    poses = []
-    for subject in subjects:
-        for action in dataset.actions(subject):
-            world = skeleton.h36m32_to_mpii(dataset.poses_world(subject, action))
-            for cam in dataset.rig.cameras(subject).values():
-                poses.append(cam.world_to_camera(world))
-    if poses:
-        poses = np.concatenate(poses)
-    elif fallback is not None:
-        log.warning("%s: no training subject found; PSS clusters fitted on the test ground truth", dataset.root)
-        poses = fallback
-    else:
-        raise ValueError(f"{dataset.root}: no training subject ({', '.join(TRAIN_SUBJECTS)}) for the PSS clusters")
-    if len(poses) > max_poses:
-        poses = poses[np.linspace(0, len(poses) - 1, max_poses).astype(int)]
-    out = {}
-    for k in ks:
-        if len(poses) < k:
-            raise ValueError(f"param evaluate.pss_k: k={k} needs at least {k} ground-truth poses, "
-                             f"{dataset.root} gives {len(poses)}")
-        out[k] = M.fit_pose_clusters(poses, k, seed)
-    return out
-
-
-# --- metrics ----------------------------------------------------------------------------------------------
-def pose_metrics(pred_rr: np.ndarray, gt_rr: np.ndarray, centroids: dict[int, np.ndarray],
-                 pck_threshold_mm: float = 150.0) -> dict[str, float]:
-    """The paper's metrics for root-relative predictions and ground truth (N, J, 3) mm, over all J
-    joints, the root included (its error is 0), as the seed's code; ``mpjpe_15j`` leaves the root out."""
-    out = {
-        "frames": int(len(pred_rr)),
-        "mpjpe": M.mpjpe(pred_rr, gt_rr),
-        "mpjpe_15j": M.mpjpe(M.non_root(pred_rr), M.non_root(gt_rr)),
-        "n_mpjpe": M.n_mpjpe(pred_rr, gt_rr),
-        "p_mpjpe": M.p_mpjpe(pred_rr, gt_rr),
-        "pck3d": M.pck3d(pred_rr, gt_rr, pck_threshold_mm),
-        "auc": M.auc(pred_rr, gt_rr),
-    }
-    for k, c in sorted(centroids.items()):
-        out[f"pss@{k}"] = M.pss(pred_rr, gt_rr, k, centroids=c)
-    return _finite(out)
-
-
-def _finite(d: dict) -> dict:
-    """Floats rounded to 3 decimals; degenerate predictions (e.g. every joint at the root) have no
-    Procrustes/scale fit: None, not NaN, in JSON."""
-    return {k: (round(v, 3) if math.isfinite(v) else None) if isinstance(v, float) else v for k, v in d.items()}
-
-
-def action_name(action: str) -> str:
-    """Human3.6M's per-action grouping merges takes: "Walking 1" → "Walking"."""
-    return action.split(" ")[0]
-
-
-def evaluate_predictions(keys: pd.DataFrame, preds: dict[str, np.ndarray], gt_rr: np.ndarray,
-                         centroids: dict[int, np.ndarray], pck_threshold_mm: float = 150.0) -> dict:
-    """Per role: overall (frame-averaged, and ``action_averaged``: the mean of the per-action means,
-    as Human3.6M tables), per-action and per-joint metrics of root-relative predictions, and the PCK3D
-    curve (% at ``PCK_CURVE_MM``)."""
-    actions = keys["action"].map(action_name).to_numpy()
-    results = {}
-    for method, pred in preds.items():
-        if not np.isfinite(pred).all():
-            bad = int((~np.isfinite(pred).all(axis=(1, 2))).sum())
-            raise ValueError(f"{method}: {bad} test frames have non-finite predictions")
-        res = pose_metrics(pred, gt_rr, centroids, pck_threshold_mm)
-        res["per_action"] = {a: pose_metrics(pred[actions == a], gt_rr[actions == a], centroids, pck_threshold_mm)
-                             for a in sorted(set(actions))}
-        res["action_averaged"] = _finite({k: M.action_average(f(pred, gt_rr), actions) for k, f in ACTION_AVERAGED.items()})
-        res["per_joint_mpjpe"] = {n: round(float(e), 3) for n, e in zip(skeleton.MPII_NAMES, M.per_joint_mpjpe(pred, gt_rr))}
-        res["pck3d_curve"] = [round(float(v), 3) for v in M.pck3d_curve(pred, gt_rr, PCK_CURVE_MM)]
-        results[method] = res
-    return results
 
 
 # --- outputs ----------------------------------------------------------------------------------------------
@@ -330,7 +243,7 @@ def _comparisons(results: dict, labels: dict[str, str]) -> list[str]:
     return lines
 
 
-def draw_figures(folder: str | Path, cache: FrameCache, rig: Rig, idx: np.ndarray, uv_pred: np.ndarray,
+def draw_example_figures(folder: str | Path, cache: FrameCache, rig: Rig, idx: np.ndarray, uv_pred: np.ndarray,
                  pred_rr: np.ndarray, gt_cam: np.ndarray, title: str) -> list[Path]:
     """One PNG per chosen test frame: the crop with the predicted (red) and true (green) 2D skeleton,
     and the predicted and true root-relative 3D skeletons side by side. ``uv_pred`` in crop pixels."""
@@ -361,33 +274,6 @@ def figure_frames(n_frames: int, n: int) -> np.ndarray:
     return np.unique(np.linspace(0, n_frames - 1, min(n, n_frames) + 2)[1:-1].round().astype(int))
 
 
-@dataclass
-class TestSet:
-    cache: FrameCache
-    gt_cam: np.ndarray          # (N, J, 3) mm in each camera's frame
-    centroids: dict[int, np.ndarray]
-    frames_without_gt: int = 0  # test frames left out: their sequence has no ground truth
-
-    @property
-    def gt_rr(self) -> np.ndarray:
-        return root_relative(self.gt_cam)
-
-    @property
-    def root_depth(self) -> np.ndarray:
-        return self.gt_cam[:, skeleton.PELVIS, 2]
-
-
-def load_test_set(cache: FrameCache, dataset: H36MDataset, p: EvaluateParams) -> TestSet:
-    """The test frames that have ground truth (sequences without it are left out, with a log line
-    and their count in the protocol), their ground truth and the PSS clusters."""
-    gt = gt_targets(cache.keys, dataset, what="the evaluation")
-    scored = gt.valid.all(axis=1)
-    if not scored.all():
-        cache = cache.subset(np.flatnonzero(scored))
-    centroids = pss_centroids(dataset, p.pss_k, p.pss_max_poses, p.seed, fallback=gt.pose_cam[scored])
-    return TestSet(cache, gt.pose_cam[scored], centroids, int((~scored).sum()))
-
-
 def check_refiner_input(meta: dict, flip_test: bool, path: str | Path) -> None:
     """The refiner corrects the kind of prediction it was trained on: single-view or averaged with the
     mirrored crop (``train_3d.flip_test`` for its training input) must match ``evaluate.flip_test``."""
@@ -400,15 +286,14 @@ def check_refiner_input(meta: dict, flip_test: bool, path: str | Path) -> None:
 def run_evaluation(frames_root: str | Path, h36m_root: str | Path, model_path: str | Path, p: EvaluateParams,
                    num_joints: int = skeleton.NUM_JOINTS, refiner_path: str | Path | None = None,
                    baseline_path: str | Path | None = None, figures_dir: str | Path | None = None,
-                   device: str = "auto", progress: bool = True) -> tuple[dict, dict]:
+                   device: torch.device | str = "cpu", progress: bool = True) -> tuple[dict, dict]:
     """Evaluate ``model_path`` (role ``pose3d``), + ``refiner_path`` (``pose3d_refined``) and the fully
     supervised ``baseline_path`` (``baseline_gt``) on the test frames → (results per role, info; its
-    ``methods`` names what each role's network was trained on). One process, on ``device``
-    (``epipose.compute.select_device``: auto = CUDA when available)."""
-    device = select_device(device, p.threads)
+    ``methods`` names what each role's network was trained on). One process, on ``device`` (the
+    stage's runtime's, or ``epipose.compute.select_device``'s)."""
     dataset = H36MDataset(h36m_root)
     cache = load_frames(frames_root, p.subjects, stride=p.stride, workers=p.decode_workers, progress=progress)
-    test = load_test_set(cache, dataset, p)
+    test = load_test_set(cache, dataset, p.pss_k, p.pss_max_poses, p.seed)
     cache = test.cache                     # the frames with ground truth
     cams = dataset.rig.intrinsic_cameras(cache.keys["camera"])
     memory_format = torch.channels_last if p.channels_last else torch.contiguous_format
@@ -435,11 +320,11 @@ def run_evaluation(frames_root: str | Path, h36m_root: str | Path, model_path: s
         labels["pose3d_refined"] = METHOD_LABELS.get(f"{methods['pose3d']}+refiner", f"{labels['pose3d']} + refiner")
     results = evaluate_predictions(cache.keys, {r: preds[r] for r in ROLES if r in preds}, test.gt_rr,
                                    test.centroids, p.pck_threshold_mm)
-    info = {**info_of(test, p, str(h36m_root)), "methods": labels}
+    info = {**protocol_info(test, p, str(h36m_root)), "methods": labels}
     shown = "pose3d_refined" if refiner_path is not None else "pose3d"
     if figures_dir is not None:
         idx = figure_frames(len(cache), p.figures)
-        files = draw_figures(figures_dir, cache, dataset.rig, idx, uv_main, preds[shown], test.gt_cam, labels[shown])
+        files = draw_example_figures(figures_dir, cache, dataset.rig, idx, uv_main, preds[shown], test.gt_cam, labels[shown])
         info["figures"] = [str(f) for f in files]
     for role, r in results.items():
         log.info("%s (%s): MPJPE %.1f mm, P-MPJPE %.1f mm on %d frames", role, labels[role], r["mpjpe"], r["p_mpjpe"],
@@ -447,8 +332,62 @@ def run_evaluation(frames_root: str | Path, h36m_root: str | Path, model_path: s
     return results, info
 
 
-def info_of(test: TestSet, p: EvaluateParams, h36m_root: str) -> dict:
+def protocol_info(test: TestSet, p: EvaluateParams, h36m_root: str) -> dict:
+    """The report's ``protocol``: the test frames evaluated and how."""
     return {"subjects": sorted(set(test.cache.keys["subject"]), key=lambda s: (len(s), s)), "stride": p.stride,
             "frames": len(test.cache), "sequences": len(key_groups(test.cache.keys)),
             "cameras": len(set(test.cache.keys["camera"])), "h36m_root": str(h36m_root),
             "frames_without_gt": test.frames_without_gt, "pck_threshold_mm": p.pck_threshold_mm}
+
+
+# --- the stage -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EvaluatePaths:
+    frames: str                       # frame shards folder (data/frames)
+    model: str                        # the 3D network (models/pose3d.pt)
+    plots: str                        # folder of the plots' TSVs (reports/plots)
+    refiner: str | None = None        # the refiner (models/refiner.pt)
+    baseline: str | None = None       # the fully supervised network (models/pose3d_gt.pt)
+    figures: str | None = None        # folder of PNGs (reports/figures)
+    markdown: str | None = None       # the generated report (reports/results.md)
+    rig_figure: str | None = None     # an input: triangulate's camera figure, embedded in the markdown
+
+    def outputs(self) -> list[str | None]:
+        return [self.plots, self.figures, self.markdown]
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    evaluate: EvaluateParams
+    num_joints: int
+    h36m_root: str
+    compute: ComputeParams            # one process, whatever compute.nproc, on compute.device
+
+
+def load_params(path: str | Path = "params.yaml") -> EvaluateConfig:
+    evaluate = load_section(EvaluateParams, "evaluate", path)
+    num_joints = load_value("model", "num_joints", int, path)
+    h36m_root = load_value("data", "h36m_root", str, path)
+    device = load_value("compute", "device", Literal["auto", "cpu", "cuda"], path)
+    return EvaluateConfig(evaluate, num_joints, h36m_root, check_compute(ComputeParams(nproc=1, device=device)))
+
+
+def run(paths: EvaluatePaths, params: EvaluateConfig, runtime: Runtime) -> StageResult:
+    """The networks on the test frames: the plots' tables, figures and the markdown report written; the
+    metrics and the report returned. One process, on ``runtime.device``."""
+    t0 = time.perf_counter()
+    results, info = run_evaluation(paths.frames, params.h36m_root, paths.model, params.evaluate, params.num_joints,
+                                   paths.refiner, paths.baseline, paths.figures, device=runtime.device,
+                                   progress=runtime.progress)
+    write_plots(results, paths.plots)
+    if paths.figures:
+        info["figures"] = [str(f) for f in draw_summary_figures(results, info["methods"], paths.figures)] + info["figures"]
+    report = {"protocol": info, **results}
+    if paths.markdown:
+        figures = info.get("figures", []) + ([paths.rig_figure] if paths.rig_figure else [])
+        here = Path(paths.markdown).parent   # links relative to the report
+        info = {**info, "figures": [Path(os.path.relpath(f, here)).as_posix() for f in figures]}
+        with atomic_path(paths.markdown) as tmp:
+            tmp.write_text(results_markdown(results, info))
+    outputs = [o for o in paths.outputs() if o]
+    return StageResult(outputs, summary(results), report, {"seconds": round(time.perf_counter() - t0, 1)})

@@ -9,12 +9,11 @@ not by the number or the length of the shards: the error statistics are fixed-si
 and counters.
 
 Predictions are mapped from crop pixels back to the original (distorted) image with the shard's
-``x0, y0, size`` (``epipose.data.crop.crop_to_original``). With a Human3.6M-layout root the
-ground truth is projected through each camera (lens distortion included) and the 2D error is
-reported: median / mean pixels overall and per joint, PCKh@0.5 (head size = 0.6 × the projected
-head_top–upper_neck distance, as ``epipose.data.mpii``), for the train and the test subjects. Shards
-without ground truth (a recording without D3_Positions or extrinsics) are counted
-(``shards_without_gt``) and left out of the error; none reads a ground-truth file to make the table.
+``x0, y0, size`` (``epipose.data.crop.crop_to_original``). With a Human3.6M-layout root the 2D
+error against the projected ground truth is reported (``epipose.evaluation.pose2d``: median / mean
+pixels overall and per joint, PCKh@0.5, for the train and the test subjects). Shards without ground
+truth (a recording without D3_Positions or extrinsics) are counted (``shards_without_gt``) and left
+out of the error; the table is made without ground truth.
 
 Under torchrun (``compute.nproc`` > 1) the shards are dealt round-robin to the processes; each
 writes its row groups to a hidden part file beside the output, the statistics are summed over
@@ -34,7 +33,6 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from itertools import groupby, islice
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -45,82 +43,22 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from epipose import skeleton
-from epipose.compute import ComputeParams, Runtime, amp_dtype, setup_runtime
+from epipose.compute import ComputeParams, Runtime, amp_dtype, load_compute, setup_runtime
 from epipose.data import frames as fr
 from epipose.data.crop import crop_to_original
-from epipose.data.h36m import TEST_SUBJECTS, H36MDataset
-from epipose.data.mpii import HEAD_SIZE_FACTOR
 from epipose.data.pose_tables import POSE2D_SCHEMA
+from epipose.evaluation.pose2d import Pose2DError
 from epipose.io import atomic_path
-from epipose.models.inference import predict_2d
+from epipose.models.inference import InferenceParams, predict_2d
 from epipose.models.pose_net import fuse_for_inference, load_pose_net
-from epipose.params import in_range
+from epipose.params import load_section, load_value
+from epipose.stage import StageResult
 
 log = logging.getLogger(__name__)
 
-HIST_MAX_PX = 2000.0
-HIST_BIN_PX = 0.05
-
-
 @dataclass(frozen=True)
-class Infer2DParams:
-    """Section ``infer_2d`` of params.yaml."""
-
-    batch_size: int = in_range(1, 65536, default=256)
-    flip_test: bool = True
-    amp: Literal["auto", "bf16", "fp16", "none"] = "auto"
-    channels_last: bool = True
-    threads: int = in_range(0, 256, default=0)              # CPU threads; 0 = auto: the cores other work leaves free
-    decode_workers: int = in_range(1, 64, default=2)
-
-
-# --- error statistics with bounded memory ------------------------------------------------------------
-class ErrorStats:
-    """Streaming 2D error statistics: per-joint histograms of pixel errors plus PCKh counters."""
-
-    def __init__(self, num_joints: int = skeleton.NUM_JOINTS):
-        self.bins = int(HIST_MAX_PX / HIST_BIN_PX)
-        self.hist = np.zeros((num_joints, self.bins + 1), dtype=np.int64)    # last bin: ≥ HIST_MAX_PX
-        self.sum = np.zeros(num_joints)
-        self.pckh_ok = np.zeros(num_joints, dtype=np.int64)
-        self.pckh_n = np.zeros(num_joints, dtype=np.int64)
-
-    def add(self, pred: np.ndarray, gt: np.ndarray) -> None:
-        err = np.linalg.norm(pred - gt, axis=-1)                               # (F, J)
-        idx = np.minimum((err / HIST_BIN_PX).astype(np.int64), self.bins)
-        for j in range(err.shape[1]):
-            self.hist[j] += np.bincount(idx[:, j], minlength=self.bins + 1)
-        self.sum += err.sum(axis=0)
-        head = HEAD_SIZE_FACTOR * np.linalg.norm(gt[:, skeleton.HEAD_TOP] - gt[:, skeleton.UPPER_NECK], axis=-1)
-        self.pckh_ok += (err <= 0.5 * head[:, None]).sum(axis=0)
-        self.pckh_n += err.shape[0]
-
-    @property
-    def count(self) -> int:
-        return int(self.hist[0].sum())
-
-    @staticmethod
-    def _median(hist: np.ndarray) -> float:
-        n = hist.sum()
-        if n == 0:
-            return float("nan")
-        k = int(np.searchsorted(np.cumsum(hist), (n + 1) / 2.0))
-        return (k + 0.5) * HIST_BIN_PX if k < len(hist) - 1 else HIST_MAX_PX
-
-    def summary(self) -> dict:
-        if self.count == 0:
-            return {"frames": 0}
-        names = skeleton.MPII_NAMES
-        keep = [j for j in range(len(self.sum)) if j not in (skeleton.PELVIS, skeleton.THORAX)]
-        return {
-            "frames": self.count,
-            "median_px": round(self._median(self.hist.sum(axis=0)), 3),
-            "mean_px": round(float(self.sum.sum() / self.hist.sum()), 3),
-            "pckh@0.5": round(float(100.0 * self.pckh_ok[keep].sum() / self.pckh_n[keep].sum()), 3),
-            "per_joint_median_px": {names[j]: round(self._median(self.hist[j]), 3) for j in range(len(self.sum))},
-            "per_joint_pckh@0.5": {names[j]: round(float(100.0 * self.pckh_ok[j] / self.pckh_n[j]), 3)
-                                   for j in range(len(self.sum))},
-        }
+class Infer2DParams(InferenceParams):
+    """Section ``infer_2d`` of params.yaml: how the 2D network runs on every frame shard."""
 
 
 # --- shards --------------------------------------------------------------------------------------------
@@ -217,16 +155,6 @@ def shard_table(key: tuple[str, str, str], frames: np.ndarray, uv: np.ndarray, c
     return pa.table(cols, schema=POSE2D_SCHEMA)
 
 
-def ground_truth_2d(dataset: H36MDataset, key: tuple[str, str, str], frames: np.ndarray) -> np.ndarray:
-    """Projected ground truth (F, 16, 2) in original pixels (through the lens) for ``frames``."""
-    subject, action, camera = key
-    poses = dataset.poses_mpii_camera(subject, action, camera)
-    if frames.size and frames.max() >= len(poses):
-        raise ValueError(f"{dataset.pose_path(subject, action)}: has {len(poses)} frames but shard "
-                         f"{subject}/{action}.{camera} has frame {int(frames.max())}")
-    return dataset.rig.camera(subject, camera).project_camera(poses[frames])
-
-
 def skeleton_scale_of(meta: dict, flip_test: bool) -> float | None:
     """The 2D network's skeleton scale (``metrics.skeleton_scale`` on its validation split, in its
     meta), when it was measured with the same flip test as this inference; else None."""
@@ -252,10 +180,10 @@ def _remove_parts(out_path: str | Path) -> None:
 
 
 def _merge_parts(out_path: str | Path, schema: pa.Schema, written: list[int], rt: Runtime,
-                 stats: dict[str, ErrorStats], n_frames: int) -> int:
-    """Distributed run: sum the statistics over the processes (in place) and let rank 0 copy every
-    process's row groups into ``out_path`` in global shard order. Returns the total frame count."""
-    for s in stats.values():
+                 error: Pose2DError | None, n_frames: int) -> int:
+    """Distributed run: sum the 2D error statistics over the processes (in place) and let rank 0 copy
+    every process's row groups into ``out_path`` in global shard order. Returns the total frame count."""
+    for s in (error.stats.values() if error is not None else ()):
         for name in ("hist", "sum", "pckh_ok", "pckh_n"):
             t = torch.from_numpy(getattr(s, name)).to(rt.device)     # nccl reduces CUDA tensors only
             dist.all_reduce(t)
@@ -307,13 +235,10 @@ def run_infer_2d(frames_root: str | Path, model_path: str | Path, out_path: str 
     model, meta = load_pose_net(model_path, num_joints=num_joints, map_location=rt.device)
     memory_format = torch.channels_last if p.channels_last else torch.contiguous_format
     model = fuse_for_inference(model).to(device=rt.device, memory_format=memory_format).eval()
-    dataset = H36MDataset(gt_root) if gt_root is not None else None
-    without_gt = [key for key, _ in shards if dataset is not None and not dataset.has_ground_truth(*key)]
-    if without_gt and rt.is_main:
+    error = Pose2DError(gt_root, [key for key, _ in shards], num_joints) if gt_root is not None else None
+    if error is not None and error.without and rt.is_main:
         log.info("%d of %d shards have no ground truth (D3_Positions and extrinsics) in %s: the 2D error is "
-                 "over the others", len(without_gt), len(shards), gt_root)
-    stats = {"all": ErrorStats(num_joints), "train_subjects": ErrorStats(num_joints),
-             "test_subjects": ErrorStats(num_joints)}
+                 "over the others", len(error.without), len(shards), gt_root)
     t0 = time.perf_counter()
     metadata = {b"model": str(Path(model_path).name).encode(), b"flip_test": str(p.flip_test).encode(),
                 b"input_size": str(model.config.input_size).encode()}
@@ -329,33 +254,22 @@ def run_infer_2d(frames_root: str | Path, model_path: str | Path, out_path: str 
         dist.barrier()
     # A single process writes the output (atomically); under torchrun each writes a hidden part.
     with atomic_path(out_path) if not rt.distributed else nullcontext(_part_path(out_path, rt.rank)) as tmp:
-        written, n_frames = _write_rows(tmp, schema, model, mine, p, rt, dataset, set(without_gt), stats, progress)
+        written, n_frames = _write_rows(tmp, schema, model, mine, p, rt, error, progress)
     if rt.distributed:
-        n_frames = _merge_parts(out_path, schema, written, rt, stats, n_frames)
+        n_frames = _merge_parts(out_path, schema, written, rt, error, n_frames)
     seconds = time.perf_counter() - t0
     log.info("infer_2d: %d frames from %d shards in %.1f s (%.1f frames/s)", n_frames, len(shards), seconds,
              n_frames / max(seconds, 1e-9))
     metrics: dict = {"frames": n_frames, "shards": len(shards), "flip_test": p.flip_test, "skeleton_scale": scale}
-    if dataset is not None:
-        metrics["shards_without_gt"] = len(without_gt)
-    if dataset is not None and len(without_gt) < len(shards):
-        metrics.update(stats["all"].summary())
-        metrics["train_subjects"] = stats["train_subjects"].summary()
-        metrics["test_subjects"] = stats["test_subjects"].summary()
+    if error is not None:
+        metrics.update(error.report())
     return metrics
 
 
-def summary(report: dict) -> dict[str, float]:
-    """metrics/infer_2d.json: the 2D error against the projected ground truth (empty without it)."""
-    names = {"pckh@0.5": "pose2d.pckh@0.5", "median_px": "pose2d.median_px", "mean_px": "pose2d.mean_px"}
-    return {new: report[old] for old, new in names.items() if old in report}
-
-
 def _write_rows(path: Path, schema: pa.Schema, model: torch.nn.Module, mine: list, p: Infer2DParams, rt: Runtime,
-                dataset: H36MDataset | None, without_gt: set, stats: dict[str, ErrorStats], progress: bool
-                ) -> tuple[list[int], int]:
-    """This process's shards through the network into ``path``, one row group per shard, and the 2D
-    error of those with ground truth into ``stats`` → (the global index of each shard written, frames written)."""
+                error: Pose2DError | None, progress: bool) -> tuple[list[int], int]:
+    """This process's shards through the network into ``path``, one row group per shard, and their 2D
+    error into ``error`` → (the global index of each shard written, frames written)."""
     written: list[int] = []
     n_frames = 0
     amp = amp_dtype(p.amp, rt.device)
@@ -373,9 +287,50 @@ def _write_rows(path: Path, schema: pa.Schema, model: torch.nn.Module, mine: lis
             written.append(index)
             n_frames += len(frames)
             bar.update(1)
-            if dataset is not None and key not in without_gt:
-                gt = ground_truth_2d(dataset, key, frames)
-                stats["all"].add(uv, gt)
-                stats["test_subjects" if key[0] in TEST_SUBJECTS else "train_subjects"].add(uv, gt)
+            if error is not None:
+                error.add(key, frames, uv)
         bar.close()
     return written, n_frames
+
+
+def summary(report: dict) -> dict[str, float]:
+    """metrics/infer_2d.json: the 2D error against the projected ground truth (empty without it)."""
+    names = {"pckh@0.5": "pose2d.pckh@0.5", "median_px": "pose2d.median_px", "mean_px": "pose2d.mean_px"}
+    return {new: report[old] for old, new in names.items() if old in report}
+
+
+# --- the stage -----------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Infer2DPaths:
+    frames: str                     # frame shards folder (data/frames)
+    model: str                      # the 2D network (models/pose2d.pt)
+    out: str                        # the pose table (data/pose2d.parquet)
+    gt_root: str | None = None      # Human3.6M-layout root: the 2D error against the projected ground truth
+
+    def outputs(self) -> list[str]:
+        return [self.out]
+
+
+@dataclass(frozen=True)
+class Infer2DConfig:
+    compute: ComputeParams
+    infer_2d: Infer2DParams
+    num_joints: int
+
+
+def load_params(path: str | Path = "params.yaml") -> Infer2DConfig:
+    return Infer2DConfig(load_compute(path), load_section(Infer2DParams, "infer_2d", path),
+                         load_value("model", "num_joints", int, path))
+
+
+def run(paths: Infer2DPaths, params: Infer2DConfig, runtime: Runtime) -> StageResult | None:
+    """The 2D network on every shard into ``paths.out``; the 2D error where ``paths.gt_root`` has ground truth."""
+    t0 = time.perf_counter()
+    report = run_infer_2d(paths.frames, paths.model, paths.out, params.infer_2d, num_joints=params.num_joints,
+                          gt_root=paths.gt_root, runtime=runtime, progress=runtime.progress)
+    if not runtime.is_main:
+        return None
+    if "median_px" in report:
+        log.info("%d frames, median 2D error %.2f px, PCKh@0.5 %.1f%%", report["frames"], report["median_px"],
+                 report["pckh@0.5"])
+    return StageResult([paths.out], summary(report), report, {"seconds": round(time.perf_counter() - t0, 1)})

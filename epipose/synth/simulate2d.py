@@ -14,6 +14,7 @@ Clean joints get a confidence in ``conf_clean``, perturbed ones ``conf_perturbed
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -64,13 +65,29 @@ def procedural_motions(subjects, actions, n_frames: int, seed: int = 0, fps: flo
     return out
 
 
-def camera_frame_truth(sequences: dict[tuple[str, str], np.ndarray], cameras: dict[str, dict[str, Camera]]):
-    """``gt(subject, action, camera)`` → the sequence in that camera's frame (for ``evaluate_against_gt``)."""
-    def gt(subject: str, action: str, camera: str) -> np.ndarray | None:
-        if (subject, action) not in sequences:
-            return None
-        return cameras[subject][camera].world_to_camera(sequences[(subject, action)])
-    return gt
+@dataclass(frozen=True)
+class SimulatedTruth:
+    """The ground truth of simulated sequences with the dataset's methods that scoring reads
+    (``epipose.data.targets.GroundTruth``, as ``H36MDataset``): for ``epipose.evaluation``."""
+
+    sequences: dict[tuple[str, str], np.ndarray]       # (subject, action): (T, 16, 3) world mm, MPII order
+    cameras: dict[str, dict[str, Camera]]              # subject: {name: Camera}
+
+    def has_ground_truth(self, subject: str, action: str, camera: str) -> bool:
+        return (subject, action) in self.sequences and camera in self.cameras.get(subject, {})
+
+    def poses_mpii_camera(self, subject: str, action: str, camera: str) -> np.ndarray:
+        """The sequence in that camera's frame, (T, 16, 3) mm."""
+        return self.cameras[subject][camera].world_to_camera(self.sequences[(subject, action)])
+
+    def pose_path(self, subject: str, action: str) -> Path:
+        return Path(f"<simulated {subject} {action}>")
+
+
+def camera_frame_truth(sequences: dict[tuple[str, str], np.ndarray],
+                       cameras: dict[str, dict[str, Camera]]) -> SimulatedTruth:
+    """The ground truth of ``sequences`` seen by ``cameras`` (for ``epipose.evaluation``'s scoring)."""
+    return SimulatedTruth(sequences, cameras)
 
 
 def project_views(poses_world: np.ndarray, cameras: list[Camera] | tuple[Camera, ...]) -> np.ndarray:
