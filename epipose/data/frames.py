@@ -26,8 +26,9 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from epipose.camera import Camera
+from epipose.data.h36m import action_name
 from epipose.io import content_hash, write_parquet
-from epipose.params import in_range
+from epipose.params import ParamError, in_range
 
 if TYPE_CHECKING:
     import torch
@@ -159,6 +160,26 @@ def list_shards(root: str | Path, subjects: list[str] | tuple[str, ...] | None =
     return shards
 
 
+@dataclass(frozen=True)
+class ActionSelection:
+    """Some of the data's actions, by Human3.6M action name (takes merged: "Walking 1" is "Walking"):
+    only these (``exclude`` false) or every action but these (``exclude`` true); ``key`` is the param
+    that names them (errors)."""
+
+    names: tuple[str, ...]
+    exclude: bool
+    key: str
+
+    def select(self, shards: list[Path]) -> list[Path]:
+        """The shards of the selected actions; a name none of ``shards`` has is a ``ParamError``."""
+        actions = [action_name(parse_shard_path(p)[1]) for p in shards]
+        known = sorted(set(actions))
+        unknown = [a for a in self.names if a not in known]
+        if unknown:
+            raise ParamError(f"param {self.key}: unknown action(s) {unknown} (the data's actions: {known})")
+        return [p for p, a in zip(shards, actions) if (a in self.names) != self.exclude]
+
+
 # --- frames decoded once -----------------------------------------------------------------------------------
 @dataclass
 class FrameCache:
@@ -187,10 +208,11 @@ class FrameCache:
 
 
 def load_frames(frames_root: str | Path, subjects: list[str] | tuple[str, ...], stride: int = 1, workers: int = 2,
-                progress: bool = True) -> FrameCache:
+                progress: bool = True, actions: ActionSelection | None = None) -> FrameCache:
     """Decode the crops of ``subjects``' shards under ``frames_root`` once.
 
     ``stride``: keep the frames whose index (at the video's native rate) is a multiple of it.
+    ``actions``: only the shards of these actions (None or no names: all).
     Every subject must have shards (the error names the folder and the subject).
     """
     root = Path(frames_root)
@@ -200,6 +222,8 @@ def load_frames(frames_root: str | Path, subjects: list[str] | tuple[str, ...], 
     if missing:
         raise FileNotFoundError(f"{root}: no frame shards for subject(s) {missing} (run extract_frames; "
                                 f"the subjects come from params)")
+    if actions is not None and actions.names:
+        shards = actions.select(shards)
     keyed = sorted((parse_shard_path(p), p) for p in shards)
     t0 = time.perf_counter()
     parts, keys, boxes = [], [], []

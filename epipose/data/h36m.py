@@ -41,6 +41,11 @@ ACTION_ALIASES = {"TakingPhoto": "Photo", "WalkingDog": "WalkDog"}
 _VIDEO_RE = re.compile(r"^(?P<action>.+)\.(?P<camera>[^.]+)\.mp4$")
 
 
+def action_name(action: str) -> str:
+    """Human3.6M's per-action grouping merges takes: "Walking 1" → "Walking"."""
+    return action.split(" ")[0]
+
+
 def canonical_action(name: str) -> str:
     """The pose-file spelling of an action name (``"TakingPhoto 1"`` → ``"Photo 1"``)."""
     stem, sep, rest = name.partition(" ")

@@ -152,3 +152,23 @@ def gt_targets(keys: pd.DataFrame, dataset: GroundTruth, what: str = "this stage
         raise ValueError(f"{dataset.pose_path(subject, action)}: has {n} frames but shard "
                          f"{subject}/{action}.{camera} has frame {last}")
     return Targets(truth.pose, np.isfinite(truth.pose).all(-1), "gt")
+
+
+def semi_supervised_targets(keys: pd.DataFrame, pseudo3d_path: str | Path, dataset: GroundTruth,
+                            gt_subjects: list[str], min_views: int = 2, max_reproj_err: float = 0.0) -> Targets:
+    """The frames of ``gt_subjects`` labelled with their ground truth (``gt_targets``), every other frame
+    with its pseudo-label (``pseudo3d_targets``): the seed's semi-supervised setting (param
+    train_3d.gt_subjects). No other frame's ground truth is read."""
+    on_truth = keys["subject"].isin(gt_subjects).to_numpy()
+    pose = np.full((len(keys), skeleton.NUM_JOINTS, 3), np.nan)
+    valid = np.zeros((len(keys), skeleton.NUM_JOINTS), dtype=bool)
+    for rows, label in ((~on_truth, "pseudo3d"), (on_truth, "gt")):
+        if not rows.any():
+            continue
+        part = keys[rows].reset_index(drop=True)
+        if label == "gt":
+            part_targets = gt_targets(part, dataset, what="param train_3d.gt_subjects")
+        else:
+            part_targets = pseudo3d_targets(part, pseudo3d_path, min_views, max_reproj_err)
+        pose[rows], valid[rows] = part_targets.pose_cam, part_targets.valid
+    return Targets(pose, valid, "pseudo3d+gt")

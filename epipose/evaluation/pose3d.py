@@ -18,7 +18,7 @@ import pandas as pd
 from epipose import metrics as M
 from epipose import skeleton
 from epipose.data.frames import FrameCache
-from epipose.data.h36m import TRAIN_SUBJECTS, H36MDataset
+from epipose.data.h36m import TRAIN_SUBJECTS, H36MDataset, action_name
 from epipose.data.targets import gt_targets
 from epipose.metrics import root_relative
 
@@ -115,11 +115,6 @@ def _finite(d: dict) -> dict:
     """Floats rounded to 3 decimals; degenerate predictions (e.g. every joint at the root) have no
     Procrustes/scale fit: None, not NaN, in JSON."""
     return {k: (round(v, 3) if math.isfinite(v) else None) if isinstance(v, float) else v for k, v in d.items()}
-
-
-def action_name(action: str) -> str:
-    """Human3.6M's per-action grouping merges takes: "Walking 1" → "Walking"."""
-    return action.split(" ")[0]
 
 
 def evaluate_predictions(keys: pd.DataFrame, preds: dict[str, np.ndarray], gt_rr: np.ndarray,

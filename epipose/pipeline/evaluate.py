@@ -28,7 +28,7 @@ import torch
 from epipose import skeleton
 from epipose.camera import Rig
 from epipose.compute import ComputeParams, check_compute
-from epipose.data.frames import FrameCache, load_frames
+from epipose.data.frames import ActionSelection, FrameCache, load_frames
 from epipose.data.h36m import TEST_SUBJECTS, H36MDataset
 from epipose.data.pose_tables import key_groups
 from epipose.evaluation.pose3d import PCK_CURVE_MM, TestSet, evaluate_predictions, load_test_set
@@ -79,6 +79,7 @@ class EvaluateParams(InferenceParams):
     pss_max_poses: int = in_range(100, 10**7, default=20000)   # training GT poses (evenly spaced) for the clusters
     seed: int = 0                                          # k-means initialisation
     figures: int = in_range(0, 1000, default=4)            # test frames drawn to reports/figures
+    actions: list[str] = field(default_factory=list)       # only these actions' test frames ([]: every action)
 
 
 # --- outputs ----------------------------------------------------------------------------------------------
@@ -292,7 +293,8 @@ def run_evaluation(frames_root: str | Path, h36m_root: str | Path, model_path: s
     ``methods`` names what each role's network was trained on). One process, on ``device`` (the
     stage's runtime's, or ``epipose.compute.select_device``'s)."""
     dataset = H36MDataset(h36m_root)
-    cache = load_frames(frames_root, p.subjects, stride=p.stride, workers=p.decode_workers, progress=progress)
+    cache = load_frames(frames_root, p.subjects, stride=p.stride, workers=p.decode_workers, progress=progress,
+                        actions=ActionSelection(tuple(p.actions), False, "evaluate.actions"))
     test = load_test_set(cache, dataset, p.pss_k, p.pss_max_poses, p.seed)
     cache = test.cache                     # the frames with ground truth
     cams = dataset.rig.intrinsic_cameras(cache.keys["camera"])
@@ -337,7 +339,8 @@ def protocol_info(test: TestSet, p: EvaluateParams, h36m_root: str) -> dict:
     return {"subjects": sorted(set(test.cache.keys["subject"]), key=lambda s: (len(s), s)), "stride": p.stride,
             "frames": len(test.cache), "sequences": len(key_groups(test.cache.keys)),
             "cameras": len(set(test.cache.keys["camera"])), "h36m_root": str(h36m_root),
-            "frames_without_gt": test.frames_without_gt, "pck_threshold_mm": p.pck_threshold_mm}
+            "frames_without_gt": test.frames_without_gt, "pck_threshold_mm": p.pck_threshold_mm,
+            **({"actions": list(p.actions)} if p.actions else {})}
 
 
 # --- the stage -----------------------------------------------------------------------------------------

@@ -30,17 +30,17 @@ from torch import nn
 from epipose import skeleton
 from epipose.camera import Rig, load_rig
 from epipose.compute import ComputeParams, Runtime, load_compute
-from epipose.data.frames import FrameCache, load_frames
+from epipose.data.frames import ActionSelection, FrameCache, load_frames
 from epipose.data.h36m import EXTRA_TRAIN_SUBJECTS, TRAIN_SUBJECTS, H36MDataset
 from epipose.data.pose_tables import key_groups, write_pred3d
-from epipose.data.targets import Targets, TargetSource, gt_targets, pseudo3d_targets
+from epipose.data.targets import Targets, TargetSource, gt_targets, pseudo3d_targets, semi_supervised_targets
 from epipose.data.transforms import AugmentParams, augment_batch, load_voc_occluders
 from epipose.io import content_hash
 from epipose.metrics import masked_mpjpe, root_relative
 from epipose.models.codec import encode_pose
 from epipose.models.inference import infer_3d
 from epipose.models.pose_net import ModelParams, PoseNet, expand_depth, load_pose_net, normalise, save_pose_net
-from epipose.params import in_range, load_section, load_value, redefault
+from epipose.params import ParamError, in_range, load_section, load_value, redefault
 from epipose.stage import StageResult
 from epipose.train import FitResult, TensorSet, TrainParams, fit
 
@@ -70,6 +70,13 @@ class Train3DParams(TrainParams):
     flip_test: bool = True                                  # training-frame predictions (refiner input): as evaluate.flip_test
     eval_batch_size: int = in_range(1, 65536, default=128)
     decode_workers: int = in_range(1, 64, default=2)
+    gt_subjects: list[str] = field(default_factory=list)       # semi-supervised: these train on their ground truth
+    exclude_actions: list[str] = field(default_factory=list)   # held-out motion: these actions are never trained on
+
+    def __post_init__(self) -> None:
+        outside = [s for s in self.gt_subjects if s not in self.subjects]
+        if outside:
+            raise ParamError(f"param train_3d.gt_subjects: {outside} are not among train_3d.subjects {self.subjects}")
 
 
 # --- targets ---------------------------------------------------------------------------------------------
@@ -165,20 +172,20 @@ def train_3d(frames_root: str | Path, pose2d_path: str | Path, rig: Rig, model_p
     """Train the 3D network on ``p.subjects``' frames with ``p.target`` labels (pseudo3d or gt)."""
     if p.target == "pseudo3d" and pseudo3d_path is None:
         raise ValueError("param train_3d.target is pseudo3d but no pseudo-label table was given (--pseudo3d)")
+    if p.target == "pseudo3d" and p.gt_subjects and h36m_root is None:
+        raise ValueError("param train_3d.gt_subjects names subjects but no Human3.6M root with ground truth was given")
     if p.target == "gt" and h36m_root is None:
         raise ValueError("param train_3d.target is gt but no Human3.6M root with ground truth was given "
                          "(param data.h36m_root)")
     model = init_from_2d(pose2d_path, model_params)
     t0 = time.perf_counter()
-    cache = load_frames(frames_root, p.subjects, workers=p.decode_workers, progress=progress)
-    if p.target == "pseudo3d":
-        targets = pseudo3d_targets(cache.keys, pseudo3d_path, p.min_views, p.max_reproj_err)
-    else:
-        targets = gt_targets(cache.keys, H36MDataset(h36m_root), what="the fully supervised baseline (train_3d_gt)")
+    cache = load_frames(frames_root, p.subjects, workers=p.decode_workers, progress=progress,
+                        actions=ActionSelection(tuple(p.exclude_actions), True, "train_3d.exclude_actions"))
+    targets = training_targets(cache, p, pseudo3d_path, h36m_root)
     uvd, valid = encode_targets(cache, targets, rig, p.depth_range_mm)
     info = {"train_frames": len(cache), "labelled_frames": int(valid.any(1).sum()),
             "valid_joint_fraction": round(float(valid.mean()), 4), "target": p.target,
-            "decode_seconds": round(time.perf_counter() - t0, 1)}
+            **optional_info(cache, p), "decode_seconds": round(time.perf_counter() - t0, 1)}
     dataset = TensorSet(images=cache.images, target=torch.from_numpy(uvd), valid=torch.from_numpy(valid))
     loss_fn = Loss3D(float(cache.crop_size), model.config.input_size, aug, p.loss_beta, p.channels_last)
 
@@ -200,6 +207,32 @@ def train_3d(frames_root: str | Path, pose2d_path: str | Path, rig: Rig, model_p
     result = fit(model, dataset, loss_fn, p, ckpt_dir, live_dir, evaluate if len(subset) else None, signature,
                  runtime=runtime, progress=progress)
     return Train3DResult(result, cache, Targets(targets.pose_cam, valid, targets.source), info, subset)
+
+
+def training_targets(cache: FrameCache, p: Train3DParams, pseudo3d_path: str | Path | None,
+                     h36m_root: str | Path | None) -> Targets:
+    """The labels of the training frames: pseudo-labels (with ``p.gt_subjects``' frames on their ground
+    truth) or, for target gt, the ground truth of all."""
+    if p.target == "gt":
+        if p.gt_subjects:
+            log.warning("param train_3d.gt_subjects is ignored with target gt: every subject trains on its ground truth")
+        return gt_targets(cache.keys, H36MDataset(h36m_root), what="the fully supervised baseline (train_3d_gt)")
+    if p.gt_subjects:
+        return semi_supervised_targets(cache.keys, pseudo3d_path, H36MDataset(h36m_root), p.gt_subjects,
+                                       p.min_views, p.max_reproj_err)
+    return pseudo3d_targets(cache.keys, pseudo3d_path, p.min_views, p.max_reproj_err)
+
+
+def optional_info(cache: FrameCache, p: Train3DParams) -> dict:
+    """The report's lines of the optional settings, present only when set (the default report is unchanged):
+    the subjects trained on their ground truth and their frames, the actions left out."""
+    info = {}
+    if p.target == "pseudo3d" and p.gt_subjects:
+        info["gt_subjects"] = list(p.gt_subjects)
+        info["gt_frames"] = int(cache.keys["subject"].isin(p.gt_subjects).sum())
+    if p.exclude_actions:
+        info["excluded_actions"] = list(p.exclude_actions)
+    return info
 
 
 def fit_subset(valid: np.ndarray, n: int) -> np.ndarray:
@@ -279,7 +312,7 @@ def run(paths: Train3DPaths, params: Train3DConfig, runtime: Runtime) -> StageRe
     t0 = time.perf_counter()
     trained = train_3d(paths.frames, paths.pose2d, rig, params.model, p, params.augment, paths.ckpt_dir,
                        paths.live_dir, pseudo3d_path=paths.pseudo3d,
-                       h36m_root=params.h36m_root if p.target == "gt" else None, runtime=runtime,
+                       h36m_root=params.h36m_root if p.target == "gt" or p.gt_subjects else None, runtime=runtime,
                        progress=runtime.progress)
     train_seconds = time.perf_counter() - t0
     if not runtime.is_main:
