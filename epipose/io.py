@@ -180,7 +180,8 @@ def content_hash(*parts, length: int = 16) -> str:
 
     The one hash of the project (training fingerprints, data signatures). Each part may be a numpy
     array or torch tensor (dtype, shape and every byte), ``bytes``, a ``pathlib.Path`` (the file's
-    bytes), a pandas DataFrame (column names and every value), a dataclass, or a JSON-like value
+    bytes), a pandas DataFrame (column names and every value), a dataclass (its fields, less those
+    ``epipose.params.in_range(hash_omits_default=True)`` marks while at their default), or a JSON-like value
     (dict, list, tuple, str, number, bool, None) of these.
     """
     h = hashlib.sha256()
@@ -212,7 +213,8 @@ def _hash_into(h, x) -> None:
         h.update(pd.util.hash_pandas_object(x, index=False).to_numpy().data)
     elif dataclasses.is_dataclass(x) and not isinstance(x, type):
         h.update(f"{type(x).__name__}|".encode())
-        _hash_into(h, {f.name: getattr(x, f.name) for f in dataclasses.fields(x)})
+        _hash_into(h, {f.name: getattr(x, f.name) for f in dataclasses.fields(x)
+                       if not (f.metadata.get("hash_omits_default") and getattr(x, f.name) == f.default)})
     elif isinstance(x, dict):
         h.update(f"dict {len(x)}|".encode())
         for k in sorted(x, key=str):

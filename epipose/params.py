@@ -164,9 +164,12 @@ def param_keys(cls: type, section: str) -> list[str]:
     return [f"{section}.{f.name}" for f in dataclasses.fields(cls)]
 
 
-def in_range(lo: float | None = None, hi: float | None = None, **kw) -> Any:
-    """``dataclasses.field`` with a validated range."""
-    return dataclasses.field(metadata={"min": lo, "max": hi}, **kw)
+def in_range(lo: float | None = None, hi: float | None = None, hash_omits_default: bool = False, **kw) -> Any:
+    """``dataclasses.field`` with a validated range. ``hash_omits_default``: ``epipose.io.content_hash``
+    leaves the field out while it holds its default, so a new param at its default keeps the
+    fingerprints (training checkpoints) of the sections it was added to."""
+    metadata = {"min": lo, "max": hi, **({"hash_omits_default": True} if hash_omits_default else {})}
+    return dataclasses.field(metadata=metadata, **kw)
 
 
 def redefault(base: type, name: str, value: Any) -> Any:

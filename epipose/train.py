@@ -8,7 +8,8 @@ with BatchNorm recalibrated). The device, process group and mixed precision come
 
 What a stage supplies:
 * ``dataset``: a map-style dataset with ``__getitems__`` (one call per batch), e.g. ``TensorSet``
-  of crops decoded once into memory;
+  of crops decoded once into memory, or a ``MixedSet`` of two such (every batch drawn from both in a
+  fixed proportion: train_3d's frames and MPII stills);
 * ``loss_fn(model, batch, gen) -> (loss, logs)``: moves/augments the batch (on the device, with
   the CPU generator ``gen`` seeded per step and rank, so augmentation is reproducible), runs the
   model and returns the scalar loss plus a dict of scalar tensors to log;
@@ -102,6 +103,31 @@ class TensorSet(Dataset):
         return {k: v[idx] for k, v in self.tensors.items()}
 
 
+class MixedSet(Dataset):
+    """Two ``TensorSet`` s with the same keys as one dataset: indices ``0 … len(primary) − 1`` are the
+    primary's, the rest the extra set's. ``fit`` draws every batch from both
+    (``MixedBatchSampler``): ``batch_size − extra_per_batch`` primary samples, ``extra_per_batch`` extra."""
+
+    def __init__(self, primary: TensorSet, extra: TensorSet, extra_per_batch: int):
+        if set(primary.tensors) != set(extra.tensors):
+            raise ValueError(f"mixed sets with other keys: {sorted(primary.tensors)} and {sorted(extra.tensors)}")
+        self.primary, self.extra, self.extra_per_batch = primary, extra, extra_per_batch
+
+    def __len__(self) -> int:
+        return len(self.primary) + len(self.extra)
+
+    def __getitems__(self, indices: list[int]) -> dict[str, torch.Tensor]:
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        is_extra = idx >= len(self.primary)
+        a = self.primary.__getitems__(idx[~is_extra].tolist())
+        b = self.extra.__getitems__((idx[is_extra] - len(self.primary)).tolist())
+        out = {}
+        for k, v in a.items():
+            out[k] = v.new_empty((len(idx), *v.shape[1:]))
+            out[k][~is_extra], out[k][is_extra] = v, b[k]
+        return out
+
+
 def _batch_collate(batch):
     return batch          # ``__getitems__`` already built the batch
 
@@ -135,6 +161,44 @@ class EpochBatchSampler(Sampler[list[int]]):
         for b in range(len(self)):
             start = b * self.batch_size + self.rank * per_rank
             yield perm[start : start + per_rank].tolist()
+
+
+class MixedBatchSampler(EpochBatchSampler):
+    """``EpochBatchSampler`` over a ``MixedSet``: as many steps per epoch as the primary set alone
+    gives (``len(primary) // batch_size``), each global batch ``batch_size − extra_per_batch``
+    primary samples (their own seeded shuffle, as ``EpochBatchSampler``'s) followed by
+    ``extra_per_batch`` extra ones (a second seeded shuffle); each rank takes its slice of both."""
+
+    EXTRA_STREAM = 1 << 40      # the extra set's shuffle: another seed than every (seed, epoch) of the primary's
+
+    def __init__(self, n: int, n_extra: int, extra_per_batch: int, batch_size: int, seed: int, rank: int = 0,
+                 world_size: int = 1):
+        super().__init__(n, batch_size, seed, rank, world_size)
+        m = batch_size - extra_per_batch
+        if n_extra <= 0 or not 0 < extra_per_batch < batch_size:
+            raise ValueError(f"cannot mix {extra_per_batch} of {n_extra} extra samples into batches of {batch_size}")
+        if m % world_size or extra_per_batch % world_size:
+            raise ValueError(f"batches of {m} + {extra_per_batch} mixed samples do not split over {world_size} processes")
+        self.n_extra, self.extra_per_batch = n_extra, extra_per_batch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        k, steps, w = self.extra_per_batch, len(self), self.world_size
+        m = self.batch_size - k
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        ge = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch + self.EXTRA_STREAM)
+        perm = torch.cat([torch.randperm(self.n, generator=g) for _ in range(-(-steps * m // self.n))])
+        extra = torch.cat([torch.randperm(self.n_extra, generator=ge) for _ in range(-(-steps * k // self.n_extra))])
+        for b in range(steps):
+            p0, e0 = b * m + self.rank * (m // w), b * k + self.rank * (k // w)
+            yield perm[p0 : p0 + m // w].tolist() + (extra[e0 : e0 + k // w] + self.n).tolist()
+
+
+def batch_sampler(dataset: Dataset, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> EpochBatchSampler:
+    """The sampler ``fit`` draws its batches with: mixed for a ``MixedSet``, else ``EpochBatchSampler``."""
+    if isinstance(dataset, MixedSet):
+        return MixedBatchSampler(len(dataset.primary), len(dataset.extra), dataset.extra_per_batch, batch_size, seed,
+                                 rank, world_size)
+    return EpochBatchSampler(len(dataset), batch_size, seed, rank, world_size)
 
 
 def step_generator(seed: int, step: int, rank: int = 0) -> torch.Generator:
@@ -311,7 +375,7 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: LossFn, cfg: TrainParams, c
     ``runtime``: the stage's (``epipose.compute.setup_runtime``); default: one process, device auto.
     """
     rt = runtime or setup_runtime(ComputeParams(), cfg.threads)
-    run = _setup(model, len(dataset), cfg, rt, data_signature, Path(ckpt_dir))
+    run = _setup(model, dataset, cfg, rt, data_signature, Path(ckpt_dir))
     start_epoch, final = _resume(run)
     if final is not None:                 # the checkpoint holds a complete run: its final weights
         return FitResult(final.eval(), 0, start_epoch, run.history, rt)
@@ -335,7 +399,8 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: LossFn, cfg: TrainParams, c
     return FitResult(final.eval(), cfg.epochs - start_epoch, start_epoch, run.history, rt)
 
 
-def _setup(model: nn.Module, n: int, cfg: TrainParams, rt: Runtime, data_signature: Any, ckpt_dir: Path) -> _Run:
+def _setup(model: nn.Module, dataset: Dataset, cfg: TrainParams, rt: Runtime, data_signature: Any,
+           ckpt_dir: Path) -> _Run:
     """Seeds, the model on the device, sampler, optimiser, schedule, gradient scaler and EMA."""
     seed_everything(cfg.seed)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -345,7 +410,7 @@ def _setup(model: nn.Module, n: int, cfg: TrainParams, rt: Runtime, data_signatu
     config = getattr(model, "config", None)
     fp = content_hash(cfg, config.to_dict() if hasattr(config, "to_dict") else repr(model), data_signature,
                       rt.world_size)
-    sampler = EpochBatchSampler(n, cfg.batch_size, cfg.seed, rt.rank, rt.world_size)
+    sampler = batch_sampler(dataset, cfg.batch_size, cfg.seed, rt.rank, rt.world_size)
     dtype = amp_dtype(cfg.amp, rt.device)
     # fused: one kernel for the whole update instead of ~10 per parameter tensor (-10% of a CPU step here).
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,

@@ -16,9 +16,9 @@ from torch import nn
 
 from epipose import skeleton
 from epipose.compute import ComputeParams, Runtime, amp_dtype, load_compute
-from epipose.data import mpii
-from epipose.data.transforms import AugmentParams, augment_batch, decode_crops, load_voc_occluders, person_boxes
-from epipose.io import content_hash
+from epipose.data import stills
+from epipose.data.stills import CropCache
+from epipose.data.transforms import AugmentParams, augment_batch, load_voc_occluders
 from epipose.metrics import pckh, skeleton_scale
 from epipose.models.inference import predict_2d
 from epipose.models.pose_net import ModelParams, PoseNet, PoseNetConfig, load_model_params, normalise, save_pose_net
@@ -51,45 +51,11 @@ class Pretrain2DParams(TrainParams):
     swap_tolerance: float = in_range(0.0, 1.0, default=0.3)    # weight of the left/right-tolerant L1 (l1_loss_2d)
 
 
-@dataclass
-class CropCache:
-    """An MPII split decoded once: crops around each person and their joints."""
-
-    images: torch.Tensor       # uint8 RGB (N, 3, S, S)
-    joints: torch.Tensor       # (N, J, 2) float32, cache pixels
-    visible: torch.Tensor      # (N, J) bool
-    boxes: np.ndarray          # (N, 3) the cached square (x0, y0, side) in original pixels
-    src_box: float             # the person box's side in cache pixels
-    split: mpii.MPIISplit
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def signature(self) -> str:
-        """The content hash of every box, joint and pixel."""
-        return content_hash(self.boxes, self.joints, self.visible, self.images)
-
-    def to_original(self, xy_cache: np.ndarray) -> np.ndarray:
-        k = self.boxes[:, None, 2:3] / self.images.shape[-1]
-        return xy_cache * k + self.boxes[:, None, :2]
-
-
 def build_cache(root: str | Path, split: str, input_size: int, p: Pretrain2DParams, limit: int = 0,
                 num_joints: int = skeleton.NUM_JOINTS) -> CropCache:
-    s = mpii.load_split(root, split, num_joints)
-    n = len(s) if limit <= 0 else min(limit, len(s))
+    """``split`` cached for pretraining: ``p.context`` × the person box at ``p.cache_scale`` px per input px."""
     size = int(round(input_size * p.context * p.cache_scale))
-    boxes = person_boxes(s.centers[:n], s.scales[:n], p.box_margin * p.context)
-    t0 = time.perf_counter()
-    crops = decode_crops([s.image_path(i) for i in range(n)], boxes, size, workers=p.decode_workers)
-    log.info("decoded %d %s crops at %d px in %.1f s", n, split, size, time.perf_counter() - t0)
-    joints = (s.joints[:n] - boxes[:, None, :2]) * (size / boxes[:, None, 2:3])
-    return CropCache(
-        images=torch.from_numpy(crops).permute(0, 3, 1, 2).contiguous(),
-        joints=torch.from_numpy(joints.astype(np.float32)),
-        visible=torch.from_numpy(s.visible[:n].copy()),
-        boxes=boxes, src_box=size / p.context, split=s,
-    )
+    return stills.build_cache(root, split, size, p.box_margin, p.context, limit, num_joints, p.decode_workers)
 
 
 def l1_loss_2d(xy: torch.Tensor, target: torch.Tensor, visible: torch.Tensor, input_size: int,

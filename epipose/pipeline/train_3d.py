@@ -11,6 +11,13 @@ are decoded once into memory (``epipose.data.frames.load_frames``); augmentation
 colour, occlusion, flip — mirrored x, swapped joints, depth unchanged) runs batched on the device
 (``epipose.data.transforms.augment_batch``); ``epipose.train.fit`` is the loop. After training the
 network predicts every training frame (``predict_frames``): the refiner's input.
+
+Mixed 2D supervision (``train_3d.mpii_share`` > 0; Integral regression, Sun et al. 2018): each batch
+is ``round(share × batch_size)`` stills of MPII's train split (``data.mpii_root``) and the rest frames,
+at the same batch size and number of steps as frames alone (the per-step cost stays that of share 0;
+an epoch then shows ``1 − share`` of the frames). The stills are cut as the frames are
+(``mpii_stills``) and augmented with them in one call; they train x, y only: their depth terms are
+left out of the loss (``smooth_l1_mixed``), and joints not visible are masked.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from epipose.compute import ComputeParams, Runtime, load_compute
 from epipose.data.frames import ActionSelection, FrameCache, load_frames
 from epipose.data.h36m import EXTRA_TRAIN_SUBJECTS, TRAIN_SUBJECTS, H36MDataset
 from epipose.data.pose_tables import key_groups, write_pred3d
+from epipose.data.stills import CropCache, build_cache
 from epipose.data.targets import Targets, TargetSource, gt_targets, pseudo3d_targets, semi_supervised_targets
 from epipose.data.transforms import AugmentParams, augment_batch, load_voc_occluders
 from epipose.io import content_hash
@@ -42,7 +50,7 @@ from epipose.models.inference import infer_3d
 from epipose.models.pose_net import ModelParams, PoseNet, expand_depth, load_pose_net, normalise, save_pose_net
 from epipose.params import ParamError, in_range, load_section, load_value, redefault
 from epipose.stage import StageResult
-from epipose.train import FitResult, TensorSet, TrainParams, fit
+from epipose.train import FitResult, MixedSet, TensorSet, TrainParams, fit
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +80,8 @@ class Train3DParams(TrainParams):
     decode_workers: int = in_range(1, 64, default=2)
     gt_subjects: list[str] = field(default_factory=list)       # semi-supervised: these train on their ground truth
     exclude_actions: list[str] = field(default_factory=list)   # held-out motion: these actions are never trained on
+    mpii_share: float = in_range(0.0, 1.0, default=0.0, hash_omits_default=True)   # of each batch: MPII stills (< 1)
+    mpii_box_margin: float = in_range(1.0, 3.0, default=1.25, hash_omits_default=True)   # their crop side / (scale · 200)
 
     def __post_init__(self) -> None:
         outside = [s for s in self.gt_subjects if s not in self.subjects]
@@ -112,8 +122,35 @@ def smooth_l1_3d(xy: torch.Tensor, z: torch.Tensor, target: torch.Tensor, valid:
     return loss, {"err_xy_px": err_xy, "err_z": err_z}
 
 
+def smooth_l1_mixed(xy: torch.Tensor, z: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
+                    has_depth: torch.Tensor, input_size: int, beta: float
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``smooth_l1_3d`` for a batch mixing 3D samples with 2D-only ones (``has_depth`` (B,) False: MPII
+    stills): x, y of every valid joint, z of the 3D samples' valid joints only — the stills' depth
+    terms are left out (no gradient, not a zero target); the mean over the coordinates counted.
+
+    Logs ``err_xy_px`` and ``err_z`` over the 3D samples (as ``smooth_l1_3d``'s) and ``err_xy_mpii_px``
+    over the stills.
+    """
+    pred = torch.cat([xy.float() / input_size, z.float()[..., None]], dim=-1)
+    tgt = torch.cat([target[..., :2].float() / input_size, target[..., 2:3].float()], dim=-1)
+    w3 = valid & has_depth[:, None]                                           # (B, J) joints with a depth
+    mask = torch.cat([valid[..., None].expand(-1, -1, 2), w3[..., None]], dim=-1)   # (B, J, 3)
+    terms = torch.where(mask, F.smooth_l1_loss(pred, tgt, reduction="none", beta=beta), torch.zeros((), device=xy.device))
+    loss = terms.sum() / mask.sum().clamp_min(1).float()
+    with torch.no_grad():
+        e_xy = (xy.float() - target[..., :2].float()).norm(dim=-1)
+        w2 = (valid & ~has_depth[:, None]).float()
+        n3 = w3.float().sum().clamp_min(1.0)
+        logs = {"err_xy_px": (e_xy * w3).sum() / n3,
+                "err_z": ((z.float() - target[..., 2].float()).abs() * w3).sum() / n3,
+                "err_xy_mpii_px": (e_xy * w2).sum() / w2.sum().clamp_min(1.0)}
+    return loss, logs
+
+
 class Loss3D:
-    """The train_3d loss_fn for ``epipose.train.fit``: augment on the device, smooth-L1 on (x, y, z)."""
+    """The train_3d loss_fn for ``epipose.train.fit``: augment on the device, smooth-L1 on (x, y, z);
+    a batch with ``has_depth`` (mixed with MPII stills, ``train_3d.mpii_share``) ``smooth_l1_mixed``."""
 
     def __init__(self, src_box: float, input_size: int, aug: AugmentParams, beta: float, channels_last: bool = True):
         self.src_box, self.input_size, self.aug, self.beta = src_box, input_size, aug, beta
@@ -127,7 +164,56 @@ class Loss3D:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         out = model(x)
+        if "has_depth" in batch:
+            return smooth_l1_mixed(out["xy"], out["z"], target, valid, batch["has_depth"], self.input_size, self.beta)
         return smooth_l1_3d(out["xy"], out["z"], target, valid, self.input_size, self.beta)
+
+
+# --- MPII stills in the batches (train_3d.mpii_share) ------------------------------------------------------
+def mpii_per_batch(p: Train3DParams, nproc: int = 1) -> int:
+    """The MPII stills in each global batch: ``round(mpii_share × batch_size)``, the rest frames (the
+    batch size and the steps stay those of share 0); ParamError when the share is ≥ 1, rounds to no
+    still or no frame, or a part does not split over the ``nproc`` processes."""
+    share, b = p.mpii_share, p.batch_size
+    if share <= 0:
+        return 0
+    k = int(round(share * b))
+    if share >= 1 or not 0 < k < b:
+        raise ParamError(f"param train_3d.mpii_share: {share} of train_3d.batch_size {b} is {k} MPII stills "
+                         f"(needs a share below 1 that leaves 1 to {b - 1} stills)")
+    if k % nproc or (b - k) % nproc:
+        raise ParamError(f"param train_3d.mpii_share: {k} stills + {b - k} frames per batch do not split over "
+                         f"compute.nproc {nproc} processes")
+    return k
+
+
+def mpii_stills(mpii_root: str | Path, crop_size: int, p: Train3DParams) -> tuple[CropCache, TensorSet]:
+    """MPII's train split cut as the frames are (``crop_size`` px, the person box the whole crop: one
+    augmentation for both) → (the cache, its samples: x, y targets with depth 0 and ``has_depth``
+    False, the visible joints valid)."""
+    stills = build_cache(mpii_root, "train", crop_size, p.mpii_box_margin, 1.0, workers=p.decode_workers)
+    target = torch.cat([stills.joints, torch.zeros_like(stills.joints[..., :1])], dim=-1)
+    valid = stills.visible & torch.isfinite(stills.joints).all(-1)
+    return stills, TensorSet(images=stills.images, target=target, valid=valid,
+                             has_depth=torch.zeros(len(stills), dtype=torch.bool))
+
+
+def training_set(cache: FrameCache, uvd: np.ndarray, valid: np.ndarray, p: Train3DParams,
+                 mpii_root: str | Path | None, nproc: int) -> tuple[TensorSet | MixedSet, dict, dict]:
+    """The frames' samples, mixed with MPII stills when ``p.mpii_share`` > 0 → (dataset, what to add
+    to the data signature, what to add to the report: nothing at share 0)."""
+    frames = dict(images=cache.images, target=torch.from_numpy(uvd), valid=torch.from_numpy(valid))
+    k = mpii_per_batch(p, nproc)
+    if k == 0:
+        return TensorSet(**frames), {}, {}
+    if mpii_root is None:
+        raise ValueError("param train_3d.mpii_share is > 0 but no MPII root was given (param data.mpii_root)")
+    stills, still_set = mpii_stills(mpii_root, cache.crop_size, p)
+    dataset = MixedSet(TensorSet(**frames, has_depth=torch.ones(len(cache), dtype=torch.bool)), still_set, k)
+    steps = max(1, len(cache) // p.batch_size) * p.epochs
+    info = {"mpii_share": p.mpii_share, "mpii_stills": len(stills), "mpii_per_batch": k,
+            "frames_per_batch": p.batch_size - k, "mpii_samples_drawn": steps * k}
+    return dataset, {"mpii": stills.signature()}, info
 
 
 # --- the network ------------------------------------------------------------------------------------------
@@ -168,8 +254,10 @@ class Train3DResult:
 def train_3d(frames_root: str | Path, pose2d_path: str | Path, rig: Rig, model_params: ModelParams,
              p: Train3DParams, aug: AugmentParams, ckpt_dir: str | Path, live_dir: str | Path | None = None,
              pseudo3d_path: str | Path | None = None, h36m_root: str | Path | None = None,
-             runtime: Runtime | None = None, progress: bool = True) -> Train3DResult:
-    """Train the 3D network on ``p.subjects``' frames with ``p.target`` labels (pseudo3d or gt)."""
+             runtime: Runtime | None = None, progress: bool = True,
+             mpii_root: str | Path | None = None) -> Train3DResult:
+    """Train the 3D network on ``p.subjects``' frames with ``p.target`` labels (pseudo3d or gt), mixed
+    with ``mpii_root``'s train split's stills (x, y only) when ``p.mpii_share`` > 0."""
     if p.target == "pseudo3d" and pseudo3d_path is None:
         raise ValueError("param train_3d.target is pseudo3d but no pseudo-label table was given (--pseudo3d)")
     if p.target == "pseudo3d" and p.gt_subjects and h36m_root is None:
@@ -186,7 +274,9 @@ def train_3d(frames_root: str | Path, pose2d_path: str | Path, rig: Rig, model_p
     info = {"train_frames": len(cache), "labelled_frames": int(valid.any(1).sum()),
             "valid_joint_fraction": round(float(valid.mean()), 4), "target": p.target,
             **optional_info(cache, p), "decode_seconds": round(time.perf_counter() - t0, 1)}
-    dataset = TensorSet(images=cache.images, target=torch.from_numpy(uvd), valid=torch.from_numpy(valid))
+    dataset, mpii_signature, mpii_info = training_set(cache, uvd, valid, p, mpii_root,
+                                                      runtime.world_size if runtime else 1)
+    info.update(mpii_info)
     loss_fn = Loss3D(float(cache.crop_size), model.config.input_size, aug, p.loss_beta, p.channels_last)
 
     # Per-epoch fit curve: root-relative error (mm) against the labels on a fixed subset of training frames.
@@ -202,7 +292,7 @@ def train_3d(frames_root: str | Path, pose2d_path: str | Path, rig: Rig, model_p
         return {"fit_mpjpe_mm": target_mpjpe(out["pose_cam"], sub_targets)}
 
     signature = {"frames": cache.signature(), "targets": content_hash(uvd, valid), "augment": aug,
-                 "pose2d": content_hash(Path(pose2d_path))}
+                 "pose2d": content_hash(Path(pose2d_path)), **mpii_signature}
     torch.manual_seed(p.seed)
     result = fit(model, dataset, loss_fn, p, ckpt_dir, live_dir, evaluate if len(subset) else None, signature,
                  runtime=runtime, progress=progress)
@@ -293,6 +383,7 @@ class Train3DConfig:
     train_3d: Train3DParams
     augment: AugmentParams
     h36m_root: str            # data.h36m_root: cameras.json (intrinsics), and the ground truth for target gt
+    mpii_root: str            # data.mpii_root: the MPII stills of train_3d.mpii_share
 
 
 def load_params(path: str | Path = "params.yaml", target: str | None = None) -> Train3DConfig:
@@ -302,7 +393,10 @@ def load_params(path: str | Path = "params.yaml", target: str | None = None) -> 
     p = load_section(Train3DParams, "train_3d", path)
     augment = load_section(AugmentParams, "augment", path)
     h36m_root = load_value("data", "h36m_root", str, path)
-    return Train3DConfig(compute, model, dataclasses.replace(p, target=target or p.target), augment, h36m_root)
+    mpii_root = load_value("data", "mpii_root", str, path)
+    mpii_per_batch(p, compute.nproc)                    # the share validated before any work
+    return Train3DConfig(compute, model, dataclasses.replace(p, target=target or p.target), augment, h36m_root,
+                         mpii_root)
 
 
 def run(paths: Train3DPaths, params: Train3DConfig, runtime: Runtime) -> StageResult | None:
@@ -313,7 +407,7 @@ def run(paths: Train3DPaths, params: Train3DConfig, runtime: Runtime) -> StageRe
     trained = train_3d(paths.frames, paths.pose2d, rig, params.model, p, params.augment, paths.ckpt_dir,
                        paths.live_dir, pseudo3d_path=paths.pseudo3d,
                        h36m_root=params.h36m_root if p.target == "gt" or p.gt_subjects else None, runtime=runtime,
-                       progress=runtime.progress)
+                       progress=runtime.progress, mpii_root=params.mpii_root)
     train_seconds = time.perf_counter() - t0
     if not runtime.is_main:
         return None
