@@ -250,14 +250,8 @@ class H36MDataset:
         return self.pose_path(subject, action).exists() and self.rig.has_extrinsics(subject, camera)
 
     def poses_world(self, subject: str, action: str) -> np.ndarray:
-        """Ground truth (N, 32, 3), mm, world frame (read-only). The last sequence read is kept: its
-        cameras are asked for one after another (per-camera truth, frame counts)."""
-        key = (subject, action)
-        if getattr(self, "_last_poses", (None, None))[0] != key:
-            poses = read_pose_cdf(self.pose_path(subject, action))
-            poses.setflags(write=False)
-            self._last_poses = (key, poses)
-        return self._last_poses[1]
+        """Ground truth (N, 32, 3), mm, world frame."""
+        return read_pose_cdf(self.pose_path(subject, action))
 
     def poses_mpii_camera(self, subject: str, action: str, camera: str) -> np.ndarray:
         """Ground truth in MPII order and ``camera``'s frame: (N, 16, 3) mm."""
