@@ -367,15 +367,18 @@ class _Run:
 
 def fit(model: nn.Module, dataset: Dataset, loss_fn: LossFn, cfg: TrainParams, ckpt_dir: str | Path,
         live_dir: str | Path | None = None, evaluate: Callable[[nn.Module], dict[str, float]] | None = None,
-        data_signature: Any = None, runtime: Runtime | None = None, progress: bool = True) -> FitResult:
+        data_signature: Any = None, runtime: Runtime | None = None, progress: bool = True,
+        lr_factors: dict[str, float] | None = None) -> FitResult:
     """Train ``model`` on ``dataset`` with ``loss_fn`` for ``cfg.epochs`` epochs (module docstring).
 
     ``data_signature``: anything ``content_hash`` takes that identifies the data; with ``cfg``, the
     model's config and the number of processes it keys the checkpoint a rerun resumes from.
     ``runtime``: the stage's (``epipose.compute.setup_runtime``); default: one process, device auto.
+    ``lr_factors``: parameter-name prefix → factor on ``cfg.lr`` (and its schedule) for those parameters,
+    e.g. ``{"backbone.": 0.1}``; the rest train at ``cfg.lr`` (None or all 1: one group, as without it).
     """
     rt = runtime or setup_runtime(ComputeParams(), cfg.threads)
-    run = _setup(model, dataset, cfg, rt, data_signature, Path(ckpt_dir))
+    run = _setup(model, dataset, cfg, rt, data_signature, Path(ckpt_dir), lr_factors or {})
     start_epoch, final = _resume(run)
     if final is not None:                 # the checkpoint holds a complete run: its final weights
         return FitResult(final.eval(), 0, start_epoch, run.history, rt)
@@ -399,8 +402,24 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: LossFn, cfg: TrainParams, c
     return FitResult(final.eval(), cfg.epochs - start_epoch, start_epoch, run.history, rt)
 
 
+def param_groups(model: nn.Module, lr: float, lr_factors: dict[str, float]) -> list[dict]:
+    """The optimiser's parameter groups: one per factor of ``lr_factors`` (name prefix → factor on ``lr``;
+    the first matching prefix counts), the other parameters at ``lr``; one group when every factor is 1
+    (the parameters in ``model.parameters()``' order, exactly as without factors). ValueError naming a
+    prefix that matches no parameter."""
+    named = list(model.named_parameters())
+    if all(f == 1.0 for f in lr_factors.values()):
+        return [{"params": [p for _, p in named], "lr": lr}]
+    unused = [k for k in lr_factors if not any(n.startswith(k) for n, _ in named)]
+    if unused:
+        raise ValueError(f"lr factors name no parameter of the model: {unused}")
+    factor_of = {n: next((f for k, f in lr_factors.items() if n.startswith(k)), 1.0) for n, _ in named}
+    return [{"params": [p for n, p in named if factor_of[n] == f], "lr": lr * f}
+            for f in dict.fromkeys(factor_of.values())]
+
+
 def _setup(model: nn.Module, dataset: Dataset, cfg: TrainParams, rt: Runtime, data_signature: Any,
-           ckpt_dir: Path) -> _Run:
+           ckpt_dir: Path, lr_factors: dict[str, float]) -> _Run:
     """Seeds, the model on the device, sampler, optimiser, schedule, gradient scaler and EMA."""
     seed_everything(cfg.seed)
     memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
@@ -409,11 +428,11 @@ def _setup(model: nn.Module, dataset: Dataset, cfg: TrainParams, rt: Runtime, da
         model = sync_batchnorm(model, rt.device)
     config = getattr(model, "config", None)
     fp = content_hash(cfg, config.to_dict() if hasattr(config, "to_dict") else repr(model), data_signature,
-                      rt.world_size)
+                      rt.world_size, *([lr_factors] if any(f != 1.0 for f in lr_factors.values()) else []))
     sampler = batch_sampler(dataset, cfg.batch_size, cfg.seed, rt.rank, rt.world_size)
     dtype = amp_dtype(cfg.amp, rt.device)
     # fused: one kernel for the whole update instead of ~10 per parameter tensor (-10% of a CPU step here).
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+    optimizer = torch.optim.Adam(param_groups(model, cfg.lr, lr_factors), lr=cfg.lr, weight_decay=cfg.weight_decay,
                                  fused=rt.device.type in ("cpu", "cuda"))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, len(sampler) * cfg.epochs))
     scaler = torch.amp.GradScaler(rt.device.type, enabled=(dtype == torch.float16))

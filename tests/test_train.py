@@ -14,7 +14,8 @@ from torch import nn
 from epipose.data.transforms import AugmentParams
 from epipose.models.pose_net import PoseNet, PoseNetConfig
 from epipose.pipeline.pretrain_2d import Loss2D, build_cache, evaluate_pckh, Pretrain2DParams
-from epipose.train import CHECKPOINT_NAME, EpochBatchSampler, ModelEMA, TensorSet, TrainParams, fit, lr_lambda, recalibrate_bn
+from epipose.train import (CHECKPOINT_NAME, EpochBatchSampler, ModelEMA, TensorSet, TrainParams, fit, lr_lambda,
+                           param_groups, recalibrate_bn)
 from mpii_fixture import make_mpii
 from train_fixture import TINY, Tiny, TinyLoss, tiny_data
 
@@ -73,6 +74,23 @@ def test_training_is_deterministic_on_cpu(tmp_path):
     torch.manual_seed(0)
     b = fit(Tiny(), tiny_data(), TinyLoss(), TINY, tmp_path / "y", progress=False)
     assert torch.equal(_weights(a.model), _weights(b.model))
+
+
+def test_lr_factors_hold_a_prefix_and_a_factor_of_one_changes_nothing(tmp_path):
+    torch.manual_seed(0)
+    start = Tiny().state_dict()
+    def trained(name, factors):
+        model = Tiny()
+        model.load_state_dict(start)
+        return fit(model, tiny_data(), TinyLoss(), TINY, tmp_path / name, progress=False, lr_factors=factors).model
+    held = trained("held", {"net.0.": 0.0}).state_dict()
+    assert torch.equal(held["net.0.weight"], start["net.0.weight"])        # lr 0: the first conv never moves
+    assert not torch.equal(held["net.5.weight"], start["net.5.weight"])    # the rest trains at lr
+    assert torch.equal(_weights(trained("ones", {"net.0.": 1.0})), _weights(trained("none", None)))
+    groups = param_groups(Tiny(), 0.01, {"net.0.": 0.1})
+    assert [g["lr"] for g in groups] == [pytest.approx(0.001), 0.01] and sum(len(g["params"]) for g in groups) == 6
+    with pytest.raises(ValueError, match="net.9"):
+        param_groups(Tiny(), 0.01, {"net.9.": 0.5})
 
 
 def test_dvclive_curves(tmp_path, monkeypatch):

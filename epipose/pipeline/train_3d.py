@@ -82,6 +82,7 @@ class Train3DParams(TrainParams):
     exclude_actions: list[str] = field(default_factory=list)   # held-out motion: these actions are never trained on
     mpii_share: float = in_range(0.0, 1.0, default=0.0, hash_omits_default=True)   # of each batch: MPII stills (< 1)
     mpii_box_margin: float = in_range(1.0, 3.0, default=1.25, hash_omits_default=True)   # their crop side / (scale · 200)
+    backbone_lr_factor: float = in_range(0.0, 10.0, default=1.0, hash_omits_default=True)  # the ResNet's lr / lr
 
     def __post_init__(self) -> None:
         outside = [s for s in self.gt_subjects if s not in self.subjects]
@@ -295,7 +296,7 @@ def train_3d(frames_root: str | Path, pose2d_path: str | Path, rig: Rig, model_p
                  "pose2d": content_hash(Path(pose2d_path)), **mpii_signature}
     torch.manual_seed(p.seed)
     result = fit(model, dataset, loss_fn, p, ckpt_dir, live_dir, evaluate if len(subset) else None, signature,
-                 runtime=runtime, progress=progress)
+                 runtime=runtime, progress=progress, lr_factors={"backbone.": p.backbone_lr_factor})
     return Train3DResult(result, cache, Targets(targets.pose_cam, valid, targets.source), info, subset)
 
 
