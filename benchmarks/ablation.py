@@ -209,7 +209,7 @@ def main() -> None:
     networks = set(args.networks.split(","))
     out = Path(args.out)
     runs = json.loads(out.read_text())["runs"] if out.exists() else {}
-    todo = [(n, o, s, None) for n, o in variants.items() for s in seeds]
+    todo = [(n, o, s, None) for s in seeds for n, o in variants.items()]      # seeds outermost: pairs first
     todo += [(n, o, seeds[0], (args.label_noise_mm, k)) for n, o in variants.items()
              for k in range(1, args.perturbations + 1)]
     for name, overrides, seed, noise in todo:
