@@ -20,8 +20,10 @@ otherwise idle machine (~4.5 min per variant and seed on 2 cores; a perturbation
 Results go to ``benchmarks/out/ablation.json`` after every run; a run already there (same variant
 overrides, seed, noise) is not repeated, so an interrupted sweep resumes. Prints, per variant, each
 network's MPJPE (mm) on unseen and seen people as mean ± sd (sample, n−1) over the seeds and over the
-perturbations, unseen / seen, self / fully supervised, and the difference to ``base`` (the baseline
-measured in the same sweep) with the seeds paired.
+perturbations (with the unperturbed run), unseen / seen, self / fully supervised, and the difference to
+``base`` (the baseline measured in the same sweep; ``--reference`` another variant), the seeds paired. A
+variant that sets ``train_3d.exclude_actions`` is also scored on the unseen people's held-out and trained
+actions (the held-out-motion protocol of ``held_out_motion.py``, over seeds).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import statistics
 import tempfile
 from pathlib import Path
@@ -39,6 +42,8 @@ import numpy as np
 import yaml
 
 from epipose.compute import select_device, setup_runtime
+from epipose.data.frames import list_shards, parse_shard_path
+from epipose.data.h36m import action_name
 from epipose.data.pose_tables import read_pseudo3d, write_pseudo3d
 from epipose.pipeline import train_3d, train_refiner
 from epipose.pipeline.evaluate import EvaluateParams, run_evaluation
@@ -52,7 +57,7 @@ def parse_variant(text: str) -> tuple[str, dict[str, object]]:
     """``name:section.key=value,...`` (values as YAML) or ``base`` → (name, overrides)."""
     name, _, rest = text.partition(":")
     overrides = {}
-    for item in filter(None, rest.split(",")) if rest else []:
+    for item in filter(None, re.split(r",(?![^\[]*\])", rest)) if rest else []:     # not the commas of a [list]
         key, _, value = item.partition("=")
         overrides[key.strip()] = yaml.safe_load(value)
     return name, overrides
@@ -112,9 +117,11 @@ def train(root: Path, params_path: Path, labels: Path, networks: set[str], work:
     return models, fits
 
 
-def evaluate(root: Path, params_path: Path, models: dict[str, Path], subjects: list[str]) -> dict[str, float]:
-    """MPJPE (mm) of each trained network on ``subjects``' frames, evaluate's protocol."""
-    p = dataclasses.replace(load_section(EvaluateParams, "evaluate", params_path), subjects=subjects, pss_k=[])
+def evaluate(root: Path, params_path: Path, models: dict[str, Path], subjects: list[str],
+             actions: list[str] | None = None) -> dict[str, float]:
+    """MPJPE (mm) of each trained network on ``subjects``' frames (of ``actions``; None: all), evaluate's protocol."""
+    p = dataclasses.replace(load_section(EvaluateParams, "evaluate", params_path), subjects=subjects, pss_k=[],
+                            actions=actions or [])
     h36m_root = root / load_value("data", "h36m_root", str, params_path)
     main = models.get("pose3d", models.get("baseline_gt"))
     res, _ = run_evaluation(root / "data" / "frames", h36m_root, main, p, refiner_path=models.get("refiner"),
@@ -136,8 +143,15 @@ def one_run(root: Path, params: Path, overrides: dict, seed: int, noise: tuple[f
             labels = perturbed_labels(labels, noise[0], noise[1], work / "pseudo3d.parquet")
         models, fits = train(root, params_path, labels, networks, work)
         test = list(load_section(EvaluateParams, "evaluate", params_path).subjects)
-        return {"unseen": evaluate(root, params_path, models, test), "seen": evaluate(root, params_path, models, seen),
-                "fit": fits}
+        record = {"unseen": evaluate(root, params_path, models, test), "seen": evaluate(root, params_path, models, seen),
+                  "fit": fits}
+        held_out = list(load_section(train_3d.Train3DParams, "train_3d", params_path).exclude_actions)
+        if held_out:            # the held-out-motion protocol: the unseen people's held-out vs trained actions
+            every = {action_name(parse_shard_path(f)[1]) for f in list_shards(root / "data" / "frames", test)}
+            trained = sorted(every - set(held_out))
+            record["held_out_motion"] = evaluate(root, params_path, models, test, held_out)
+            record["trained_motion"] = evaluate(root, params_path, models, test, trained)
+        return record
 
 
 def run_key(variant: str, overrides: dict, seed: int, noise: tuple[float, int] | None) -> str:
@@ -149,44 +163,58 @@ def mean_sd(values: list[float]) -> dict:
             "sd": round(statistics.stdev(values), 2) if len(values) > 1 else None, "n": len(values), "values": values}
 
 
-def summarise(runs: dict, variants: dict[str, dict], seeds: list[int]) -> dict:
-    """Per variant: each network's unseen/seen MPJPE over seeds and over perturbations, the ratios, and
-    the paired difference to ``base``."""
+def network_summary(net: str, by_seed: dict[int, dict], perturbed: list[dict], reference: dict[int, dict] | None
+                    ) -> dict:
+    """One network of one variant: unseen and seen MPJPE over the seeds, unseen / seen, over the label
+    perturbations (the unperturbed first seed among them), held-out / trained motion, − the reference."""
+    runs = list(by_seed.values())
+    v = {"unseen": mean_sd([r["unseen"][net] for r in runs]), "seen": mean_sd([r["seen"][net] for r in runs]),
+         "unseen_over_seen": mean_sd([round(r["unseen"][net] / r["seen"][net], 3) for r in runs])}
+    if len(perturbed) > 1 and all(net in r["unseen"] for r in perturbed):   # the full network: no labels
+        v["perturbed_unseen"] = mean_sd([r["unseen"][net] for r in perturbed])
+    if "held_out_motion" in runs[0]:
+        v["held_out_motion"] = mean_sd([r["held_out_motion"][net] for r in runs])
+        v["held_out_over_trained"] = mean_sd([round(r["held_out_motion"][net] / r["trained_motion"][net], 3)
+                                              for r in runs])
+    if reference:
+        pairs = [round(r["unseen"][net] - reference[s]["unseen"][net], 2) for s, r in by_seed.items()
+                 if s in reference and net in reference[s]["unseen"]]
+        if pairs:
+            v["minus_reference"] = mean_sd(pairs)
+    return v
+
+
+def summarise(runs: dict, variants: dict[str, dict], seeds: list[int], reference: str = "base") -> dict:
+    """Per variant and network ``network_summary``, and self / fully supervised over the seeds."""
+    def of(name: str) -> dict[int, dict]:
+        return {s: runs[k] for s in seeds if (k := run_key(name, variants[name], s, None)) in runs}
+
     out = {}
     for name, overrides in variants.items():
-        by_seed = [runs[k] for s in seeds if (k := run_key(name, overrides, s, None)) in runs]
-        perturbed = [r for k, r in runs.items() if json.loads(k)[:3] == [name, overrides, seeds[0]]
-                     and json.loads(k)[3] is not None]
-        v: dict = {}
-        for net in NETWORKS:
-            if not by_seed or net not in by_seed[0]["unseen"]:
-                continue
-            unseen = [r["unseen"][net] for r in by_seed]
-            v[net] = {"unseen": mean_sd(unseen), "seen": mean_sd([r["seen"][net] for r in by_seed]),
-                      "unseen_over_seen": mean_sd([round(r["unseen"][net] / r["seen"][net], 3) for r in by_seed])}
-            if perturbed and net in perturbed[0]["unseen"]:
-                v[net]["perturbed_unseen"] = mean_sd([r["unseen"][net] for r in perturbed])
-            if name != "base" and "base" in variants:
-                base = [runs.get(run_key("base", variants["base"], s, None)) for s in seeds]
-                pairs = [r["unseen"][net] - b["unseen"][net] for r, b in zip(by_seed, base) if b and net in b["unseen"]]
-                if pairs:
-                    v[net]["minus_base"] = mean_sd([round(d, 2) for d in pairs])
+        by_seed = of(name)
+        perturbed = [r for k, r in runs.items() if json.loads(k)[:3] == [name, overrides, seeds[0]]]
+        ref = of(reference) if name != reference and reference in variants else None
+        v: dict = {net: network_summary(net, by_seed, perturbed, ref)
+                   for net in NETWORKS if by_seed and net in next(iter(by_seed.values()))["unseen"]}
         if {"self", "full"} <= set(v):
-            v["self_over_full"] = mean_sd([round(r["unseen"]["self"] / r["unseen"]["full"], 3) for r in by_seed])
-        out[name] = {"overrides": overrides, **v}
+            v["self_over_full"] = mean_sd([round(r["unseen"]["self"] / r["unseen"]["full"], 3)
+                                           for r in by_seed.values()])
+        out[name] = {"overrides": overrides, "reference": reference, **v}
     return out
 
 
 def print_table(summary: dict) -> None:
     fmt = lambda m: "—" if m is None else f"{m['mean']:.1f} ± {m['sd'] or 0:.1f}"  # noqa: E731
-    print(f"{'variant':<14}{'network':<9}{'unseen (mm)':>16}{'seen (mm)':>16}{'unseen/seen':>14}{'− base':>16}"
-          f"{'perturbed':>16}")
+    print(f"{'variant':<14}{'network':<9}{'unseen (mm)':>16}{'seen (mm)':>16}{'unseen/seen':>13}"
+          f"{'− reference':>16}{'perturbed':>16}{'held-out/trained':>18}")
     for name, v in summary.items():
         for net in NETWORKS:
             if net in v:
                 r = v[net]
-                print(f"{name:<14}{net:<9}{fmt(r['unseen']):>16}{fmt(r['seen']):>16}"
-                      f"{r['unseen_over_seen']['mean']:>14.2f}{fmt(r.get('minus_base')):>16}{fmt(r.get('perturbed_unseen')):>16}")
+                held = r.get("held_out_over_trained")
+                print(f"{name:<14}{net:<9}{fmt(r['unseen']):>16}{fmt(r['seen']):>16}{r['unseen_over_seen']['mean']:>13.2f}"
+                      f"{fmt(r.get('minus_reference')):>16}{fmt(r.get('perturbed_unseen')):>16}"
+                      f"{held['mean'] if held else float('nan'):>18.2f}")
 
 
 def main() -> None:
@@ -194,6 +222,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["base"], help="name:section.key=value,... (or base)")
     parser.add_argument("--seeds", default="0-4", help="a range a-b or a comma-separated list")
     parser.add_argument("--networks", default="self,refiner,full", help="of self, refiner, full")
+    parser.add_argument("--reference", default="base", help="the variant the others are compared with (same seeds)")
     parser.add_argument("--seen", default="S1,S5", help="training subjects to evaluate on (comma-separated)")
     parser.add_argument("--label-noise-mm", type=float, default=0.0)
     parser.add_argument("--perturbations", type=int, default=0, help="noisy-label runs per variant (first seed)")
@@ -220,8 +249,8 @@ def main() -> None:
                             args.threads)
         print(f"{name} seed {seed} noise {noise}: {runs[key]}", flush=True)
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"runs": runs, "summary": summarise(runs, variants, seeds)}, indent=1) + "\n")
-    summary = summarise(runs, variants, seeds)
+        out.write_text(json.dumps({"runs": runs, "summary": summarise(runs, variants, seeds, args.reference)}, indent=1) + "\n")
+    summary = summarise(runs, variants, seeds, args.reference)
     out.write_text(json.dumps({"runs": runs, "summary": summary}, indent=1) + "\n")
     print_table(summary)
 

@@ -19,7 +19,7 @@ from epipose.data.transforms import AugmentParams
 from epipose.data.targets import NoGroundTruth, pseudo3d_targets, semi_supervised_targets
 from epipose.models.pose_net import ModelParams, PoseNet, PoseNetConfig, save_pose_net
 from epipose.params import ParamError, from_dict
-from epipose.pipeline.evaluate import EvaluateParams, run_evaluation
+from epipose.pipeline.evaluate import METHOD_LABELS, EvaluateParams, method_of, run_evaluation
 from epipose.pipeline.train_3d import Train3DParams, score_on_labels, train_3d, training_targets
 from pose2d_fixture import tiny_pose_net
 from pose3d_fixture import FRAMES, gt_table, make_root, small_rig, write_table
@@ -108,6 +108,13 @@ def test_gt_subjects_params(data, caplog):
         targets = training_targets(cache, p, pseudo, h36m)      # target gt: ignored, with a warning; all on truth
     assert "train_3d.gt_subjects is ignored with target gt" in caplog.text
     np.testing.assert_allclose(targets.pose_cam, _truth(h36m, cache.keys), atol=1e-6)
+
+
+def test_a_semi_supervised_network_is_named_so_in_the_results():
+    assert method_of({"target": "pseudo3d", "gt_subjects": ["S1"]}, "m.pt") == "semi_supervised"
+    assert method_of({"target": "pseudo3d"}, "m.pt") == "self_supervised"            # the default: no key
+    assert method_of({"target": "gt", "gt_subjects": ["S1"]}, "m.pt") == "fully_supervised"
+    assert {"semi_supervised", "semi_supervised+refiner"} <= set(METHOD_LABELS)
 
 
 def test_action_selection_and_unknown_actions(data):

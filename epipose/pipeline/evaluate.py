@@ -53,13 +53,26 @@ PAPER = {
     "self_supervised_no_rt": ("Self-supervised without R/t", "ResNet-50", "N-MPJPE", 78.8),
     "self_supervised_2d_gt": ("Self-supervised, triangulated from ground-truth 2D", "ResNet-50", "MPJPE", 55.0),
     "refined": ("Self-supervised + refinement unit", "MLP", "MPJPE", 60.5),
+    "semi_supervised_s1": ("Self-supervised, Subject 1's ground truth too", "ResNet-50", "MPJPE", 65.3),
 }
 # The seed's row in the setting of each of ours (this project's self-supervision uses no extrinsics).
 LIKE_FOR_LIKE = {"fully_supervised": "fully_supervised_r18", "self_supervised": "self_supervised_no_rt",
-                 "self_supervised+refiner": "refined"}
+                 "self_supervised+refiner": "refined", "semi_supervised": "semi_supervised_s1"}
 METHOD_OF_TARGET = {"pseudo3d": "self_supervised", "gt": "fully_supervised"}
 METHOD_LABELS = {"self_supervised": "Self-supervised (pseudo-labels)", "self_supervised+refiner": "Self-supervised + refiner",
-                 "fully_supervised": "Fully supervised (ground truth)", "fully_supervised+refiner": "Fully supervised + refiner"}
+                 "fully_supervised": "Fully supervised (ground truth)", "fully_supervised+refiner": "Fully supervised + refiner",
+                 "semi_supervised": "Semi-supervised (train_3d.gt_subjects' ground truth, the rest pseudo-labels)",
+                 "semi_supervised+refiner": "Semi-supervised + refiner"}
+
+
+def method_of(meta: dict, path: str | Path) -> str:
+    """What a 3D network was trained on, from its file's meta: ``fully_supervised`` (target gt),
+    ``semi_supervised`` (pseudo-labels, some subjects on their ground truth), ``self_supervised``."""
+    if meta.get("target") == "pseudo3d" and meta.get("gt_subjects"):
+        return "semi_supervised"
+    return METHOD_OF_TARGET.get(meta.get("target"), Path(path).stem)
+
+
 # Results are keyed by role, whatever the networks were trained on (their method is in the report):
 # the stage's network (--model), it refined (--refiner), the fully supervised baseline (--baseline).
 ROLES = ("pose3d", "pose3d_refined", "baseline_gt")
@@ -308,7 +321,7 @@ def run_evaluation(frames_root: str | Path, h36m_root: str | Path, model_path: s
             continue
         model, meta = load_pose3d(path, num_joints, map_location=device)
         model = model.to(memory_format=memory_format)
-        methods[role] = METHOD_OF_TARGET.get(meta.get("target"), Path(path).stem)
+        methods[role] = method_of(meta, path)
         labels[role] = METHOD_LABELS.get(methods[role], methods[role])
         out = infer_3d(model, cache.images, cache.boxes, cams, test.root_depth, depth_range_mm=meta["depth_range_mm"],
                        batch_size=p.batch_size, flip_test=p.flip_test, amp=p.amp, channels_last=p.channels_last,

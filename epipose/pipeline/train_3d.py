@@ -416,6 +416,8 @@ def run(paths: Train3DPaths, params: Train3DConfig, runtime: Runtime) -> StageRe
                                               progress=runtime.progress)
     meta = {"depth_range_mm": p.depth_range_mm, "target": p.target, "crop_size": trained.cache.crop_size,
             "subjects": list(p.subjects), "train_target_mpjpe_mm": round(fit_mpjpe, 2)}
+    if p.target == "pseudo3d" and p.gt_subjects:          # semi-supervised: evaluate names it so
+        meta["gt_subjects"] = list(p.gt_subjects)
     save_pose_net(trained.fit.model, paths.out, meta=meta)
     if paths.pred_out:
         write_pred3d(paths.pred_out, scored.keys, pred["pose_cam"], pred["conf"],
