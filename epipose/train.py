@@ -404,7 +404,8 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: LossFn, cfg: TrainParams, c
 
 def param_groups(model: nn.Module, lr: float, lr_factors: dict[str, float]) -> list[dict]:
     """The optimiser's parameter groups: one per factor of ``lr_factors`` (name prefix → factor on ``lr``;
-    the first matching prefix counts), the other parameters at ``lr``; one group when every factor is 1
+    the first matching prefix counts), the other parameters at ``lr`` (first: the lr that dvclive's curve
+    shows); one group when every factor is 1
     (the parameters in ``model.parameters()``' order, exactly as without factors). ValueError naming a
     prefix that matches no parameter."""
     named = list(model.named_parameters())
@@ -414,8 +415,8 @@ def param_groups(model: nn.Module, lr: float, lr_factors: dict[str, float]) -> l
     if unused:
         raise ValueError(f"lr factors name no parameter of the model: {unused}")
     factor_of = {n: next((f for k, f in lr_factors.items() if n.startswith(k)), 1.0) for n, _ in named}
-    return [{"params": [p for n, p in named if factor_of[n] == f], "lr": lr * f}
-            for f in dict.fromkeys(factor_of.values())]
+    factors = sorted(dict.fromkeys(factor_of.values()), key=lambda f: f != 1.0)   # lr's own group first: the curve's
+    return [{"params": [p for n, p in named if factor_of[n] == f], "lr": lr * f} for f in factors]
 
 
 def _setup(model: nn.Module, dataset: Dataset, cfg: TrainParams, rt: Runtime, data_signature: Any,

@@ -88,7 +88,7 @@ def test_lr_factors_hold_a_prefix_and_a_factor_of_one_changes_nothing(tmp_path):
     assert not torch.equal(held["net.5.weight"], start["net.5.weight"])    # the rest trains at lr
     assert torch.equal(_weights(trained("ones", {"net.0.": 1.0})), _weights(trained("none", None)))
     groups = param_groups(Tiny(), 0.01, {"net.0.": 0.1})
-    assert [g["lr"] for g in groups] == [pytest.approx(0.001), 0.01] and sum(len(g["params"]) for g in groups) == 6
+    assert [g["lr"] for g in groups] == [0.01, pytest.approx(0.001)] and sum(len(g["params"]) for g in groups) == 6
     with pytest.raises(ValueError, match="net.9"):
         param_groups(Tiny(), 0.01, {"net.9.": 0.5})
 
