@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from epipose import skeleton
-from epipose.synth.motion import ACTIONS, Body, generate_motion, load_motion_root, random_body
+from epipose.synth.motion import (ACTIONS, FREESTYLE, GENERATED_ACTIONS, JOINT_LIMITS_DEG, Body, _Ctx, _freestyle,
+                                  generate_motion, load_motion_root, random_body)
 
 FPS = 50.0
 ROOT_DIR = Path(__file__).resolve().parents[1]
@@ -22,7 +23,7 @@ def _motion(action: str, seed: int, n: int = 300) -> tuple[Body, np.ndarray]:
 
 
 # --- motion ---------------------------------------------------------------------------------
-@pytest.mark.parametrize("action", ACTIONS)
+@pytest.mark.parametrize("action", GENERATED_ACTIONS)
 def test_motion_is_a_rigid_smooth_skeleton_on_the_floor(action):
     for seed in range(3):
         body, m = _motion(action, seed)
@@ -41,6 +42,48 @@ def test_motion_is_a_rigid_smooth_skeleton_on_the_floor(action):
         assert m[:, [3, 8], 2].min(axis=1).max() < body.ankle_height + 150.0
         assert np.abs(m[:, 0, :2]).max() < 1500.0
         assert (m[:, 15, 2] > m[:, 0, 2]).all()
+
+
+def test_freestyle_stays_within_joint_limits_and_makes_poses_the_nine_actions_never_make():
+    t = np.arange(300) / FPS
+    for seed in range(20):
+        xy, heading, ang = _freestyle(_Ctx(t, 1 / FPS, random_body(np.random.default_rng(seed)),
+                                           np.random.default_rng(seed + 1)))
+        for k, v in ang.items():
+            lo, hi = JOINT_LIMITS_DEG[k]
+            assert lo <= np.min(v) and np.max(v) <= hi, k
+    # Beyond the nine actions: a knee on the floor (kneeling), the pelvis below 45% of its standing height
+    # (crouching), one foot 25 cm above the other (one-leg stances): never in the nine, often in Freestyle.
+    def shares(actions):
+        m = skeleton.h36m32_to_mpii(np.concatenate([_motion(a, s)[1] for a in actions for s in range(4)]))
+        z, j = m[..., 2], {n: i for i, n in enumerate(skeleton.MPII_NAMES)}
+        kneel = np.minimum(z[:, j["l_knee"]], z[:, j["r_knee"]]) < 150.0
+        deep = z[:, j["pelvis"]] < 0.45 * np.percentile(z[:, j["pelvis"]], 95)      # the 95th: standing
+        one_leg = np.abs(z[:, j["l_ankle"]] - z[:, j["r_ankle"]]) > 250.0
+        return np.array([kneel.mean(), deep.mean(), one_leg.mean()])
+    assert (shares([FREESTYLE]) > 0.02).all()
+    assert (shares(ACTIONS) == 0).all()
+    body, m = _motion(FREESTYLE, 0)
+    assert m[:, [2, 7], 2].min() >= 50.0 - 1e-9            # a kneeling knee rests on the floor, not in it
+
+
+def test_freestyle_reaches_only_the_extra_people_and_the_stills_asked_for():
+    from epipose.params import ParamError
+    from epipose.synth.config import SynthParams
+    from epipose.synth.stills import clip_action
+
+    p = SynthParams(actions=["Walking"], takes=2, extra_subject_actions=[FREESTYLE])
+    assert p.sequence_names("S12") == ["Walking", "Walking 1", FREESTYLE, f"{FREESTYLE} 1"]
+    assert p.sequence_names("S1") == p.sequence_names("S9") == ["Walking", "Walking 1"]   # Human3.6M's people
+    assert SynthParams(actions=["Walking"]).sequence_names("S12") == ["Walking"]             # the default: none
+    for bad in (["Dancing"], ["Walking"]):
+        with pytest.raises(ParamError, match="param synth.extra_subject_actions"):
+            SynthParams(actions=["Walking"], extra_subject_actions=bad)
+    # share 0 draws exactly what the stills drew before the share existed; share 1 is all Freestyle
+    a, b = np.random.default_rng(5), np.random.default_rng(5)
+    assert [clip_action(a, 0.0) for _ in range(20)] == [str(b.choice(ACTIONS)) for _ in range(20)]
+    assert a.uniform() == b.uniform()
+    assert {clip_action(a, 1.0) for _ in range(10)} == {FREESTYLE}
 
 
 def test_standing_feet_rest_on_the_floor_and_extra_joints_are_plausible():
@@ -329,6 +372,24 @@ def test_synthesize_writes_native_layouts_deterministically(tmp_path):
         _files(tmp_path / "a" / "h36m")["S1/MyPoseFeatures/D3_Positions/Walking.cdf"]
     frames = [img for _, img in iter_video_frames(seqs[0].video)]
     assert len(frames) == 8 and frames[0].shape == (160, 160, 3)
+
+
+def test_synthesize_renders_freestyle_for_the_extra_people_only(tmp_path):
+    import dataclasses
+
+    from epipose.data.h36m import H36MDataset
+    from epipose.pipeline.synthesize import synthesize
+
+    p = _tiny(subjects=["S1", "S12"], actions=["Walking"], extra_subject_actions=[FREESTYLE])
+    p = dataclasses.replace(p, mpii=dataclasses.replace(p.mpii, freestyle_share=0.5))
+    synthesize(p, tmp_path / "h36m", tmp_path / "mpii")
+    seqs = {(s.subject, s.action) for s in H36MDataset(tmp_path / "h36m").sequences()}
+    assert seqs == {("S1", "Walking"), ("S12", "Walking"), ("S12", FREESTYLE)}
+    plain = _tiny(subjects=["S1", "S12"], actions=["Walking"])
+    synthesize(plain, tmp_path / "p" / "h36m", tmp_path / "p" / "mpii")
+    a, b = _files(tmp_path / "h36m"), _files(tmp_path / "p" / "h36m")
+    assert all(a[k] == b[k] for k in b)                   # what both render is the same: own random streams
+    assert _files(tmp_path / "mpii") != _files(tmp_path / "p" / "mpii")      # the stills' bodies move otherwise
 
 
 def test_real_rig_sees_the_whole_person(real_rig, tmp_path):

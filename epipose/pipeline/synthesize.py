@@ -63,7 +63,7 @@ def subject_motions(params: SynthParams, subject: str, body: Body) -> dict[str, 
     if params.motion_root is None:
         return {name: np.round(generate_motion(name, params.n_frames, params.fps, body,
                                                rng_for(params.seed, "motion", subject, name)), POSE_DECIMALS_MM)
-                for name in params.sequence_names()}
+                for name in params.sequence_names(subject)}
     loaded = load_motion_root(params.motion_root, subject)
     wanted = {base_action(a) for a in params.actions}
     chosen = {name: poses[: params.n_frames] for name, poses in loaded.items() if base_action(name) in wanted}

@@ -10,7 +10,7 @@ import numpy as np
 
 from epipose.data.h36m import EXTRA_TRAIN_SUBJECTS, TEST_SUBJECTS, TRAIN_SUBJECTS
 from epipose.params import ParamError, in_range
-from epipose.synth.motion import ACTIONS, base_action
+from epipose.synth.motion import ACTIONS, GENERATED_ACTIONS, base_action
 
 # Human3.6M's camera ids; the default rig stands its cameras roughly where Human3.6M's stand
 # (azimuth about the capture centre, distance, height: measured from the real calibration).
@@ -69,6 +69,7 @@ class MpiiParams:
     backgrounds_per_chunk: int = in_range(1, 1000, default=4)
     bodies_per_chunk: int = in_range(1, 1000, default=8)
     jpeg_quality: int = in_range(30, 100, default=90)
+    freestyle_share: float = in_range(0.0, 1.0, default=0.0)     # bodies in Freestyle motion, the rest the 9 actions
 
     def check(self, section: str = "synth.mpii") -> None:
         for key in ("person_height", "elevation_deg", "focal_factor"):
@@ -90,6 +91,7 @@ class SynthParams:
     subjects: list[str] = field(default_factory=lambda: [*TRAIN_SUBJECTS, *TEST_SUBJECTS, *EXTRA_TRAIN_SUBJECTS])
     actions: list[str] = field(default_factory=lambda: list(ACTIONS))
     takes: int = in_range(1, 10, default=1)         # takes per action: "Walking", "Walking 1", ...
+    extra_subject_actions: list[str] = field(default_factory=list)   # more, for the extra people (S12...) only
     n_frames: int = in_range(1, 1_000_000, default=9)
     fps: float = in_range(1.0, 1000.0, default=10.0)
     image_size: int = in_range(64, 4096, default=500)  # square videos, pixels
@@ -103,9 +105,13 @@ class SynthParams:
         bad = [s for s in self.subjects if not re.fullmatch(r"S\d+", s)]
         if bad or not self.subjects or len(set(self.subjects)) != len(self.subjects):
             raise ParamError(f"param synth.subjects: expected distinct names like 'S1', got {self.subjects}")
-        unknown = [a for a in self.actions if base_action(a) not in ACTIONS]
+        unknown = [a for a in self.actions if base_action(a) not in GENERATED_ACTIONS]
         if unknown and self.motion_root is None:
-            raise ParamError(f"param synth.actions: unknown actions {unknown} (known: {list(ACTIONS)})")
+            raise ParamError(f"param synth.actions: unknown actions {unknown} (known: {list(GENERATED_ACTIONS)})")
+        unknown = [a for a in self.extra_subject_actions if a not in GENERATED_ACTIONS or a in self.actions]
+        if unknown:
+            raise ParamError(f"param synth.extra_subject_actions: {unknown} are not generated actions outside "
+                             f"synth.actions (known: {list(GENERATED_ACTIONS)})")
         if not self.actions or len(set(self.actions)) != len(self.actions):
             raise ParamError(f"param synth.actions: expected distinct action names, got {self.actions}")
         if len(self.n_objects) != 2 or not 0 <= self.n_objects[0] <= self.n_objects[1] <= 20:
@@ -113,9 +119,11 @@ class SynthParams:
         self.rig.check("synth.rig")
         self.mpii.check("synth.mpii")
 
-    def sequence_names(self) -> list[str]:
-        """Procedural sequences of every subject: each action, ``takes`` times (H36M naming)."""
-        return [a if k == 0 else f"{a} {k}" for a in self.actions for k in range(self.takes)]
+    def sequence_names(self, subject: str | None = None) -> list[str]:
+        """Procedural sequences of ``subject``: each action, ``takes`` times (H36M naming); an extra
+        training person (``EXTRA_TRAIN_SUBJECTS``) also ``extra_subject_actions``."""
+        extra = self.extra_subject_actions if subject in EXTRA_TRAIN_SUBJECTS else []
+        return [a if k == 0 else f"{a} {k}" for a in (*self.actions, *extra) for k in range(self.takes)]
 
 
 def _key(value: str | int) -> int:

@@ -524,12 +524,80 @@ def _waiting(c: _Ctx) -> Plan:
     return xy, heading, ang
 
 
+# --- pose diversity: what people do and the nine actions never make ---------------------------------
+FREESTYLE = "Freestyle"   # not a Human3.6M action: for the extra training people and the MPII stills
+KNEE_RADIUS_MM = 50.0
+_KNEES = [2, 7]           # Human3.6M's 32-joint skeleton: right, left knee
+
+# Anatomical ranges (degrees) of every degree of freedom (adult active ranges, rounded; the convention of
+# the module doc). The Freestyle motion stays within them; the nine actions are drawn well inside.
+JOINT_LIMITS_DEG: dict[str, tuple[float, float]] = {
+    "root_roll": (-30.0, 30.0), "spine_flex": (-30.0, 90.0), "spine_side": (-35.0, 35.0),
+    "spine_twist": (-45.0, 45.0), "neck_flex": (-40.0, 50.0), "neck_side": (-35.0, 35.0),
+    "neck_twist": (-70.0, 70.0), "head_flex": (-20.0, 25.0), "head_twist": (-20.0, 20.0),
+    **{f"{s}{k}": lim for s in "RL" for k, lim in (
+        ("hip_flex", (-30.0, 125.0)), ("hip_abd", (-20.0, 50.0)), ("hip_twist", (-40.0, 45.0)),
+        ("knee", (0.0, 145.0)), ("ankle", (-45.0, 25.0)), ("sho_flex", (-50.0, 180.0)),
+        ("sho_abd", (-10.0, 180.0)), ("sho_twist", (-90.0, 90.0)), ("elbow", (0.0, 145.0)),
+        ("wrist", (-70.0, 70.0)))},
+}
+assert set(JOINT_LIMITS_DEG) == set(DOFS)
+
+
+def _motif_deltas(c: _Ctx) -> dict[str, Angles]:
+    """One clip's version of each motif: angle changes (deg) from the idle pose, sides drawn at random."""
+    s, o = ("R", "L") if c.rng.uniform() < 0.5 else ("L", "R")
+    crouch_hip, crouch_knee = c.u(85, 120), c.u(100, 140)
+    overhead = {f"{x}{k}": v for x in "RL" for k, v in (("sho_flex", c.u(150, 180)), ("sho_abd", c.u(0, 30)),
+                                                        ("elbow", c.u(0, 40)))}
+    return {
+        "reach": {f"{s}sho_flex": c.u(80, 170), f"{s}sho_abd": c.u(0, 60), f"{s}elbow": c.u(-20, 10),
+                  "spine_flex": c.u(0, 35), "spine_twist": c.u(-30, 30), "spine_side": c.u(-20, 20)},
+        "overhead": {**overhead, "spine_flex": c.u(-20, 0), "neck_flex": c.u(-30, 0)},
+        "crouch": {**{f"{x}{k}": v for x in "RL" for k, v in (("hip_flex", crouch_hip), ("knee", crouch_knee),
+                                                             ("ankle", min(25.0, crouch_knee - crouch_hip)),
+                                                             ("hip_abd", c.u(5, 25)), ("sho_flex", c.u(20, 70)))},
+                   "spine_flex": c.u(15, 45)},
+        "kneel": {f"{s}hip_flex": c.u(-10, 10), f"{s}knee": c.u(85, 110), f"{s}ankle": c.u(-40, -20),
+                  f"{o}hip_flex": c.u(80, 100), f"{o}knee": c.u(80, 100), "spine_flex": c.u(0, 25)},
+        "bend": {"spine_flex": c.u(55, 90), "Rknee": c.u(0, 20), "Lknee": c.u(0, 20),   # the pelvis stays level
+                 "Rsho_flex": c.u(30, 90), "Lsho_flex": c.u(30, 90), "neck_flex": c.u(-30, 0)},
+        "one_leg": ({f"{s}hip_flex": c.u(30, 95), f"{s}knee": c.u(30, 120)} if c.rng.uniform() < 0.6 else
+                    {f"{s}hip_flex": c.u(-30, -10), f"{s}knee": c.u(60, 120)})
+                   | {"Rsho_abd": c.u(20, 70), "Lsho_abd": c.u(20, 70), "spine_side": c.u(-15, 15)},
+        "twist": {"spine_twist": c.u(-45, 45), "neck_twist": c.u(-60, 60), "spine_side": c.u(-30, 30),
+                  f"{s}sho_abd": c.u(40, 100), f"{o}sho_flex": c.u(40, 120)},
+    }
+
+
+def _freestyle(c: _Ctx) -> Plan:
+    """Pose diversity beyond the nine actions: every ``period`` seconds another motif (reaching, arms
+    overhead, crouching, kneeling, bending over, standing on one leg, twisting), smoothly blended in
+    and out of the idle pose, while the person turns about; every angle clipped to ``JOINT_LIMITS_DEG``."""
+    ang, xy, heading = _standing(c, c.u(100, 300), 150, c.u(90, 180), c.u(1.5, 3))
+    motifs = _motif_deltas(c)
+    period = c.u(1.0, 1.8)
+    n_keys = int(np.ceil((c.t[-1] - c.t[0]) / period)) + 2
+    chosen = c.rng.integers(0, len(motifs), size=n_keys)        # the motif held at each key (idle between)
+    u = (c.t - c.t[0]) / period + c.u(0, 1)
+    i = np.clip(np.floor(u).astype(int), 0, n_keys - 2)
+    w = _smoothstep((u - i - 0.2) / 0.6)
+    for m, deltas in enumerate(motifs.values()):
+        weight = (chosen[i] == m) * (1 - w) + (chosen[i + 1] == m) * w
+        _add(ang, **{k: weight * v for k, v in deltas.items()})
+    for k, (lo, hi) in JOINT_LIMITS_DEG.items():
+        if k in ang:
+            ang[k] = np.clip(ang[k], lo, hi)
+    return xy, heading, ang
+
+
 _ACTION_FUNCS: dict[str, Callable[[_Ctx], Plan]] = {
     "Directions": _directions, "Discussion": _discussion, "Greeting": _greeting, "Phoning": _phoning,
     "Posing": _posing, "Purchases": _purchases, "SittingDown": _sitting_down, "Waiting": _waiting,
-    "Walking": _walking,
+    "Walking": _walking, FREESTYLE: _freestyle,
 }
-assert tuple(sorted(_ACTION_FUNCS)) == tuple(sorted(ACTIONS))
+GENERATED_ACTIONS: tuple[str, ...] = (*ACTIONS, FREESTYLE)
+assert tuple(sorted(_ACTION_FUNCS)) == tuple(sorted(GENERATED_ACTIONS))
 
 
 def base_action(name: str) -> str:
@@ -540,12 +608,12 @@ def base_action(name: str) -> str:
 def generate_motion(action: str, n_frames: int, fps: float, body: Body, rng: np.random.Generator) -> np.ndarray:
     """(n_frames, 32, 3) float64 world poses (mm, z up, floor z = 0) of ``body`` doing ``action``.
 
-    ``action`` is one of ``ACTIONS`` (a take suffix like ``"Walking 1"`` is accepted). The same
+    ``action`` is one of ``GENERATED_ACTIONS`` (a take suffix like ``"Walking 1"`` is accepted). The same
     ``rng`` state gives the same motion; different states give different phases and amplitudes.
     """
     stem = base_action(action)
     if stem not in _ACTION_FUNCS:
-        raise ValueError(f"unknown action {action!r} (known: {list(ACTIONS)})")
+        raise ValueError(f"unknown action {action!r} (known: {list(GENERATED_ACTIONS)})")
     if n_frames < 1:
         raise ValueError(f"n_frames must be >= 1, got {n_frames}")
     if not fps > 0:
@@ -553,7 +621,11 @@ def generate_motion(action: str, n_frames: int, fps: float, body: Body, rng: np.
     dt = 1.0 / fps
     ctx = _Ctx(t=np.arange(n_frames) * dt, dt=dt, body=body, rng=rng)
     xy, heading, angles = _ACTION_FUNCS[stem](ctx)
-    return pose_from_angles(body, angles, xy, heading)
+    pos = pose_from_angles(body, angles, xy, heading)
+    if stem == FREESTYLE:            # a kneeling knee rests on the floor (its centre a knee's radius above)
+        pos[:, :, 2] += np.maximum(0.0, np.maximum(KNEE_RADIUS_MM - pos[:, _KNEES, 2].min(axis=1),
+                                                   -pos[:, :, 2].min(axis=1)))[:, None]
+    return pos
 
 
 # --- external motion --------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import numpy as np
 from epipose import skeleton
 from epipose.camera import Camera, look_at
 from epipose.synth.config import MpiiParams
-from epipose.synth.motion import ACTIONS, generate_motion, random_body
+from epipose.synth.motion import ACTIONS, FREESTYLE, generate_motion, random_body
 from epipose.synth.render import (LIGHT, Projected, draw_person, person_primitives, random_scene,
                                        render_background, silhouettes, to_projected)
 
@@ -114,6 +114,13 @@ def place_people(rng: np.random.Generator, joints_n: np.ndarray, h_px: np.ndarra
     return f, target - f[:, None] * mid
 
 
+def clip_action(rng: np.random.Generator, freestyle_share: float) -> str:
+    """One of the nine actions, or Freestyle with probability ``freestyle_share`` (no draw at 0: the
+    stills of share 0 are those rendered before the share existed)."""
+    action = str(rng.choice(ACTIONS))
+    return FREESTYLE if freestyle_share > 0 and rng.uniform() < freestyle_share else action
+
+
 def render_stills(rng: np.random.Generator, count: int, params: MpiiParams, n_objects: tuple[int, int],
                   with_masks: bool = False) -> list[Still]:
     """``count`` MPII-style images (see the module doc), optionally with person masks."""
@@ -121,7 +128,7 @@ def render_stills(rng: np.random.Generator, count: int, params: MpiiParams, n_ob
     views = background_views(rng, size, params.backgrounds_per_chunk, n_objects)
     bodies = [random_body(rng) for _ in range(params.bodies_per_chunk)]
     clip_frames = 60
-    clips = [generate_motion(str(rng.choice(ACTIONS)), clip_frames, 5.0, b, rng) for b in bodies]
+    clips = [generate_motion(clip_action(rng, params.freestyle_share), clip_frames, 5.0, b, rng) for b in bodies]
     which_body = np.arange(count) % len(bodies)
     poses = np.stack([clips[b][rng.integers(clip_frames)] for b in which_body])
     R, eye, h_px = still_cameras(rng, poses, params)
