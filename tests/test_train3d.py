@@ -124,7 +124,7 @@ def test_flip_mirrors_x_swaps_joints_and_keeps_depth():
 def test_train_3d_on_a_handful_of_frames_lowers_its_loss(data, tmp_path):
     h36m, frames_root, pseudo, rig = data
     pose2d = _pose2d(tmp_path / "pose2d.pt")
-    p = Train3DParams(epochs=4, batch_size=8, lr=5e-3, amp="none", channels_last=False, subjects=["S1"],
+    p = Train3DParams(mpii_share=0.0, epochs=4, batch_size=8, lr=5e-3, amp="none", channels_last=False, subjects=["S1"],
                       fit_frames=8, eval_batch_size=16, log_every=1, warmup_steps=0, schedule="step", lr_steps=[],
                       threads=2)
     run = train_3d(frames_root, pose2d, rig, TINY_MODEL, p, NO_AUG, tmp_path / "ckpt", pseudo3d_path=pseudo,
@@ -196,7 +196,7 @@ def test_inference_maps_crops_back_and_unflips(real_rig, flip_test):
 def test_bad_inputs_give_clear_errors(data, tmp_path):
     h36m, frames_root, pseudo, rig = data
     pose2d = _pose2d(tmp_path / "pose2d.pt")
-    p = Train3DParams(epochs=1, batch_size=4, amp="none", channels_last=False, subjects=["S1", "S9"])
+    p = Train3DParams(mpii_share=0.0, epochs=1, batch_size=4, amp="none", channels_last=False, subjects=["S1", "S9"])
     args = (frames_root, pose2d, rig, TINY_MODEL, p, NO_AUG, tmp_path / "ckpt")
     with pytest.raises(FileNotFoundError, match="missing.parquet"):
         train_3d(*args, pseudo3d_path=tmp_path / "missing.parquet", progress=False)

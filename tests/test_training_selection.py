@@ -135,7 +135,7 @@ def test_held_out_actions_never_appear_in_training(data, tmp_path):
     with S1 on its truth the report counts its frames."""
     h36m, frames_root, pseudo, rig = data
     pose2d = tiny_pose_net(tmp_path / "pose2d.pt", 16, 32, backbone_stages=4, deconv_layers=3)
-    p = Train3DParams(epochs=1, batch_size=8, amp="none", channels_last=False, subjects=SUBJECTS, fit_frames=4,
+    p = Train3DParams(mpii_share=0.0, epochs=1, batch_size=8, amp="none", channels_last=False, subjects=SUBJECTS, fit_frames=4,
                       eval_batch_size=16, warmup_steps=0, threads=2, exclude_actions=["Walking"], gt_subjects=["S1"])
     run = train_3d(frames_root, pose2d, rig, TINY_MODEL, p, NO_AUG, tmp_path / "ckpt", pseudo3d_path=pseudo,
                    h36m_root=h36m, progress=False)
