@@ -91,6 +91,7 @@ def test_train_3d_on_two_gloo_processes_trains_what_one_process_trains(tmp_path,
         params = write_params(tmp_path / f"params{nproc}.yaml", nproc, data={"h36m_root": str(h36m)}, model=model,
                               train_3d={"subjects": ["S1"], "epochs": 2, "batch_size": 8, "warmup_steps": 0,
                                         "amp": "none", "threads": 1, "fit_frames": 0, "flip_test": False,
+                                        "mpii_share": 0.0,
                                         "eval_batch_size": 8, "decode_workers": 1},
                               augment=NO_AUG)
         out = tmp_path / f"n{nproc}"
