@@ -26,12 +26,13 @@ import logging
 import tempfile
 from pathlib import Path
 
-from epipose.compute import select_device, setup_runtime
+from epipose.compute import select_device
 from epipose.data.frames import list_shards, parse_shard_path
 from epipose.data.h36m import action_name
-from epipose.pipeline import train_3d, train_refiner
 from epipose.pipeline.evaluate import EvaluateParams, run_evaluation
 from epipose.params import load_section, load_value
+
+from ablation import train, write_params       # noqa: E402  (benchmarks/, the script's folder)
 
 ROOT = Path(__file__).resolve().parents[1]
 ROLES = ("baseline_gt", "pose3d", "pose3d_refined")
@@ -39,22 +40,10 @@ ROLES = ("baseline_gt", "pose3d", "pose3d_refined")
 
 def train_without(root: Path, params_path: Path, held_out: list[str], work: Path) -> dict[str, Path]:
     """train_3d (self-supervised, with its training-frame predictions), train_3d_gt and train_refiner on
-    every action but ``held_out`` → the three networks' paths under ``work``."""
-    models = {"pose3d": work / "pose3d.pt", "baseline_gt": work / "pose3d_gt.pt", "refiner": work / "refiner.pt"}
-    for role, target in (("pose3d", None), ("baseline_gt", "gt")):
-        config = train_3d.load_params(params_path, target=target)
-        config = dataclasses.replace(config, h36m_root=str(root / config.h36m_root), train_3d=dataclasses.replace(
-            config.train_3d, exclude_actions=held_out))
-        paths = train_3d.Train3DPaths(str(root / "data" / "frames"), str(root / "models" / "pose2d.pt"),
-                                      str(root / "data" / "pseudo3d.parquet"), str(models[role]),
-                                      str(work / "live" / role), str(work / "ckpt" / role),
-                                      str(work / "pred3d_train.parquet") if role == "pose3d" else None)
-        train_3d.run(paths, config, setup_runtime(config.compute, config.train_3d.threads, progress=False))
-    config = train_refiner.load_params(params_path)
-    paths = train_refiner.TrainRefinerPaths(str(work / "pred3d_train.parquet"), str(root / "data" / "pseudo3d.parquet"),
-                                            str(models["refiner"]), str(work / "live" / "refiner"),
-                                            str(work / "ckpt" / "refiner"))
-    train_refiner.run(paths, config, setup_runtime(config.compute, config.refiner.threads, progress=False))
+    every action but ``held_out`` (``ablation.train`` with ``train_3d.exclude_actions``) → the three
+    networks' paths under ``work``."""
+    params = write_params(params_path, {"train_3d.exclude_actions": held_out}, work / "params.yaml")
+    models, _ = train(root, params, root / "data" / "pseudo3d.parquet", {"self", "refiner", "full"}, work)
     return models
 
 
