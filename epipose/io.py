@@ -181,7 +181,7 @@ def content_hash(*parts, length: int = 16) -> str:
     The one hash of the project (training fingerprints, data signatures). Each part may be a numpy
     array or torch tensor (dtype, shape and every byte), ``bytes``, a ``pathlib.Path`` (the file's
     bytes), a pandas DataFrame (column names and every value), a dataclass (its fields, less those
-    ``epipose.params.in_range(hash_omits_default=True)`` marks while at their default), or a JSON-like value
+    ``epipose.params.in_range(hash_omits=v)`` marks while they hold v), or a JSON-like value
     (dict, list, tuple, str, number, bool, None) of these.
     """
     h = hashlib.sha256()
@@ -214,7 +214,7 @@ def _hash_into(h, x) -> None:
     elif dataclasses.is_dataclass(x) and not isinstance(x, type):
         h.update(f"{type(x).__name__}|".encode())
         _hash_into(h, {f.name: getattr(x, f.name) for f in dataclasses.fields(x)
-                       if not (f.metadata.get("hash_omits_default") and getattr(x, f.name) == f.default)})
+                       if not ("hash_omits" in f.metadata and getattr(x, f.name) == f.metadata["hash_omits"])})
     elif isinstance(x, dict):
         h.update(f"dict {len(x)}|".encode())
         for k in sorted(x, key=str):

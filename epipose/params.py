@@ -164,11 +164,15 @@ def param_keys(cls: type, section: str) -> list[str]:
     return [f"{section}.{f.name}" for f in dataclasses.fields(cls)]
 
 
-def in_range(lo: float | None = None, hi: float | None = None, hash_omits_default: bool = False, **kw) -> Any:
-    """``dataclasses.field`` with a validated range. ``hash_omits_default``: ``epipose.io.content_hash``
-    leaves the field out while it holds its default, so a new param at its default keeps the
-    fingerprints (training checkpoints) of the sections it was added to."""
-    metadata = {"min": lo, "max": hi, **({"hash_omits_default": True} if hash_omits_default else {})}
+_KEEP = object()
+
+
+def in_range(lo: float | None = None, hi: float | None = None, hash_omits: Any = _KEEP, **kw) -> Any:
+    """``dataclasses.field`` with a validated range. ``hash_omits``: ``epipose.io.content_hash`` leaves
+    the field out while it holds this value — the one that trains as before the param existed — so a new
+    param keeps the fingerprints (training checkpoints) of the sections it was added to at that value, and
+    any other value, a changed default included, is a new fingerprint (never a stale checkpoint)."""
+    metadata = {"min": lo, "max": hi, **({"hash_omits": hash_omits} if hash_omits is not _KEEP else {})}
     return dataclasses.field(metadata=metadata, **kw)
 
 

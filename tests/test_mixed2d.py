@@ -157,13 +157,16 @@ def test_share_0_trains_on_exactly_todays_batches_and_fingerprint(frames):
     assert dataset.tensors["images"] is cache.images and np.array_equal(dataset.tensors["target"].numpy(), uvd)
     sampler = batch_sampler(dataset, 4, 0)
     assert type(sampler) is EpochBatchSampler and list(sampler) == list(EpochBatchSampler(len(cache), 4, 0))
-    # the new params at their defaults are left out of the fingerprint; another value is in it
+    # the new params at the values that train as before they existed are left out of the fingerprint; any
+    # other value — their defaults included — is in it (a changed default never resumes a stale checkpoint)
     new = {"mpii_share", "mpii_box_margin", "backbone_lr_factor"}
-    q = Train3DParams(batch_size=4)
+    q = Train3DParams(batch_size=4, mpii_share=0.0, backbone_lr_factor=1.0)
     kept = [f for f in dataclasses.fields(q) if f.name not in new]
     before = dataclasses.make_dataclass("Train3DParams", [(f.name, f.type) for f in kept])
     assert content_hash(q) == content_hash(before(**{f.name: getattr(q, f.name) for f in kept}))
-    assert content_hash(p) != content_hash(q)
+    assert content_hash(Train3DParams(batch_size=4)) != content_hash(q)
+    assert content_hash(dataclasses.replace(q, backbone_lr_factor=0.3)) != content_hash(q)
+    assert content_hash(dataclasses.replace(q, mpii_share=0.5)) != content_hash(q)
 
 
 # --- the param ---------------------------------------------------------------------------------------------

@@ -80,9 +80,9 @@ class Train3DParams(TrainParams):
     decode_workers: int = in_range(1, 64, default=2)
     gt_subjects: list[str] = field(default_factory=list)       # semi-supervised: these train on their ground truth
     exclude_actions: list[str] = field(default_factory=list)   # held-out motion: these actions are never trained on
-    mpii_share: float = in_range(0.0, 1.0, default=0.5, hash_omits_default=True)   # of each batch: MPII stills (< 1)
-    mpii_box_margin: float = in_range(1.0, 3.0, default=1.25, hash_omits_default=True)   # their crop side / (scale · 200)
-    backbone_lr_factor: float = in_range(0.0, 10.0, default=1.0, hash_omits_default=True)  # the ResNet's lr / lr
+    mpii_share: float = in_range(0.0, 1.0, default=0.5, hash_omits=0.0)   # of each batch: MPII stills (< 1)
+    mpii_box_margin: float = in_range(1.0, 3.0, default=1.25, hash_omits=1.25)   # their crop side / (scale · 200)
+    backbone_lr_factor: float = in_range(0.0, 10.0, default=0.3, hash_omits=1.0)  # the ResNet's lr / lr
 
     def __post_init__(self) -> None:
         outside = [s for s in self.gt_subjects if s not in self.subjects]
