@@ -3,10 +3,19 @@
     python -m epipose.launch stages/<name>.py [stage arguments ...]
 
 Reads section ``compute`` of the params file the stage will read (its ``--params`` argument, else
-``params.yaml``). With ``compute.nproc: 1`` it replaces itself with ``python stages/<name>.py ...``;
-with N > 1 with ``torchrun --standalone --nproc_per_node N stages/<name>.py ...`` (the stage
-then runs DistributedDataParallel / split inference; gloo on CPU, nccl on CUDA). Either way the
-launcher's process becomes the stage's, so exit codes and signals pass through unchanged.
+``params.yaml``). With ``compute.nproc: 1`` (and for the stages that run in one process whatever it
+says: synthesize, extract_frames, triangulate, evaluate) it replaces itself with
+``python stages/<name>.py ...``; with N > 1 with ``torchrun --standalone --nproc_per_node N
+stages/<name>.py ...`` (the stage then runs DistributedDataParallel / split inference; gloo on CPU,
+nccl on CUDA). Either way the launcher's process becomes the stage's, so exit codes and signals pass
+through unchanged.
+
+``compute.blas_kernel`` sets the stage's OpenBLAS kernel (numpy's and scipy's linear algebra) before
+any library loads: ``auto`` lets OpenBLAS pick the kernel for the CPU and ignores an
+``OPENBLAS_CORETYPE`` in the environment — kernels round differently (triangulate's labels moved by up
+to 0.15 mm under ``Haswell`` against ``SkylakeX`` on one CPU), so a machine's environment never changes
+the bytes a stage writes on a given CPU; ``keep`` honours the environment; a kernel name
+(``Haswell``, ``SkylakeX``, ...) pins that one.
 
 Every stage script ends with ``sys.exit(run_stage(main))``: logging goes to stderr under the
 stage's name; a bad param or input — a ``ValueError`` (``ParamError``, ``TableError``, ...), an
@@ -39,8 +48,25 @@ def params_path(args: list[str]) -> str:
     return "params.yaml"
 
 
+# The stages that can run on several processes (DDP training, split inference); the others run in one.
+MULTI_PROCESS = {"pretrain_2d", "infer_2d", "train_3d", "train_refiner"}
+BLAS_KERNEL_VARIABLE = "OPENBLAS_CORETYPE"
+
+
+def blas_environment(env: dict[str, str], kernel: str) -> dict[str, str]:
+    """The stage's environment for ``compute.blas_kernel`` (``auto``, ``keep`` or a kernel name)."""
+    if not kernel or not kernel.replace("_", "").isalnum():
+        raise ParamError(f"param compute.blas_kernel: {kernel!r} is not auto, keep or an OpenBLAS kernel name")
+    env = dict(env)
+    if kernel == "auto":
+        env.pop(BLAS_KERNEL_VARIABLE, None)
+    elif kernel != "keep":
+        env[BLAS_KERNEL_VARIABLE] = kernel
+    return env
+
+
 def command(script: str, args: list[str], nproc: int) -> list[str]:
-    if nproc == 1:
+    if nproc == 1 or Path(script).stem not in MULTI_PROCESS:
         return [sys.executable, script, *args]
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
             script, *args]
@@ -130,13 +156,14 @@ def main(argv: list[str] | None = None) -> int:
         if nproc < 1:
             raise ParamError(f"param compute.nproc: {nproc} is below the minimum 1")
         check_batch_split(Path(script).stem, nproc, path)
+        env = blas_environment(dict(os.environ), load_value("compute", "blas_kernel", str, path))
     except (ParamError, FileNotFoundError) as exc:
         print(f"epipose.launch: {exc}", file=sys.stderr)
         return 2
     cmd = command(script, args, nproc)
     sys.stdout.flush()
     sys.stderr.flush()
-    os.execv(cmd[0], cmd)
+    os.execve(cmd[0], cmd, env)
     return 0   # not reached
 
 

@@ -18,7 +18,8 @@ import yaml
 from conftest import ROOT
 from epipose.data.pose_tables import read_pose2d
 from epipose.pipeline.infer_2d import Infer2DParams, run_infer_2d
-from epipose.launch import command, params_path
+from epipose.launch import blas_environment, command, params_path
+from epipose.params import ParamError
 
 BASE = yaml.safe_load((ROOT / "params.yaml").read_text())
 NO_AUG = {"scale": 0.0, "rotation": 0.0, "translate": 0.0, "flip": False, "color": 0.0, "occlusion_prob": 0.0}
@@ -26,7 +27,7 @@ NO_AUG = {"scale": 0.0, "rotation": 0.0, "translate": 0.0, "flip": False, "color
 
 def write_params(path: Path, nproc: int, **sections) -> Path:
     params = copy.deepcopy(BASE)
-    params["compute"] = {"nproc": nproc, "device": "cpu"}
+    params["compute"] = {**params["compute"], "nproc": nproc, "device": "cpu"}
     for name, values in sections.items():
         params[name].update(values)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -48,11 +49,23 @@ def launch(script: str, args: list, cwd: Path, timeout: float = 240) -> None:
 
 
 def test_launcher_command():
-    assert command("stages/x.py", ["--a", "1"], 1) == [sys.executable, "stages/x.py", "--a", "1"]
-    assert command("stages/x.py", [], 3)[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "3",
-                                                "stages/x.py"]
+    assert command("stages/train_3d.py", ["--a", "1"], 1) == [sys.executable, "stages/train_3d.py", "--a", "1"]
+    assert command("stages/train_3d.py", [], 3)[1:] == ["-m", "torch.distributed.run", "--standalone",
+                                                       "--nproc_per_node", "3", "stages/train_3d.py"]
+    # the stages that have no multi-process path run in one process whatever compute.nproc says
+    assert command("stages/triangulate.py", ["--a"], 3) == [sys.executable, "stages/triangulate.py", "--a"]
     assert params_path(["--out", "o", "--params", "p.yaml"]) == "p.yaml"
     assert params_path(["--params=q.yaml"]) == "q.yaml" and params_path(["--out", "o"]) == "params.yaml"
+
+
+def test_the_blas_kernel_param_decides_the_stages_openblas_kernel():
+    env = {"OPENBLAS_CORETYPE": "Haswell", "HOME": "/h"}
+    assert blas_environment(env, "auto") == {"HOME": "/h"}                 # OpenBLAS's choice for the CPU
+    assert blas_environment(env, "keep") == env
+    assert blas_environment({"HOME": "/h"}, "SkylakeX") == {"HOME": "/h", "OPENBLAS_CORETYPE": "SkylakeX"}
+    assert env == {"OPENBLAS_CORETYPE": "Haswell", "HOME": "/h"}          # the launcher's own is left alone
+    with pytest.raises(ParamError, match="param compute.blas_kernel: 'x y'"):
+        blas_environment(env, "x y")
 
 
 def test_a_batch_that_does_not_split_over_the_processes_stops_before_they_start(tmp_path):
