@@ -40,7 +40,7 @@ def main() -> None:
     results = {}
     for name, subjects in groups.items():
         res, _ = run_evaluation(ROOT / "data" / "frames", h36m_root, ROOT / "models" / "pose3d.pt",
-                                dataclasses.replace(p, subjects=subjects), refiner_path=ROOT / "models" / "refiner.pt",
+                                dataclasses.replace(p, subjects=subjects, seen_subjects=True), refiner_path=ROOT / "models" / "refiner.pt",
                                 baseline_path=ROOT / "models" / "pose3d_gt.pt", device=select_device("auto", p.threads),
                                 progress=False)
         results[name] = {"subjects": subjects, "frames": res["pose3d"]["frames"],

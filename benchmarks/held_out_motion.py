@@ -51,7 +51,8 @@ def evaluate(root: Path, h36m_root: Path, p: EvaluateParams, models: dict[str, P
              actions: list[str]) -> dict:
     """MPJPE (and frames) of the three networks on ``subjects``' frames of ``actions``."""
     res, info = run_evaluation(root / "data" / "frames", h36m_root, models["pose3d"],
-                               dataclasses.replace(p, subjects=subjects, actions=actions), refiner_path=models["refiner"],
+                               dataclasses.replace(p, subjects=subjects, actions=actions, seen_subjects=True),
+                               refiner_path=models["refiner"],
                                baseline_path=models["baseline_gt"], device=select_device("auto", p.threads),
                                progress=False)
     return {"subjects": subjects, "actions": actions, "frames": info["frames"], **{r: res[r]["mpjpe"] for r in ROLES}}

@@ -102,6 +102,17 @@ def evaluate(w, t, model=None):
                         "--report", "out/r.json", "--plots", "out/plots", "--no-progress"]
 
 
+def pose3d_trained_on(w, t, subjects: list[str]) -> Path:
+    """A (random) 3D network whose file says it trained on ``subjects``."""
+    from epipose.models.pose_net import PoseNet, PoseNetConfig, save_pose_net
+
+    path = t / "in" / "pose3d.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    net = PoseNet(PoseNetConfig(backbone=18, deconv_channels=8, input_size=64, depth_bins=4))
+    save_pose_net(net, path, meta={"depth_range_mm": 2000.0, "target": "pseudo3d", "subjects": subjects})
+    return path
+
+
 # --- input breakers: copy an input into the case's folder and break it --------------------------------------
 def copy_tree(src: Path, t: Path) -> Path:
     dst = t / "in" / src.name
@@ -255,6 +266,13 @@ CASES = [
          {"compute": {"nproc": 2}}),
     Case("triangulate-choice", triangulate, r"param triangulate\.extrinsics: 'guessed' is not one of",
          {"triangulate": {"extrinsics": "guessed"}}),
+    # units and splits that would run and mean nothing
+    Case("bones-in-metres", triangulate, r"param triangulate\.bone_lengths_mm: \{'pelvis-r_hip': 0\.133, .*\} are not "
+         r"a person's bones in mm \(each within \[50, 700\]\); wrong units\?",
+         {"triangulate": {"bone_lengths_mm": [b / 1000 for b in skeleton.MEAN_BONE_LENGTHS_MM]}}),
+    Case("evaluate-seen-subject", lambda w, t: evaluate(w, t, model=pose3d_trained_on(w, t, ["S1", "S5"])),
+         r"param evaluate\.subjects: \['S1'\] trained {tmp}/in/pose3d\.pt \(its subjects: \['S1', 'S5'\]\); the test "
+         r"people must be unseen", {"evaluate": {"subjects": ["S1"], "stride": 3, "pss_k": [2]}}),
     # input files: the error names the file
     Case("cameras-missing-subject", lambda w, t: extract_frames(w, t, cameras_without(w, t, subject="S9")),
          r"{tmp}/in/videos/cameras.json: no extrinsics for subject S9", {"frames": {"boxes": "gt"}}),

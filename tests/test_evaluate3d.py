@@ -271,3 +271,16 @@ def test_the_refiner_is_evaluated_on_the_kind_of_input_it_was_trained_on(tmp_pat
     with pytest.raises(ValueError, match="evaluate.flip_test is true but the refiner r.pt was trained on predictions "
                                          "with flip_test false .param train_3d.flip_test."):
         check_refiner_input({"input_flip_test": False}, True, "r.pt")
+
+
+def test_seen_people_are_scored_only_on_purpose():
+    """A network is scored on people it trained on (its file's subjects) only with evaluate.seen_subjects."""
+    from epipose.params import ParamError
+    from epipose.pipeline.evaluate import check_unseen
+
+    meta = {"subjects": ["S1", "S5", "S12"]}
+    check_unseen(meta, EvaluateParams(subjects=["S9", "S11"]), "m.pt")                 # unseen: scored
+    check_unseen(meta, EvaluateParams(subjects=["S1", "S9"], seen_subjects=True), "m.pt")    # meant
+    check_unseen({}, EvaluateParams(subjects=["S1"]), "old.pt")          # a file that does not say: nothing to check
+    with pytest.raises(ParamError, match=r"param evaluate.subjects: \['S5'\] trained m.pt"):
+        check_unseen(meta, EvaluateParams(subjects=["S9", "S5"]), "m.pt")

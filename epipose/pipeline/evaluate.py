@@ -93,6 +93,7 @@ class EvaluateParams(InferenceParams):
     seed: int = 0                                          # k-means initialisation
     figures: int = in_range(0, 1000, default=4)            # test frames drawn to reports/figures
     actions: list[str] = field(default_factory=list)       # only these actions' test frames ([]: every action)
+    seen_subjects: bool = False                            # true: subjects a network trained on may be scored
 
 
 # --- outputs ----------------------------------------------------------------------------------------------
@@ -297,6 +298,15 @@ def check_refiner_input(meta: dict, flip_test: bool, path: str | Path) -> None:
                          f"predictions with flip_test {str(bool(trained)).lower()} (param train_3d.flip_test): set both alike")
 
 
+def check_unseen(meta: dict, p: EvaluateParams, path: str | Path) -> None:
+    """Refuse to score a network on people it trained on (its file's ``subjects``), unless
+    ``evaluate.seen_subjects`` says that is meant (a seen-people benchmark)."""
+    seen = [s for s in p.subjects if s in meta.get("subjects", [])]
+    if seen and not p.seen_subjects:
+        raise ParamError(f"param evaluate.subjects: {seen} trained {path} (its subjects: {meta['subjects']}); the "
+                         "test people must be unseen (evaluate.seen_subjects: true scores seen people on purpose)")
+
+
 def run_evaluation(frames_root: str | Path, h36m_root: str | Path, model_path: str | Path, p: EvaluateParams,
                    num_joints: int = skeleton.NUM_JOINTS, refiner_path: str | Path | None = None,
                    baseline_path: str | Path | None = None, figures_dir: str | Path | None = None,
@@ -305,6 +315,10 @@ def run_evaluation(frames_root: str | Path, h36m_root: str | Path, model_path: s
     supervised ``baseline_path`` (``baseline_gt``) on the test frames → (results per role, info; its
     ``methods`` names what each role's network was trained on). One process, on ``device`` (the
     stage's runtime's, or ``epipose.compute.select_device``'s)."""
+    networks = {role: load_pose3d(path, num_joints, map_location=device)
+                for role, path in (("baseline_gt", baseline_path), ("pose3d", model_path)) if path is not None}
+    for role, (_, meta) in networks.items():
+        check_unseen(meta, p, baseline_path if role == "baseline_gt" else model_path)
     dataset = H36MDataset(h36m_root)
     cache = load_frames(frames_root, p.subjects, stride=p.stride, workers=p.decode_workers, progress=progress,
                         actions=ActionSelection(tuple(p.actions), False, "evaluate.actions"))
@@ -316,10 +330,8 @@ def run_evaluation(frames_root: str | Path, h36m_root: str | Path, model_path: s
     methods: dict[str, str] = {}           # role → what its network was trained on
     labels: dict[str, str] = {}
     uv_main = None
-    for role, path in (("baseline_gt", baseline_path), ("pose3d", model_path)):
-        if path is None:
-            continue
-        model, meta = load_pose3d(path, num_joints, map_location=device)
+    for role, (model, meta) in networks.items():
+        path = baseline_path if role == "baseline_gt" else model_path
         model = model.to(memory_format=memory_format)
         methods[role] = method_of(meta, path)
         labels[role] = METHOD_LABELS.get(methods[role], methods[role])

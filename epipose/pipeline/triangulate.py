@@ -90,6 +90,9 @@ class Mode(Enum):
         return self is not Mode.PER_FRAME
 
 
+HUMAN_BONE_MM = (50.0, 700.0)     # any adult's or child's bone of the 16-joint skeleton, in mm
+
+
 @dataclass(frozen=True)
 class TriangulateParams:
     """Section ``triangulate`` of params.yaml."""
@@ -134,6 +137,11 @@ class TriangulateParams:
         if len(bones) != len(skeleton.BONES) or not all(b > 0 for b in bones):
             raise ParamError(f"param triangulate.bone_lengths_mm: expected {len(skeleton.BONES)} positive lengths "
                              f"in skeleton.BONES order ({', '.join(skeleton.BONE_NAMES)}), got {bones!r}")
+        lo, hi = HUMAN_BONE_MM
+        outside = {n: b for n, b in zip(skeleton.BONE_NAMES, bones) if not lo <= b <= hi}
+        if outside:      # metres, cm or inches: every label silently scaled wrong
+            raise ParamError(f"param triangulate.bone_lengths_mm: {outside} are not a person's bones in mm (each "
+                             f"within [{lo:g}, {hi:g}]); wrong units?")
 
     @property
     def mode(self) -> Mode:
