@@ -1,3 +1,6 @@
+import logging
+import shutil
+
 import numpy as np
 import pytest
 
@@ -55,7 +58,8 @@ def test_extract_frames_shards(root, tmp_path):
     params = FramesParams(stride=5, crop_size=96, jpeg_quality=95, boxes="gt", workers=2)
     summary = extract_frames(root, tmp_path / "frames", params)
     shards = list_shards(tmp_path / "frames")
-    assert summary == {"sequences": 16, "frames": 16 * 5, "frames_without_person": 0}
+    assert summary == {"sequences": 16, "frames": 16 * 5, "frames_without_person": 0, "stray_files": 0,
+                       "stray_file_names": []}
     assert len(shards) == 16 and shards[0].relative_to(tmp_path / "frames").as_posix() == "S1/Greeting.54138969.parquet"
     ds = H36MDataset(root)
     for path in shards[::5]:
@@ -160,3 +164,35 @@ def test_killed_extract_leaves_nothing_complete_and_rerun_finishes(root, tmp_pat
     subprocess.run(cmd, cwd=tmp_path, check=True, stderr=subprocess.DEVNULL)
     assert len(list_shards(out)) == 16
     assert list(tmp_path.glob(".frames.*")) == []              # the killed run's temporary is gone
+
+
+def test_files_outside_the_layout_are_named_and_counted(root, tmp_path, caplog):
+    """What looks like a video or a pose file but misses the layout is never dropped unsaid: named in one
+    warning and counted in the report, or (frames.stray_files: error) the stage's error, nothing written."""
+    videos = sorted((root / "S9" / "Videos").glob("*.mp4"))
+    action, camera = videos[0].name.rsplit(".", 2)[:2]
+    (root / "s5" / "Videos").mkdir(parents=True)
+    strays = {f"S9/Videos/{action}.{camera}.MP4": videos[0],              # the suffix's case
+              f"S9/Videos/{action}_{camera}.mp4": videos[0],              # no dot before the camera
+              f"s5/Videos/{videos[1].name}": videos[1],                    # a subject folder in lower case
+              "S9/MyPoseFeatures/Walking.cdf": root / "S9/MyPoseFeatures/D3_Positions/Greeting.cdf"}   # a folder short
+    for name, source in strays.items():
+        shutil.copy(source, root / name)
+    with caplog.at_level(logging.WARNING):
+        summary = extract_frames(root, tmp_path / "f", FramesParams(stride=10, boxes="gt", workers=1))
+    assert summary["sequences"] == 16 and summary["stray_files"] == 4
+    assert sorted(summary["stray_file_names"]) == sorted(strays)
+    warnings = [r.getMessage() for r in caplog.records if "do not match the layout" in r.getMessage()]
+    assert len(warnings) == 1 and all(name in warnings[0] for name in strays)
+    with pytest.raises(ValueError, match=r"4 file\(s\) .* not read: .*param frames.stray_files: warn"):
+        extract_frames(root, tmp_path / "g", FramesParams(stride=10, boxes="gt", workers=1, stray_files="error"))
+    assert not (tmp_path / "g").exists()
+
+
+def test_one_recording_under_two_camera_ids_is_refused(root, tmp_path):
+    """A copied (or renamed) video under a second camera id would be one view counted twice."""
+    a, b = sorted((root / "S1" / "Videos").glob("Greeting.*.mp4"))[:2]
+    shutil.copy(a, b)
+    with pytest.raises(ValueError, match=f"{b}: the same video as {a}"):
+        extract_frames(root, tmp_path / "f", FramesParams(stride=10, workers=1))
+    assert not (tmp_path / "f").exists()

@@ -56,6 +56,7 @@ class FramesParams:
     background_frames: int = in_range(3, 100000, default=63)     # auto: frames per camera for its background
     fg_threshold: float = in_range(1.0, 255.0, default=30.0)     # auto: foreground = this far from the background
     workers: int = in_range(1, 64, default=2)
+    stray_files: Literal["warn", "error"] = "warn"   # videos/pose files outside the layout: named in a warning | an error
 
 
 # --- geometry of the crop -----------------------------------------------------------------

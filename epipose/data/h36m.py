@@ -13,6 +13,7 @@ Sequences are keyed by the pose file's action name.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Iterator
@@ -39,11 +40,29 @@ EXTRA_TRAIN_SUBJECTS = tuple(f"S{i}" for i in range(12, 27))
 # Video-name → pose-name aliases of the real release (the action stem, before any " 1"/" 2").
 ACTION_ALIASES = {"TakingPhoto": "Photo", "WalkingDog": "WalkDog"}
 _VIDEO_RE = re.compile(r"^(?P<action>.+)\.(?P<camera>[^.]+)\.mp4$")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm")     # what looks like a video, any case
 
 
 def action_name(action: str) -> str:
     """Human3.6M's per-action grouping merges takes: "Walking 1" → "Walking"."""
     return action.split(" ")[0]
+
+
+def check_distinct_videos(sequences: list[Sequence]) -> None:
+    """One recording filed under two camera ids (a copy, a renamed file) would triangulate a person from
+    one view twice: refuse two videos of a (subject, action) with the same bytes, naming both. Only
+    videos of equal size are read."""
+    groups: dict[tuple[str, str, int], list[Path]] = {}
+    for seq in sequences:
+        groups.setdefault((seq.subject, seq.action, seq.video.stat().st_size), []).append(seq.video)
+    for videos in (g for g in groups.values() if len(g) > 1):
+        digests: dict[str, Path] = {}
+        for video in videos:
+            digest = hashlib.sha256(video.read_bytes()).hexdigest()
+            if digest in digests:
+                raise ValueError(f"{video}: the same video as {digests[digest]} (one recording under two camera "
+                                 "ids); keep one")
+            digests[digest] = video
 
 
 def canonical_action(name: str) -> str:
@@ -244,6 +263,25 @@ class H36MDataset:
         if not out:
             log.warning("%s: no videos (<action>.<camera>.mp4 under Videos/), subject skipped", self.root / subject)
         return sorted(out, key=lambda s: (s.action, s.camera))
+
+    def stray_files(self) -> list[Path]:
+        """Files under the root that look like videos or pose files but that the layout never reads — a
+        subject folder not named S<n>, a video not ``<subject>/Videos/<action>.<camera>.mp4``, a pose file
+        not ``<subject>/MyPoseFeatures/D3_Positions/<action>.cdf`` — sorted, so none is dropped unsaid."""
+        out = []
+        for path in sorted(self.root.rglob("*")):
+            suffix = path.suffix.lower()
+            if suffix not in (*VIDEO_SUFFIXES, ".cdf") or not path.is_file():
+                continue
+            parts = path.relative_to(self.root).parts
+            if not re.fullmatch(r"S\d+", parts[0]):
+                out.append(path)
+            elif suffix == ".cdf":
+                if parts[1:3] != ("MyPoseFeatures", "D3_Positions") or len(parts) != 4 or path.suffix != ".cdf":
+                    out.append(path)
+            elif parts[1:2] != ("Videos",) or len(parts) != 3 or not _VIDEO_RE.match(path.name):
+                out.append(path)
+        return out
 
     def has_ground_truth(self, subject: str, action: str, camera: str) -> bool:
         """Whether the root has the poses of (subject, action) and the extrinsics of camera for subject."""

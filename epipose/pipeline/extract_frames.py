@@ -30,7 +30,7 @@ from epipose import skeleton
 from epipose.data import boxes as bx
 from epipose.data.crop import crop_image
 from epipose.data.frames import FramesParams, crop_boxes, encode_jpeg, shard_path, write_shard
-from epipose.data.h36m import H36MDataset, Sequence, iter_video_frames, video_info
+from epipose.data.h36m import H36MDataset, Sequence, check_distinct_videos, iter_video_frames, video_info
 from epipose.io import atomic_path
 from epipose.params import load_section
 from epipose.stage import Runtime, StageResult
@@ -125,11 +125,29 @@ def _extract_camera(job: CameraJob) -> tuple[int, int]:
     return sum(c[0] for c in counts), sum(c[1] for c in counts)
 
 
+def check_stray_files(dataset: H36MDataset, mode: str) -> list[Path]:
+    """Videos and pose files the layout does not read (``H36MDataset.stray_files``): one warning naming
+    them (``frames.stray_files: warn``) or the stage's error (``error``) → the files."""
+    strays = dataset.stray_files()
+    if strays:
+        names = ", ".join(p.relative_to(dataset.root).as_posix() for p in strays[:8])
+        more = f" and {len(strays) - 8} more" if len(strays) > 8 else ""
+        what = (f"{dataset.root}: {len(strays)} file(s) that look like videos or pose files do not match the "
+                f"layout (<S#>/Videos/<action>.<camera>.mp4, <S#>/MyPoseFeatures/D3_Positions/<action>.cdf) and "
+                f"are not read: {names}{more}")
+        if mode == "error":
+            raise ValueError(f"{what} (param frames.stray_files: warn goes on without them)")
+        log.warning("%s", what)
+    return strays
+
+
 def extract_frames(h36m_root: str | Path, out_root: str | Path, params: FramesParams, progress: bool = True) -> dict:
     """Extract every video of a Human3.6M-layout root into ``out_root`` (replaced atomically) → a
     summary (videos, frames, frames without a person found)."""
     dataset = H36MDataset(h36m_root)
+    strays = check_stray_files(dataset, params.stray_files)
     sequences = dataset.sequences(require_poses=params.boxes == "gt")
+    check_distinct_videos(sequences)
     if not sequences:
         if params.boxes == "gt":
             raise ValueError(f"{dataset.root}: no (subject, action, camera) with both a video and poses: param "
@@ -149,7 +167,8 @@ def extract_frames(h36m_root: str | Path, out_root: str | Path, params: FramesPa
                 counts = [(c, bar.update())[0] for c in pool.imap(_extract_camera, jobs)]
         bar.close()
     return {"sequences": len(sequences), "frames": int(sum(c[0] for c in counts)),
-            "frames_without_person": int(sum(c[1] for c in counts))}
+            "frames_without_person": int(sum(c[1] for c in counts)), "stray_files": len(strays),
+            "stray_file_names": [p.relative_to(dataset.root).as_posix() for p in strays]}
 
 
 # --- the stage ---------------------------------------------------------------------------------------
