@@ -66,6 +66,8 @@ class Train3DParams(TrainParams):
     schedule: Literal["step", "cosine"] = redefault(TrainParams, "schedule", "cosine")
     lr_factor: float = redefault(TrainParams, "lr_factor", 0.01)
     warmup_steps: int = redefault(TrainParams, "warmup_steps", 20)
+    ema_decay: float = redefault(TrainParams, "ema_decay", 0.99)
+    bn_recalib_batches: int = redefault(TrainParams, "bn_recalib_batches", 25)
     log_every: int = redefault(TrainParams, "log_every", 10)
     target: TargetSource = "pseudo3d"                 # pseudo3d (self-supervised) | gt (fully supervised)
     subjects: list[str] = field(default_factory=lambda: [*TRAIN_SUBJECTS, *EXTRA_TRAIN_SUBJECTS])
