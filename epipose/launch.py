@@ -35,7 +35,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from epipose.params import ParamError, load_value
+from epipose.params import ParamError, flush_trace, load_value
 
 
 def params_path(args: list[str]) -> str:
@@ -151,15 +151,17 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     script, args = argv[0], argv[1:]
     path = params_path(args)
+    stage = Path(script).stem
     try:   # only what the launch needs (it stays free of torch): the stage validates the whole section
-        nproc = load_value("compute", "nproc", int, path)
+        nproc = load_value("compute", "nproc", int, path) if stage in MULTI_PROCESS else 1
         if nproc < 1:
             raise ParamError(f"param compute.nproc: {nproc} is below the minimum 1")
-        check_batch_split(Path(script).stem, nproc, path)
+        check_batch_split(stage, nproc, path)
         env = blas_environment(dict(os.environ), load_value("compute", "blas_kernel", str, path))
     except (ParamError, FileNotFoundError) as exc:
         print(f"epipose.launch: {exc}", file=sys.stderr)
         return 2
+    flush_trace(stage)                    # what the launcher read, it read for the stage
     cmd = command(script, args, nproc)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -125,15 +125,22 @@ def from_dict(cls: type[T], data: Any, section: str, optional: frozenset[str] | 
 _READ_KEYS: set[str] = set()
 
 
-def _write_trace() -> None:
+def _write_trace(script: str | None = None) -> None:
     trace = os.environ.get("EPIPOSE_PARAMS_TRACE")
     if trace and _READ_KEYS:
-        script = Path(sys.argv[0]).stem
+        script = script or Path(sys.argv[0]).stem
         with open(trace, "a") as f:
             f.writelines(f"{script} {key}\n" for key in sorted(_READ_KEYS))
 
 
 atexit.register(_write_trace)
+
+
+def flush_trace(script: str) -> None:
+    """Record the keys read so far as ``script``'s and forget them: a launcher about to replace itself with
+    the stage (``os.exec*``: no atexit) reads params on the stage's behalf."""
+    _write_trace(script)
+    _READ_KEYS.clear()
 
 
 def load_section(cls: type[T], section: str, path: str | Path = "params.yaml") -> T:
