@@ -42,7 +42,7 @@ class ComputeParams:
 
     nproc: int = in_range(1, 1024, default=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    blas_kernel: str = "auto"       # read by the launcher (epipose.launch.blas_environment); here for validation
+    blas_kernel: str = "auto"       # applied (and checked) by the launcher, epipose.launch.blas_environment
 
 
 def world_size() -> int:

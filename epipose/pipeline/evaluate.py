@@ -315,10 +315,10 @@ def run_evaluation(frames_root: str | Path, h36m_root: str | Path, model_path: s
     supervised ``baseline_path`` (``baseline_gt``) on the test frames → (results per role, info; its
     ``methods`` names what each role's network was trained on). One process, on ``device`` (the
     stage's runtime's, or ``epipose.compute.select_device``'s)."""
-    networks = {role: load_pose3d(path, num_joints, map_location=device)
-                for role, path in (("baseline_gt", baseline_path), ("pose3d", model_path)) if path is not None}
+    paths = {role: path for role, path in (("baseline_gt", baseline_path), ("pose3d", model_path)) if path is not None}
+    networks = {role: load_pose3d(path, num_joints, map_location=device) for role, path in paths.items()}
     for role, (_, meta) in networks.items():
-        check_unseen(meta, p, baseline_path if role == "baseline_gt" else model_path)
+        check_unseen(meta, p, paths[role])
     dataset = H36MDataset(h36m_root)
     cache = load_frames(frames_root, p.subjects, stride=p.stride, workers=p.decode_workers, progress=progress,
                         actions=ActionSelection(tuple(p.actions), False, "evaluate.actions"))
@@ -331,9 +331,8 @@ def run_evaluation(frames_root: str | Path, h36m_root: str | Path, model_path: s
     labels: dict[str, str] = {}
     uv_main = None
     for role, (model, meta) in networks.items():
-        path = baseline_path if role == "baseline_gt" else model_path
         model = model.to(memory_format=memory_format)
-        methods[role] = method_of(meta, path)
+        methods[role] = method_of(meta, paths[role])
         labels[role] = METHOD_LABELS.get(methods[role], methods[role])
         out = infer_3d(model, cache.images, cache.boxes, cams, test.root_depth, depth_range_mm=meta["depth_range_mm"],
                        batch_size=p.batch_size, flip_test=p.flip_test, amp=p.amp, channels_last=p.channels_last,

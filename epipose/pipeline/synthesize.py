@@ -182,7 +182,9 @@ def synthesize(params: SynthParams, h36m_out: str | Path, mpii_out: str | Path, 
             results = map(_run, tasks)
             pool = None
         else:
-            pool = multiprocessing.get_context("fork").Pool(min(params.workers, len(tasks)), initializer=_init_worker)
+            # spawn, not fork: a forked worker can inherit a lock held by one of the parent's BLAS/OpenCV
+            # threads and wait on it for ever (seen once in a queued experiment); the tasks carry all they need
+            pool = multiprocessing.get_context("spawn").Pool(min(params.workers, len(tasks)), initializer=_init_worker)
             results = pool.imap_unordered(_run, tasks, chunksize=1)
         try:
             for kind, value in results:
