@@ -16,6 +16,7 @@ otherwise idle machine (~4.5 min per variant and seed on 2 cores; a perturbation
 
     python benchmarks/ablation.py --variants base mpii:train_3d.mpii_share=0.5 --seeds 0-4
     python benchmarks/ablation.py --variants base --label-noise-mm 0.1 --perturbations 5 --networks self
+    python benchmarks/ablation.py --variants base freestyle@../fs --seeds 0-4    # ../fs: another clone, repro'd
 
 Results go to ``benchmarks/out/ablation.json`` after every run; a run already there (same variant
 overrides, seed, noise) is not repeated, so an interrupted sweep resumes. Prints, per variant, each
@@ -54,9 +55,12 @@ NETWORKS = {"self": "pose3d", "refiner": "pose3d_refined", "full": "baseline_gt"
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, object]]:
-    """``name:section.key=value,...`` (values as YAML) or ``base`` → (name, overrides)."""
-    name, _, rest = text.partition(":")
-    overrides = {}
+    """``name[@root]:section.key=value,...`` (values as YAML) or ``base`` → (name, overrides); ``@root``: the
+    variant's data is another workspace's dvc repro outputs (e.g. a clone whose synth params differ), kept in
+    the overrides under ``@root``."""
+    head, _, rest = text.partition(":")
+    name, _, root = head.partition("@")
+    overrides: dict[str, object] = {"@root": str(Path(root).resolve())} if root else {}
     for item in filter(None, re.split(r",(?![^\[]*\])", rest)) if rest else []:     # not the commas of a [list]
         key, _, value = item.partition("=")
         overrides[key.strip()] = yaml.safe_load(value)
@@ -67,6 +71,8 @@ def write_params(source: Path, overrides: dict[str, object], dest: Path) -> Path
     """params.yaml with ``overrides`` (dotted keys, each must exist) → ``dest``."""
     params = read_params(source)
     for key, value in overrides.items():
+        if key == "@root":
+            continue
         section, _, name = key.rpartition(".")
         node = params
         for part in section.split("."):
@@ -245,7 +251,8 @@ def main() -> None:
         key = run_key(name, overrides, seed, noise)
         if key in runs:
             continue
-        runs[key] = one_run(root, root / "params.yaml", overrides, seed, noise, networks, args.seen.split(","),
+        where = Path(overrides.get("@root", root))
+        runs[key] = one_run(where, where / "params.yaml", overrides, seed, noise, networks, args.seen.split(","),
                             args.threads)
         print(f"{name} seed {seed} noise {noise}: {runs[key]}", flush=True)
         out.parent.mkdir(parents=True, exist_ok=True)
