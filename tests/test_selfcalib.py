@@ -11,6 +11,7 @@ Cases (2D simulated from procedural motion through real Human3.6M cameras, σ 2 
 
 from __future__ import annotations
 
+import json
 import logging
 from itertools import combinations
 
@@ -23,6 +24,7 @@ from epipose.geometry import relative_pose as rp
 from epipose.geometry.angles import rotation_angle_deg
 from epipose.geometry.camera_group import CameraGroup
 from epipose.geometry.triangulation import triangulation_angles
+from epipose.data.pose_tables import SUBJECT_STATUS_KEY
 from epipose.evaluation.pseudo_labels import evaluate_against_gt
 from epipose.pipeline.triangulate import TriangulateParams, triangulate_table
 from epipose.synth.simulate2d import NOISE_MODELS, camera_frame_truth, procedural_motions, simulate_pose2d
@@ -83,6 +85,8 @@ def test_cameras_no_tree_can_reconcile_are_refused(h36m, caplog):
     rep = out.report["subjects"]["S9"]
     assert rep["status"] == "dropped: self-calibration inconsistent"
     assert out.report["subjects_dropped"] == 1 and len(out.table) == 0
+    # the table says why (train_3d leaves the subject out naming it)
+    assert json.loads(out.metadata[SUBJECT_STATUS_KEY]) == {"S9": "dropped: self-calibration inconsistent"}
     assert out.report["rows_dropped"] == {"subject_cameras_inconsistent": len(df)}
     assert "S9: self-calibration failed" in caplog.text and "triangulate.min_epipolar_agreement" in caplog.text
     # the true focal length: the same 2D pass

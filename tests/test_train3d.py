@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import logging
 
 import numpy as np
 import pytest
@@ -16,8 +18,9 @@ from epipose.models.pose_net import ModelParams, PoseNet, PoseNetConfig
 from epipose.models.codec import decode_pose
 from epipose.models.inference import infer_3d
 from epipose.data.targets import Targets, pseudo3d_targets
-from epipose.pipeline.train_3d import Train3DParams, encode_targets, init_from_2d, predict_frames, smooth_l1_3d, train_3d
-from epipose.data.pose_tables import key_groups, read_pred3d, write_pred3d
+from epipose.pipeline.train_3d import (Train3DParams, encode_targets, init_from_2d, predict_frames, smooth_l1_3d, summary,
+                                       train_3d)
+from epipose.data.pose_tables import SUBJECT_STATUS_KEY, key_groups, read_pred3d, write_pred3d, write_pseudo3d
 from epipose.data.frames import load_frames
 from epipose.models.pose_net import load_pose3d
 from pose2d_fixture import tiny_pose_net
@@ -191,6 +194,29 @@ def test_inference_maps_crops_back_and_unflips(real_rig, flip_test):
     rel = out["uvd"] - np.array([0.0, 0.0, 1.0]) * out["uvd"][:, skeleton.PELVIS : skeleton.PELVIS + 1, 2:]
     np.testing.assert_allclose(out["pose_cam"], decode_pose(rel, cam, boxes, size, [4000.0, 5000.0, 6000.0]))
     np.testing.assert_allclose(out["pose_cam"][:, skeleton.PELVIS, 2], [4000, 5000, 6000])     # at the root depth
+
+
+def test_a_subject_triangulate_dropped_is_left_out_with_a_warning_naming_why(data, tmp_path, caplog):
+    h36m, frames_root, _, rig = data
+    status = {"S1": "ok", "S9": "dropped: self-calibration inconsistent"}
+    pseudo = tmp_path / "pseudo3d.parquet"
+    write_pseudo3d(gt_table(h36m, ("S1",)), pseudo, metadata={SUBJECT_STATUS_KEY: json.dumps(status)})
+    pose2d = _pose2d(tmp_path / "pose2d.pt")
+    p = Train3DParams(mpii_share=0.0, epochs=1, batch_size=8, amp="none", channels_last=False, subjects=["S1", "S9"],
+                      fit_frames=0, threads=1)
+    with caplog.at_level(logging.WARNING):
+        run = train_3d(frames_root, pose2d, rig, TINY_MODEL, p, NO_AUG, tmp_path / "ckpt", pseudo3d_path=pseudo,
+                       progress=False)
+    assert set(run.cache.keys["subject"]) == {"S1"} and run.info["subjects_left_out"] == {"S9": status["S9"]}
+    assert "no pseudo-labels for S9 (triangulate: dropped: self-calibration inconsistent)" in caplog.text
+    assert summary({**run.info, "train_target_mpjpe_mm": 1.0, "final_train_loss": 0.1})["subjects_left_out"] == 1
+    # every subject dropped: nothing to train on, one line naming them and why
+    write_pseudo3d(gt_table(h36m, ("S1",)).iloc[:0], pseudo, metadata={SUBJECT_STATUS_KEY: json.dumps(
+        {"S1": "dropped: cameras could not be estimated", "S9": status["S9"]})})
+    with pytest.raises(ValueError, match=r"pseudo3d.parquet: no pseudo-labels for any subject of param "
+                                         r"train_3d.subjects: S1 dropped: cameras could not be estimated; S9 dropped"):
+        train_3d(frames_root, pose2d, rig, TINY_MODEL, p, NO_AUG, tmp_path / "ckpt2", pseudo3d_path=pseudo,
+                 progress=False)
 
 
 def test_bad_inputs_give_clear_errors(data, tmp_path):

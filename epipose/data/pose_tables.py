@@ -8,6 +8,7 @@ by subject, action, camera, frame and MPII joint index. Dense helpers turn a tab
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from epipose import skeleton
-from epipose.io import write_parquet
+from epipose.io import read_parquet_metadata, write_parquet
 
 KEYS = ["subject", "action", "camera", "frame"]
 _KEY_FIELDS = [
@@ -139,6 +140,17 @@ def read_pose2d(path: str | Path) -> pd.DataFrame:
 
 def read_pseudo3d(path: str | Path) -> pd.DataFrame:
     return read_table(path, PSEUDO3D_SCHEMA)
+
+
+SUBJECT_STATUS_KEY = "epipose.triangulate.subject_status"   # pseudo3d metadata: {subject: "ok" | "dropped: why"}
+
+
+def pseudo3d_subjects(path: str | Path) -> tuple[set[str], dict[str, str]]:
+    """The subjects with rows in a pseudo-label table, and triangulate's status of every subject it saw
+    (its ``SUBJECT_STATUS_KEY`` metadata; {} for a table without it)."""
+    subjects = set(read_pseudo3d(path)["subject"].unique())
+    status = read_parquet_metadata(path).get(SUBJECT_STATUS_KEY)
+    return subjects, json.loads(status) if status else {}
 
 
 def read_predictions(path: str | Path) -> pd.DataFrame:

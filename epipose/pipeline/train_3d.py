@@ -39,7 +39,7 @@ from epipose.camera import Rig, load_rig
 from epipose.compute import ComputeParams, Runtime, load_compute
 from epipose.data.frames import ActionSelection, FrameCache, load_frames
 from epipose.data.h36m import EXTRA_TRAIN_SUBJECTS, TRAIN_SUBJECTS, H36MDataset
-from epipose.data.pose_tables import key_groups, write_pred3d
+from epipose.data.pose_tables import key_groups, pseudo3d_subjects, write_pred3d
 from epipose.data.stills import CropCache, build_cache
 from epipose.data.targets import Targets, TargetSource, gt_targets, pseudo3d_targets, semi_supervised_targets
 from epipose.data.transforms import AugmentParams, augment_batch, load_voc_occluders
@@ -49,7 +49,7 @@ from epipose.models.codec import encode_pose
 from epipose.models.inference import infer_3d
 from epipose.models.pose_net import ModelParams, PoseNet, expand_depth, load_pose_net, normalise, save_pose_net
 from epipose.params import ParamError, in_range, load_section, load_value, redefault
-from epipose.stage import StageResult
+from epipose.stage import Folder, StageResult
 from epipose.train import FitResult, MixedSet, TensorSet, TrainParams, fit
 
 log = logging.getLogger(__name__)
@@ -236,8 +236,10 @@ def init_from_2d(pose2d_path: str | Path, model_params: ModelParams) -> PoseNet:
 
 def summary(report: dict) -> dict[str, float | None]:
     """metrics/train_3d.json (and train_3d_gt.json): how well the network fits its own labels on
-    the training frames (root-relative MPJPE, mm) and the last epoch's loss."""
-    return {"fit.mpjpe": report["train_target_mpjpe_mm"], "fit.final_loss": report["final_train_loss"]}
+    the training frames (root-relative MPJPE, mm), the last epoch's loss, and the training subjects left
+    out for want of pseudo-labels (``trainable_subjects``)."""
+    return {"fit.mpjpe": report["train_target_mpjpe_mm"], "fit.final_loss": report["final_train_loss"],
+            "subjects_left_out": len(report.get("subjects_left_out", {}))}
 
 
 def target_mpjpe(pred_cam: np.ndarray, targets: Targets) -> float:
@@ -270,13 +272,14 @@ def train_3d(frames_root: str | Path, pose2d_path: str | Path, rig: Rig, model_p
                          "(param data.h36m_root)")
     model = init_from_2d(pose2d_path, model_params)
     t0 = time.perf_counter()
-    cache = load_frames(frames_root, p.subjects, workers=p.decode_workers, progress=progress,
+    subjects, left_out = trainable_subjects(p, pseudo3d_path)
+    cache = load_frames(frames_root, subjects, workers=p.decode_workers, progress=progress,
                         actions=ActionSelection(tuple(p.exclude_actions), True, "train_3d.exclude_actions"))
     targets = training_targets(cache, p, pseudo3d_path, h36m_root)
     uvd, valid = encode_targets(cache, targets, rig, p.depth_range_mm)
     info = {"train_frames": len(cache), "labelled_frames": int(valid.any(1).sum()),
             "valid_joint_fraction": round(float(valid.mean()), 4), "target": p.target,
-            **optional_info(cache, p), "decode_seconds": round(time.perf_counter() - t0, 1)}
+            **optional_info(cache, p, left_out), "decode_seconds": round(time.perf_counter() - t0, 1)}
     dataset, mpii_signature, mpii_info = training_set(cache, uvd, valid, p, mpii_root,
                                                       runtime.world_size if runtime else 1)
     info.update(mpii_info)
@@ -302,6 +305,26 @@ def train_3d(frames_root: str | Path, pose2d_path: str | Path, rig: Rig, model_p
     return Train3DResult(result, cache, Targets(targets.pose_cam, valid, targets.source), info, subset)
 
 
+def trainable_subjects(p: Train3DParams, pseudo3d_path: str | Path | None) -> tuple[list[str], dict[str, str]]:
+    """``p.subjects`` less those triangulate dropped (target pseudo3d; their status in the table's metadata,
+    e.g. "dropped: self-calibration inconsistent") → (the subjects trained on, {left out: why}), each left
+    out with a warning. A subject on its ground truth (``p.gt_subjects``) stays; one the table has no rows
+    nor status for stays too (``pseudo3d_targets`` then names it: a stale table or another data root);
+    no subject left is an error."""
+    if p.target == "gt" or pseudo3d_path is None:
+        return list(p.subjects), {}
+    labelled, status = pseudo3d_subjects(pseudo3d_path)
+    left_out = {s: status[s] for s in p.subjects
+                if s not in labelled and s not in p.gt_subjects and status.get(s, "ok").startswith("dropped")}
+    if len(left_out) == len(p.subjects):
+        raise ValueError(f"{pseudo3d_path}: no pseudo-labels for any subject of param train_3d.subjects: "
+                         + "; ".join(f"{s} {why}" for s, why in left_out.items()))
+    for s, why in left_out.items():
+        log.warning("%s: no pseudo-labels for %s (triangulate: %s): its frames are left out of training",
+                    pseudo3d_path, s, why)
+    return [s for s in p.subjects if s not in left_out], left_out
+
+
 def training_targets(cache: FrameCache, p: Train3DParams, pseudo3d_path: str | Path | None,
                      h36m_root: str | Path | None) -> Targets:
     """The labels of the training frames: pseudo-labels (with ``p.gt_subjects``' frames on their ground
@@ -316,10 +339,11 @@ def training_targets(cache: FrameCache, p: Train3DParams, pseudo3d_path: str | P
     return pseudo3d_targets(cache.keys, pseudo3d_path, p.min_views, p.max_reproj_err)
 
 
-def optional_info(cache: FrameCache, p: Train3DParams) -> dict:
+def optional_info(cache: FrameCache, p: Train3DParams, left_out: dict[str, str]) -> dict:
     """The report's lines of the optional settings, present only when set (the default report is unchanged):
-    the subjects trained on their ground truth and their frames, the actions left out."""
-    info = {}
+    the subjects left out for want of pseudo-labels and why, the subjects trained on their ground truth and
+    their frames, the actions left out."""
+    info: dict = {"subjects_left_out": left_out} if left_out else {}
     if p.target == "pseudo3d" and p.gt_subjects:
         info["gt_subjects"] = list(p.gt_subjects)
         info["gt_frames"] = int(cache.keys["subject"].isin(p.gt_subjects).sum())
@@ -376,7 +400,7 @@ class Train3DPaths:
     pred_out: str | None = None   # its predictions on the training frames (the refiner's input)
 
     def outputs(self) -> list[str]:
-        return [self.out, self.live_dir, self.ckpt_dir, self.pred_out]
+        return [self.out, Folder(self.live_dir), Folder(self.ckpt_dir), self.pred_out]
 
 
 @dataclass(frozen=True)
@@ -417,7 +441,8 @@ def run(paths: Train3DPaths, params: Train3DConfig, runtime: Runtime) -> StageRe
     scored, pred, fit_mpjpe = score_on_labels(trained, rig, p, for_refiner=bool(paths.pred_out),
                                               progress=runtime.progress)
     meta = {"depth_range_mm": p.depth_range_mm, "target": p.target, "crop_size": trained.cache.crop_size,
-            "subjects": list(p.subjects), "train_target_mpjpe_mm": round(fit_mpjpe, 2)}
+            "subjects": [s for s in p.subjects if s not in trained.info.get("subjects_left_out", {})],
+            "train_target_mpjpe_mm": round(fit_mpjpe, 2)}
     if p.target == "pseudo3d" and p.gt_subjects:          # semi-supervised: evaluate names it so
         meta["gt_subjects"] = list(p.gt_subjects)
     save_pose_net(trained.fit.model, paths.out, meta=meta)

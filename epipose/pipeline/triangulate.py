@@ -53,8 +53,8 @@ from epipose import skeleton
 from epipose.camera import Rig, load_rig, save_rig
 from epipose.data.h36m import H36MDataset
 from epipose.data.multiview import SubjectViews, enlarge_skeletons
-from epipose.data.pose_tables import (KEYS, PSEUDO3D_SCHEMA, PSEUDO3D_VALUES, from_dense, read_pose2d, sort_rows,
-                                     write_pseudo3d)
+from epipose.data.pose_tables import (KEYS, PSEUDO3D_SCHEMA, PSEUDO3D_VALUES, SUBJECT_STATUS_KEY, from_dense,
+                                     read_pose2d, sort_rows, write_pseudo3d)
 from epipose.evaluation.cameras import camera_error_summary, camera_errors
 from epipose.evaluation.pseudo_labels import score_pseudo_labels
 from epipose.evaluation.truth import truth_as_detections
@@ -64,7 +64,7 @@ from epipose.geometry.scale import bone_length_scale
 from epipose.geometry.selfcalib import estimate_cameras_pooled, triangulate_per_frame
 from epipose.io import atomic_path, json_float, read_parquet_metadata
 from epipose.params import ParamError, in_range, load_section
-from epipose.stage import Runtime, StageResult
+from epipose.stage import Folder, Runtime, StageResult
 from epipose.viz import RigView, rig_topview, save_figure
 
 log = logging.getLogger(__name__)
@@ -581,7 +581,9 @@ def _metadata(p: TriangulateParams, subjects: dict[str, SubjectResult]) -> dict[
     }
     if cams:
         md["estimated_cameras"] = json.dumps(cams, sort_keys=True)
-    return {META_PREFIX + k: v for k, v in md.items()}
+    md = {META_PREFIX + k: v for k, v in md.items()}
+    md[SUBJECT_STATUS_KEY] = json.dumps({s: r.status for s, r in subjects.items()}, sort_keys=True)
+    return md
 
 
 def recovered_rig(out: TriangulationOutput, rig: Rig) -> Rig:
@@ -665,7 +667,7 @@ class TriangulatePaths:
     gt_root: str | None = None        # Human3.6M-layout root with D3_Positions: the labels' accuracy (report only)
 
     def outputs(self) -> list[str | None]:
-        return [self.out, self.cameras_out, self.plots, self.rig_figure]
+        return [self.out, self.cameras_out, self.plots and Folder(self.plots), self.rig_figure]
 
 
 @dataclass(frozen=True)
