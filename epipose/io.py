@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import glob
 import hashlib
 import json
 import os
@@ -18,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from epipose.stage import StageResult
+from epipose.stage import Folder, StageResult
 
 
 @contextlib.contextmanager
@@ -65,12 +66,17 @@ def atomic_path(target: str | os.PathLike, directory: bool = False) -> Iterator[
 
 
 def check_writable(*paths: str | os.PathLike | None) -> None:
-    """Before a stage's work: every output (file or folder; None skipped) can be created or replaced —
-    the nearest existing folder on its way is a writable folder. Raises OSError naming the output."""
+    """Before a stage's work: every output (a ``Folder`` or a file; None skipped) can be created or
+    replaced — where it exists it is a folder if a folder is expected and a file if a file is, and the
+    nearest existing folder on its way is a writable folder. Raises OSError naming the output."""
     for p in paths:
         if p is None:
             continue
-        p = Path(p)
+        folder, p = isinstance(p, Folder), Path(p)
+        if p.exists() and p.is_dir() != folder:
+            if folder:
+                raise NotADirectoryError(f"{p}: cannot write this folder: a file of that name is there")
+            raise IsADirectoryError(f"{p}: cannot write this file: a folder of that name is there")
         existing = next(a for a in p.parents if a.exists() or a == a.parent)
         if not existing.is_dir():
             raise NotADirectoryError(f"{p}: cannot write there: {existing} is a file, not a folder")
@@ -79,14 +85,26 @@ def check_writable(*paths: str | os.PathLike | None) -> None:
 
 
 def remove_stale_temporaries(target: str | os.PathLike) -> list[Path]:
-    """Delete the hidden temporaries that killed writers of file ``target`` left beside it.
+    """Delete the hidden temporaries that killed writers of ``target`` left beside it (``atomic_path``'s:
+    ``.<stem>.XXXXXXXX.tmp<suffix>`` of a file, ``.<name>.*.tmp`` and ``.<name>.old`` of a ``Folder``,
+    and those of the files a ``Folder`` holds, written one by one).
 
-    Only for targets with a single writer (e.g. a training checkpoint): a concurrent writer's
-    temporary would be removed too. Returns the removed paths.
+    Only for targets with a single writer (a stage's outputs, a training checkpoint): a concurrent
+    writer's temporary would be removed too. Returns the removed paths.
     """
-    target = Path(target)
+    folder, target = isinstance(target, Folder), Path(target)
     if not target.parent.is_dir():
         return []
+    if folder:
+        removed = [*target.parent.glob(f".{glob.escape(target.name)}.*.tmp"), target.with_name(f".{target.name}.old")]
+        removed = [p for p in removed if p.is_dir()]
+        for p in removed:
+            shutil.rmtree(p, ignore_errors=True)
+        inside = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp(\.[^.]+)?")
+        files = [p for p in target.iterdir() if inside.fullmatch(p.name) and p.is_file()] if target.is_dir() else []
+        for p in files:
+            p.unlink(missing_ok=True)
+        return removed + files
     pattern = re.compile(rf"\.{re.escape(target.stem)}\.[A-Za-z0-9_]{{8}}\.tmp{re.escape(target.suffix)}")
     removed = [p for p in target.parent.iterdir() if pattern.fullmatch(p.name) and p.is_file()]
     for p in removed:

@@ -35,7 +35,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from epipose.params import ParamError, flush_trace, load_value
+from epipose.params import (READ_VALUES_ENV, ParamError, adopt_read_values, changed_since_read, flush_trace, load_value,
+                            read_values_env)
 
 
 def params_path(args: list[str]) -> str:
@@ -86,10 +87,16 @@ def stage_parser(doc: str | None) -> argparse.ArgumentParser:
 
 
 def check_outputs(paths, args: argparse.Namespace) -> None:
-    """Before any work: the stage's outputs (``paths.outputs()``) and its result files can be written."""
-    from epipose.io import check_writable        # the launcher itself stays light
+    """Before any work: the stage's outputs (``paths.outputs()``) and its result files can be written,
+    and the temporaries a killed run left beside them are removed (by the main process only)."""
+    from epipose.io import check_writable, remove_stale_temporaries    # the launcher itself stays light
 
-    check_writable(*paths.outputs(), args.metrics, args.report, args.timings)
+    outputs = [p for p in (*paths.outputs(), args.metrics, args.report, args.timings) if p is not None]
+    check_writable(*outputs)
+    if os.environ.get("RANK", "0") == "0":
+        for p in outputs:
+            for stale in remove_stale_temporaries(p):
+                stage_logger().info("removed %s, left by a killed run", stale)
 
 
 # --- running a stage script --------------------------------------------------------------------------
@@ -115,9 +122,11 @@ def run_stage(main: Callable[[], None]) -> int:
     signal.signal(signal.SIGTERM, _terminated)
     from tqdm.contrib.logging import logging_redirect_tqdm
 
+    adopt_read_values()
     try:
         with logging_redirect_tqdm():            # log lines above the progress bars, not inside them
             main()
+        check_params_unchanged()
     except INPUT_ERRORS as exc:
         stage_logger().error("%s", " ".join(str(exc).split()) or type(exc).__name__)
         return 2
@@ -126,6 +135,20 @@ def run_stage(main: Callable[[], None]) -> int:
         if dist is not None and dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
     return 0
+
+
+def check_params_unchanged() -> None:
+    """After the stage's work: every param it (and its launcher) read still has the value it read. Else
+    the stage fails, so DVC records nothing: its outputs were made with the old values and dvc.lock would
+    pair them with the new (e.g. `dvc exp run -S ...` started while `dvc repro` runs: DVC's lock refuses
+    the experiment, but only after it wrote its value into params.yaml)."""
+    changed = changed_since_read()
+    if changed:
+        f, key, then, now = changed[0]
+        more = f" and {len(changed) - 1} more key(s)" if len(changed) > 1 else ""
+        raise ParamError(f"{f} changed while the stage ran: param {key} was {then!r} when read, is {now!r} now{more}; "
+                         "the outputs are from the old value, so the stage fails and DVC records nothing: run it "
+                         "again (and start an experiment only when no repro runs)")
 
 
 # The training stages split each batch over the processes: the params key of their batch size.
@@ -162,6 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"epipose.launch: {exc}", file=sys.stderr)
         return 2
     flush_trace(stage)                    # what the launcher read, it read for the stage
+    env[READ_VALUES_ENV] = read_values_env()
     cmd = command(script, args, nproc)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import json
 import math
 import os
 import sys
@@ -136,6 +137,51 @@ def _write_trace(script: str | None = None) -> None:
 atexit.register(_write_trace)
 
 
+# What this process (and the launcher before it) read: (params file, section.key) → the value then. A
+# stage compares them with the file when it ends (``changed_since_read``): a `dvc exp run -S` refused
+# by DVC's lock while `dvc repro` runs has already written its value into params.yaml, and DVC would
+# record the new value beside outputs made with the old one.
+_READ_VALUES: dict[tuple[str, str], Any] = {}
+_ABSENT = "<absent>"
+READ_VALUES_ENV = "EPIPOSE_PARAMS_READ"
+
+
+def _record(path: str | Path, section: str, values: dict, names: list[str]) -> None:
+    where = str(Path(path).resolve())
+    for name in names:
+        _READ_VALUES[(where, f"{section}.{name}")] = values.get(name, _ABSENT) if isinstance(values, dict) else _ABSENT
+
+
+def read_values_env() -> str:
+    """What was read so far, for the environment of the stage a launcher starts (``adopt_read_values``)."""
+    return json.dumps([[f, k, v] for (f, k), v in sorted(_READ_VALUES.items())])
+
+
+def adopt_read_values(environ: dict | None = None) -> None:
+    """A stage starts: forget earlier reads (of another stage run in this process) and take over what
+    the launcher read on its behalf (``READ_VALUES_ENV``)."""
+    _READ_VALUES.clear()
+    for f, k, v in json.loads((environ if environ is not None else os.environ).get(READ_VALUES_ENV) or "[]"):
+        _READ_VALUES.setdefault((f, k), v)
+
+
+def changed_since_read() -> list[tuple[str, str, Any, Any]]:
+    """The keys read whose value in their params file is not the value read: [(file, key, then, now)]."""
+    changed, files = [], {}
+    for (f, key), then in sorted(_READ_VALUES.items()):
+        if f not in files:
+            try:
+                files[f] = read_params(f)
+            except (OSError, ParamError):
+                files[f] = {}
+        section, _, name = key.partition(".")
+        values = files[f].get(section)
+        now = values.get(name, _ABSENT) if isinstance(values, dict) else _ABSENT
+        if now != then:
+            changed.append((f, key, then, now))
+    return changed
+
+
 def flush_trace(script: str) -> None:
     """Record the keys read so far as ``script``'s and forget them: a launcher about to replace itself with
     the stage (``os.exec*``: no atexit) reads params on the stage's behalf."""
@@ -154,6 +200,7 @@ def load_section(cls: type[T], section: str, path: str | Path = "params.yaml") -
     if section not in data:
         raise ParamError(f"param {section}: section missing from {path}")
     _READ_KEYS.update(param_keys(cls, section))
+    _record(path, section, data[section], [f.name for f in dataclasses.fields(cls)])
     return from_dict(cls, data[section], section)
 
 
@@ -163,6 +210,7 @@ def load_value(section: str, key: str, tp: type[T] = str, path: str | Path = "pa
     if section not in data or not isinstance(data[section], dict) or key not in data[section]:
         raise ParamError(f"param {section}.{key}: missing from {path}")
     _READ_KEYS.add(f"{section}.{key}")
+    _record(path, section, data[section], [key])
     return _check(data[section][key], tp, f"{section}.{key}")
 
 

@@ -1,7 +1,8 @@
 """The one shape of every stage: ``run(paths, params, runtime) -> StageResult``.
 
 - ``paths``: the stage's files as its command line names them, inputs and outputs (a frozen dataclass
-  per stage, ``<Stage>Paths``); its ``outputs()`` are checked writable before any work.
+  per stage, ``<Stage>Paths``); its ``outputs()`` (a folder marked ``Folder``) are checked writable
+  before any work, and the temporaries a killed run of the stage left beside them are removed.
 - ``params``: every param section the stage reads (a frozen dataclass per stage, ``<Stage>Config``,
   built by the stage module's ``load_params(path)`` from params.yaml, the one source of truth).
 - ``runtime``: how the stage runs, not what it computes: progress bars and, for the stages that
@@ -16,6 +17,10 @@ only the main process returns a result; the others return ``None`` and write not
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+
+
+class Folder(str):
+    """An output that is a folder (``<Stage>Paths.outputs()``); every other output is a file."""
 
 
 @dataclass(frozen=True)

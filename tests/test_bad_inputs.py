@@ -216,6 +216,19 @@ def blocked(stage_args: tuple[str, list[str]], t: Path, flag: str) -> tuple[str,
     return stage, [*args[: i + 1], str(t / "in" / "blocker" / Path(args[i + 1]).name), *args[i + 2:]]
 
 
+def occupied(stage_args: tuple[str, list[str]], t: Path, flag: str, name: str, folder: bool) -> tuple[str, list[str]]:
+    """The stage's ``flag`` output (added when absent) at ``in/<name>``, where a folder (``folder``) or a
+    file of that name already is: the wrong kind of thing for it."""
+    stage, args = stage_args
+    target = t / "in" / name
+    target.parent.mkdir(exist_ok=True)
+    target.mkdir() if folder else target.write_text("a file, not a folder")
+    if flag in args:
+        i = args.index(flag)
+        return stage, [*args[: i + 1], str(target), *args[i + 2:]]
+    return stage, [*args, flag, str(target)]
+
+
 def gt_not_finite(w, t) -> Path:
     from epipose.data.h36m import read_pose_cdf, write_pose_cdf
 
@@ -344,6 +357,10 @@ CASES = [
          r"{tmp}/in/blocker/ckpt: cannot write there: {tmp}/in/blocker is a file, not a folder"),
     Case("frames-unwritable", lambda w, t: blocked(extract_frames(w, t), t, "--out"),
          r"{tmp}/in/blocker/frames: cannot write there"),
+    Case("plots-folder-is-a-file", lambda w, t: occupied(triangulate(w, t), t, "--plots", "plots", folder=False),
+         r"{tmp}/in/plots: cannot write this folder: a file of that name is there"),
+    Case("table-is-a-folder", lambda w, t: occupied(triangulate(w, t), t, "--out", "pseudo3d.parquet", folder=True),
+         r"{tmp}/in/pseudo3d.parquet: cannot write this file: a folder of that name is there"),
     Case("gt-not-finite", lambda w, t: infer_2d(w, t, gt=gt_not_finite(w, t)),
          r"{tmp}/in/h36m/S1/MyPoseFeatures/D3_Positions/Walking 1.cdf: ground truth not finite at frame 1, joint \w+ "
          r"\(1 frames\)"),

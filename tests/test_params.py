@@ -98,3 +98,42 @@ def test_editing_a_list_param_in_place_leaves_the_defaults_alone():
     assert {"triangulate.bone_lengths_mm", "train_3d.subjects", "evaluate.subjects"} <= set(edited), sorted(edited)
     for section in set(edited.values()):
         assert SECTIONS[section]() == load_section(SECTIONS[section], section, PARAMS), section
+
+
+def test_a_param_changed_while_a_stage_runs_fails_the_stage_so_dvc_records_nothing(tmp_path, caplog):
+    """`dvc exp run -S` refused by DVC's lock while `dvc repro` runs has already written its value into
+    params.yaml: the running stage, which read the old value, must fail rather than let DVC record the new
+    value beside outputs made with the old one. An edit of a key the stage did not read is harmless."""
+    import logging
+
+    from epipose.launch import run_stage
+    from epipose.params import READ_VALUES_ENV, adopt_read_values, changed_since_read, load_value, read_values_env
+
+    path = tmp_path / "params.yaml"
+    text = (ROOT / "params.yaml").read_text()
+
+    def stage(edit: tuple[str, str] | None):
+        def main():
+            load_section(TriangulateParams, "triangulate", path)
+            if edit:                                   # the experiment's -S, written while the stage works
+                path.write_text(text.replace(*edit, 1))
+        path.write_text(text)
+        caplog.clear()
+        with caplog.at_level(logging.ERROR):
+            return run_stage(main), [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+    assert stage(None) == (0, [])
+    assert stage(("  lr: 0.002", "  lr: 0.004")) == (0, [])                # not a key triangulate read
+    code, errors = stage(("  min_conf: 0.01", "  min_conf: 0.05"))
+    assert code == 2 and len(errors) == 1
+    assert errors[0].startswith(f"{path} changed while the stage ran: param triangulate.min_conf was 0.01 when read, "
+                                "is 0.05 now; the outputs are from the old value")
+    # what a launcher read for the stage (compute.blas_kernel) travels in the environment and is checked too
+    path.write_text(text)
+    load_value("compute", "blas_kernel", str, path)
+    env = {READ_VALUES_ENV: read_values_env()}
+    adopt_read_values({})
+    assert changed_since_read() == []
+    adopt_read_values(env)
+    path.write_text(text.replace("  blas_kernel: auto", "  blas_kernel: Haswell", 1))
+    assert changed_since_read() == [(str(path.resolve()), "compute.blas_kernel", "auto", "Haswell")]

@@ -29,6 +29,26 @@ def _listed(key: str, listed: set[str]) -> bool:
     return any(key == p or key.startswith(p + ".") for p in listed)
 
 
+def plant_stale_temporaries(repo: Path) -> list[Path]:
+    """Beside every output of dvc.yaml, what a stage killed while writing it leaves (``io.atomic_path``'s
+    hidden temporaries: ``.<stem>.XXXXXXXX.tmp<suffix>`` of a file, ``.<name>.XXXXXXXX.tmp/`` of a folder)."""
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    outs = {next(iter(o)) if isinstance(o, dict) else o for st in stages.values() for kind in ("outs", "metrics")
+            for o in st.get(kind, [])}
+    planted = []
+    for out in sorted(outs):
+        out = repo / out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.suffix:                                  # a file
+            planted.append(out.with_name(f".{out.stem}.k1ll3d_x.tmp{out.suffix}"))
+            planted[-1].write_bytes(b"half written")
+        else:
+            planted.append(out.with_name(f".{out.name}.k1ll3d_x.tmp"))
+            planted[-1].mkdir()
+            (planted[-1] / "part").write_bytes(b"half written")
+    return planted
+
+
 @pytest.mark.slow
 def test_full_repro_then_a_train_3d_param_reruns_only_what_follows(tiny_repo):
     """The whole chain on the tiny profile: every output with its schema, a clean ``dvc status``, and a
@@ -40,7 +60,9 @@ def test_full_repro_then_a_train_3d_param_reruns_only_what_follows(tiny_repo):
     from epipose.data import pose_tables
 
     repo, env = tiny_repo
+    planted = plant_stale_temporaries(repo)
     run(["dvc", "repro"], repo, env)
+    assert not [p for p in planted if p.exists()], "temporaries of a killed run survived the stages' next run"
     for out in ("models/pose2d.pt", "models/pose3d.pt", "models/refiner.pt", "metrics/eval.json",
                 "metrics/triangulate.json", "reports/results.md"):
         assert (repo / out).is_file(), out

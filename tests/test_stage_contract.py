@@ -86,3 +86,47 @@ def test_synthesize_runs_through_the_contract(tmp_path):
     assert (tmp_path / "h36m" / "cameras.json").is_file() and (tmp_path / "mpii" / "annot" / "train.json").is_file()
     assert result.report["videos"] == 4 and result.report["images"] == {"train": 2, "valid": 2}
     assert len(list(Path(tmp_path / "h36m").rglob("*.mp4"))) == 4
+
+
+KILLED_WRITER = """
+import os, signal, sys
+from epipose.io import atomic_path
+target, directory = sys.argv[1], sys.argv[2] == "dir"
+with atomic_path(target, directory=directory) as tmp:
+    (tmp / "part" if directory else tmp).write_text("half written")
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_temporaries_a_killed_stage_left_are_removed_before_its_next_run(tmp_path):
+    """A writer killed inside ``atomic_path`` (SIGKILL: nothing can clean up) leaves a hidden temporary;
+    the launcher's output check removes those of the stage's outputs — files, folders and the files
+    written one by one into a folder — and nothing else."""
+    import argparse
+    import subprocess
+    import sys
+    from dataclasses import dataclass
+
+    from epipose.launch import check_outputs
+    from epipose.stage import Folder
+
+    out = tmp_path / "out"
+    (out / "plots").mkdir(parents=True)
+    for target, kind in ((out / "table.parquet", "file"), (out / "frames", "dir"), (out / "plots" / "a.tsv", "file"),
+                         (out / "m.json", "file")):
+        done = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(target), kind], cwd=ROOT)
+        assert done.returncode == -9
+    left = sorted(p.name for p in out.rglob(".*"))
+    assert len(left) == 4 and all(".tmp" in n for n in left), left
+    keep = [out / ".table.other.tmp.parquet", out / "notes.tmp", out / "plots" / "b.tsv"]
+    for p in keep:
+        p.write_text("not a temporary of the outputs")
+
+    @dataclass(frozen=True)
+    class Paths:
+        def outputs(self):
+            return [str(out / "table.parquet"), Folder(out / "frames"), Folder(out / "plots"), None]
+
+    check_outputs(Paths(), argparse.Namespace(metrics=str(out / "m.json"), report=None, timings=None))
+    assert sorted(p.name for p in out.rglob(".*")) == [".table.other.tmp.parquet"]
+    assert all(p.exists() for p in keep)

@@ -39,7 +39,7 @@ from epipose.models.inference import InferenceParams, infer_3d
 from epipose.models.pose_net import load_pose3d
 from epipose.models.refiner import load_refiner, refine_poses
 from epipose.params import ParamError, in_range, load_section, load_value, redefault
-from epipose.stage import Runtime, StageResult
+from epipose.stage import Folder, Runtime, StageResult
 from epipose.viz import pose_figure, pyplot, save_figure
 
 log = logging.getLogger(__name__)
@@ -380,7 +380,7 @@ class EvaluatePaths:
     rig_figure: str | None = None     # an input: triangulate's camera figure, embedded in the markdown
 
     def outputs(self) -> list[str | None]:
-        return [self.plots, self.figures, self.markdown]
+        return [Folder(self.plots), self.figures and Folder(self.figures), self.markdown]
 
 
 @dataclass(frozen=True)

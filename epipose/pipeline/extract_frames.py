@@ -33,7 +33,7 @@ from epipose.data.frames import FramesParams, crop_boxes, encode_jpeg, shard_pat
 from epipose.data.h36m import H36MDataset, Sequence, check_distinct_videos, iter_video_frames, video_info
 from epipose.io import atomic_path
 from epipose.params import load_section
-from epipose.stage import Runtime, StageResult
+from epipose.stage import Folder, Runtime, StageResult
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class ExtractFramesPaths:
     out: str                  # the shards' folder, <out>/<subject>/<action>.<camera>.parquet
 
     def outputs(self) -> list[str]:
-        return [self.out]
+        return [Folder(self.out)]
 
 
 def load_params(path: str | Path = "params.yaml") -> FramesParams:

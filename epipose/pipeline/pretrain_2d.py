@@ -23,7 +23,7 @@ from epipose.metrics import pckh, skeleton_scale
 from epipose.models.inference import predict_2d
 from epipose.models.pose_net import ModelParams, PoseNet, PoseNetConfig, load_model_params, normalise, save_pose_net
 from epipose.params import in_range, load_section, redefault
-from epipose.stage import StageResult
+from epipose.stage import Folder, StageResult
 from epipose.train import TensorSet, TrainParams, fit
 
 log = logging.getLogger(__name__)
@@ -224,7 +224,7 @@ class Pretrain2DPaths:
     ckpt_dir: str             # per-epoch checkpoints (resume)
 
     def outputs(self) -> list[str]:
-        return [self.out, self.live_dir, self.ckpt_dir]
+        return [self.out, Folder(self.live_dir), Folder(self.ckpt_dir)]
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from epipose.camera import Camera, Rig, save_rig
 from epipose.io import atomic_path
 from epipose.params import ParamError, load_section
-from epipose.stage import Runtime, StageResult
+from epipose.stage import Folder, Runtime, StageResult
 from epipose.synth.config import SynthParams, rng_for
 from epipose.synth.motion import Body, base_action, generate_motion, load_motion_root, random_body
 from epipose.synth.render import random_scene, render_background, render_frames
@@ -221,7 +221,7 @@ class SynthesizePaths:
     mpii_out: str             # the MPII-layout root (images/, annot/)
 
     def outputs(self) -> list[str]:
-        return [self.h36m_out, self.mpii_out]
+        return [Folder(self.h36m_out), Folder(self.mpii_out)]
 
 
 def load_params(path: str | Path = "params.yaml") -> SynthParams:

@@ -23,7 +23,7 @@ from epipose.io import content_hash, read_parquet_metadata
 from epipose.metrics import masked_mpjpe, root_relative
 from epipose.models.refiner import Refiner, mirror, refine_poses, save_refiner, swap_sides
 from epipose.params import in_range, load_section, load_value, redefault
-from epipose.stage import StageResult
+from epipose.stage import Folder, StageResult
 from epipose.train import FitResult, TensorSet, TrainParams, fit
 
 log = logging.getLogger(__name__)
@@ -149,7 +149,7 @@ class TrainRefinerPaths:
     ckpt_dir: str             # per-epoch checkpoints (resume)
 
     def outputs(self) -> list[str]:
-        return [self.out, self.live_dir, self.ckpt_dir]
+        return [self.out, Folder(self.live_dir), Folder(self.ckpt_dir)]
 
 
 @dataclass(frozen=True)
