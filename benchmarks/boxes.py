@@ -5,7 +5,11 @@
   of frames with every joint inside;
 * fill: the person's height (vertical extent of the projected joints) over the crop side, median
   and 5th–95th percentile, per action — how the person fills the crop the 3D network sees;
-* size: the auto crop's side over the gt crop's.
+* size: the auto crop's side over the gt crop's;
+* predict's convention for each box kind (``epipose.predict_options.CROP_CONVENTIONS``): a tight person
+  box (the projected joints' extent, head top to feet) → the crop: the box's longer side over the crop
+  side (``person_fraction``) and how far the crop centre lies above the box centre, × the side
+  (``centre_shift``), medians over the frames.
 
     python benchmarks/boxes.py --h36m data/raw/h36m [--params params.yaml]
 
@@ -44,10 +48,18 @@ def summary(ins: np.ndarray, fill: np.ndarray) -> dict:
             "fill_p5_p50_p95": [round(float(v), 3) for v in np.percentile(fill, [5, 50, 95])]}
 
 
+def convention(uv: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """(F, 2): the tight joint box's longer side / crop side, and (box centre y − crop centre y) / side."""
+    lo, hi = uv.min(1), uv.max(1)
+    side = boxes[:, 2]
+    return np.stack([(hi - lo).max(1) / side, ((lo[:, 1] + hi[:, 1]) / 2 - (boxes[:, 1] + side / 2)) / side], 1)
+
+
 def measure(h36m: Path, p: FramesParams) -> dict:
     ds = H36MDataset(h36m)
     sequences = ds.sequences()
-    rows: dict[str, list] = {"action": [], "auto_in": [], "gt_in": [], "auto_fill": [], "gt_fill": [], "ratio": []}
+    rows: dict[str, list] = {"action": [], "auto_in": [], "gt_in": [], "auto_fill": [], "gt_fill": [], "ratio": [],
+                             "auto_conv": [], "gt_conv": []}
     for subject, camera in sorted({(s.subject, s.camera) for s in sequences}):
         group = [s for s in sequences if (s.subject, s.camera) == (subject, camera)]
         background = camera_background([s.video for s in group], p.background_frames)
@@ -65,10 +77,15 @@ def measure(h36m: Path, p: FramesParams) -> dict:
             rows["auto_fill"].append(height / auto[:, 2])
             rows["gt_fill"].append(height / gt[:, 2])
             rows["ratio"].append(auto[:, 2] / gt[:, 2])
+            rows["auto_conv"].append(convention(uv, auto))
+            rows["gt_conv"].append(convention(uv, gt))
     cat = {k: np.concatenate(v) if k != "action" else np.asarray(v) for k, v in rows.items()}
     out = {"frames": int(len(cat["action"])), "auto": summary(cat["auto_in"], cat["auto_fill"]),
            "gt": summary(cat["gt_in"], cat["gt_fill"]),
            "size_ratio_p5_p50_p95": [round(float(v), 3) for v in np.percentile(cat["ratio"], [5, 50, 95])],
+           "predict_convention": {kind: {"person_fraction": round(float(np.median(cat[f"{kind}_conv"][:, 0])), 3),
+                                         "centre_shift": round(float(np.median(cat[f"{kind}_conv"][:, 1])), 3)}
+                                  for kind in ("auto", "gt")},
            "per_action": {}}
     for action in sorted(set(cat["action"])):
         m = cat["action"] == action
@@ -94,6 +111,7 @@ def main() -> None:
     print(f"frames all inside:        auto {a['frames_all_inside_pct']:.2f}%   gt {g['frames_all_inside_pct']:.2f}%")
     print(f"person height / side:     auto {a['fill_p5_p50_p95']}   gt {g['fill_p5_p50_p95']}   (p5, median, p95)")
     print(f"auto side / gt side:      {res['size_ratio_p5_p50_p95']}")
+    print(f"predict's convention:     {res['predict_convention']}")
     for action, r in res["per_action"].items():
         print(f"  {action:12s} fill auto {r['auto']['fill_p5_p50_p95']}  gt {r['gt']['fill_p5_p50_p95']}  "
               f"inside auto {r['auto']['joints_inside_pct']:.2f}%")

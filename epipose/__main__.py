@@ -51,8 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     box.add_argument("--detector", default=None,
                      help="a local torchvision Faster R-CNN COCO weights file (ResNet-50 FPN or MobileNetV3 320 FPN) "
                           "to find the person; nothing is downloaded")
-    p.add_argument("--person-fraction", type=_number, default=O.CROP.person_fraction,
-                   help="share of the crop side a person box's longer side takes (the training crops' median)")
+    p.add_argument("--person-fraction", type=_number, default=None,
+                   help="share of the crop side a person box's longer side takes (default: the model's training "
+                        "crops' median, from how they were cut: the default data's gt crops "
+                        f"{O.gt_convention().person_fraction:.3g}, its auto crops "
+                        f"{O.auto_convention().person_fraction:.3g})")
     p.add_argument("--focal", type=_number, default=None,
                    help=f"focal length in pixels (default: {O.DEFAULT_FOCAL_FACTOR} x the larger image side)")
     p.add_argument("--root-depth", type=_number, default=None,
@@ -79,7 +82,7 @@ def run_predict(args: argparse.Namespace):
     """The predict command → ``epipose.predict.PredictOutput``."""
     from epipose import predict as P
 
-    if not 0.05 <= args.person_fraction <= 1.0:
+    if args.person_fraction is not None and not 0.05 <= args.person_fraction <= 1.0:
         raise O.PredictError(f"--person-fraction {args.person_fraction}: must be in [0.05, 1]")
     opts = O.PredictOptions(focal=args.focal, root_depth_mm=args.root_depth, batch_size=args.batch_size,
                             flip_test=not args.no_flip, amp=args.amp, smooth=args.smooth,

@@ -6,7 +6,7 @@ because ``--person-fraction``'s default comes from it, and importing that packag
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
@@ -24,26 +24,63 @@ class CropConvention:
 
     ``person_fraction``: a person box's longer side (tight around the person, head top to feet) over
     the crop square's side; ``centre_shift``: the crop centre lies this × its side *above* the person
-    box's centre. Both are medians measured, with the person's extent from the ground-truth joints,
-    on the paper's crops (``frames.boxes: gt``) of the default synthetic data.
+    box's centre. Both are medians measured with the person's extent from the ground-truth joints, on
+    the default synthetic data's crops of each kind (``benchmarks/boxes.py``), and follow the params
+    that cut them: ``gt_convention``, ``auto_convention``.
 
     ``box_mm``: the crop side at the pelvis, mm (``frames.box_mm``): a crop of side s px puts the
     pelvis at depth focal × box_mm / s. Exact for the ``gt`` crops (the projection of a box_mm square
-    around the ground-truth pelvis); the default ``frames.boxes: auto`` crops (``epipose.data.boxes``,
-    cut from the person's silhouette) match them only approximately (README, "The person boxes").
+    around the ground-truth pelvis); the ``auto`` crops (``epipose.data.boxes``, cut from the person's
+    silhouette) match them only approximately (README, "The person boxes").
 
     Not the same quantities as ``frames.person_fraction`` / ``frames.centre_shift`` (0.95, -0.07):
     those frame a background-subtracted silhouette (hair, soles, shadow) by its tallest height over
-    ``frames.box_window_s``. The model files do not record any of these (the model's meta may carry a
-    ``box_mm``, read where present); this is the one place predict keeps them.
+    ``frames.box_window_s``. A model says how its training crops were cut (its meta ``crop``, from the
+    frames' crop.json: ``frames.boxes`` and its params); predict takes that kind's convention.
     """
 
-    person_fraction: float = 0.82
-    centre_shift: float = 0.04
+    person_fraction: float = 0.799
+    centre_shift: float = 0.041
     box_mm: float = 2000.0
 
 
-CROP = CropConvention()         # today's values: the CLI's --person-fraction default and the crop geometry
+# How a tight person box (the projected joints' extent) sits in each kind of training crop: medians on the
+# default data, 7,128 frames of 22 people (benchmarks/boxes.py: person_fraction 0.799 and centre_shift 0.041
+# for gt crops at frames.box_mm 2000, 0.819 and 0.039 for auto crops at frames.person_fraction 0.95 and
+# centre_shift -0.07), as quantities that do not depend on those params:
+GT_PERSON_MM = 1598.0              # gt crops: the box's longer side, mm at the pelvis (0.799 x 2000)
+GT_CENTRE_MM = 82.0                # ... its centre this far below the pelvis (the crop centre; 0.041 x 2000)
+AUTO_PERSON_PER_HEIGHT = 0.862     # auto crops: the box's longer side / the tallest silhouette's height (0.819 / 0.95)
+AUTO_CENTRE_PER_HEIGHT = -0.0326   # ... (box centre - silhouette centre) / that height (0.039 = -0.0326 x 0.95 + 0.07)
+
+
+def gt_convention(box_mm: float = 2000.0) -> CropConvention:
+    """``frames.boxes: gt`` crops of side ``box_mm`` at the pelvis."""
+    return CropConvention(GT_PERSON_MM / box_mm, GT_CENTRE_MM / box_mm, box_mm)
+
+
+def auto_convention(person_fraction: float = 0.95, centre_shift: float = -0.07, box_mm: float = 2000.0
+                    ) -> CropConvention:
+    """``frames.boxes: auto`` crops cut with ``frames.person_fraction`` and ``frames.centre_shift``."""
+    return CropConvention(AUTO_PERSON_PER_HEIGHT * person_fraction,
+                          AUTO_CENTRE_PER_HEIGHT * person_fraction - centre_shift, box_mm)
+
+
+CROP = gt_convention()   # a model that does not say how its crops were cut: the paper's (gt) crops'
+
+
+def crop_convention(meta: dict) -> tuple[CropConvention, str]:
+    """The convention of a model's training crops (its meta ``crop``, written by train_3d from the frames'
+    crop.json: ``frames.boxes`` and the params that cut them) → (convention, where it came from)."""
+    crop = meta.get("crop") or {}
+    box_mm = float(crop.get("box_mm") or meta.get("box_mm") or CROP.box_mm)
+    if crop.get("boxes") == "gt":
+        return gt_convention(box_mm), f"the model's training crops (frames.boxes: gt, box_mm {box_mm:g})"
+    if crop.get("boxes") == "auto":
+        return (auto_convention(float(crop["person_fraction"]), float(crop["centre_shift"]), box_mm),
+                "the model's training crops (frames.boxes: auto, person_fraction {person_fraction:g}, centre_shift "
+                "{centre_shift:g})".format(**crop))
+    return gt_convention(box_mm), "gt crops (the model does not say how its crops were cut)"
 
 
 class PredictError(ValueError):

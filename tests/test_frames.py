@@ -8,7 +8,7 @@ from epipose import skeleton
 from epipose.camera import Rig
 from epipose.pipeline.extract_frames import extract_frames
 from epipose.data.crop import crop_image, crop_to_original, original_to_crop
-from epipose.data.frames import FramesParams, crop_boxes, decode_jpeg, list_shards, read_shard
+from epipose.data.frames import FramesParams, crop_boxes, decode_jpeg, list_shards, read_crop_info, read_shard
 from epipose.data.h36m import H36MDataset
 
 from h36m_fixture import make_root
@@ -61,6 +61,8 @@ def test_extract_frames_shards(root, tmp_path):
     assert summary == {"sequences": 16, "frames": 16 * 5, "frames_without_person": 0, "stray_files": 0,
                        "stray_file_names": []}
     assert len(shards) == 16 and shards[0].relative_to(tmp_path / "frames").as_posix() == "S1/Greeting.54138969.parquet"
+    # how the crops were cut travels with them (train_3d writes it into the model; predict frames by it)
+    assert read_crop_info(tmp_path / "frames") == {"boxes": "gt", "box_mm": 2000.0, "crop_size": 96}
     ds = H36MDataset(root)
     for path in shards[::5]:
         df = read_shard(path)

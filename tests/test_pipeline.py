@@ -83,6 +83,12 @@ def test_full_repro_then_a_train_3d_param_reruns_only_what_follows(tiny_repo):
     assert {"pose3d.mpjpe", "pose3d_refined.mpjpe", "baseline_gt.mpjpe", "pseudo3d.n_mpjpe", "rig.rotation_error_deg",
             "mpii.pckh@0.5", "pose2d.pckh@0.5", "fit.mpjpe", "refiner.fit_mpjpe_after"} <= names
     assert json.loads((repo / "timings" / "train_3d.json").read_text())["seconds"] > 0
+    # the model says how its training crops were cut (predict frames people by it)
+    import torch
+
+    frames = yaml.safe_load((repo / "params.yaml").read_text())["frames"]
+    meta = torch.load(repo / "models" / "pose3d.pt", weights_only=True)["meta"]
+    assert meta["crop"]["boxes"] == frames["boxes"] and meta["box_mm"] == frames["box_mm"]
     status = run(["dvc", "status"], repo, env)
     assert "up to date" in status, status
 

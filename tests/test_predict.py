@@ -208,6 +208,16 @@ def test_bad_inputs_give_clear_errors(models, tmp_path, capsys):
     assert "good.png frame 0" in err and "outside the 160x120 image" in err
     err = _error(["predict", str(good), "--model", model, "--out", out, "--bbox", "10,10,5,50"], capsys)
     assert "--bbox '10,10,5,50': needs x1 > x0" in err
+    err = _error(["predict", str(good), "--model", model, "--out", out, "--bbox", "0,0,1e30,1e30"], capsys)
+    assert "good.png frame 0: the person box 0,0,1e+30,1e+30 lies mostly outside the 160x120 image (0% of it" in err
+    err = _error(["predict", str(good), "--model", model, "--out", out, "--bbox=-300,-200,100,100"], capsys)
+    assert "lies mostly outside the 160x120 image (8% of it inside; at least 50% needed)" in err
+    cut = tmp_path / "cut.jpg"
+    cv2.imwrite(str(cut), images[0])
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size * 7 // 10])   # cv2.imread would fill the rest grey
+    assert cv2.imread(str(cut)) is not None
+    err = _error(["predict", str(cut), "--model", model, "--out", out], capsys)
+    assert "cut.jpg: truncated JPEG (no end-of-image marker)" in err
     err = _error(["predict", str(good), "--model", model, "--refiner", str(models / "refiner8.pt"), "--out", out], capsys)
     assert "refiner8.pt: the refiner is for 8 joints" in err and "predicts 16" in err
     err = _error(["predict", str(good), "--model", str(tmp_path / "missing.pt"), "--out", out], capsys)
@@ -250,6 +260,49 @@ def test_local_detector_file(models, tmp_path):
     assert rc == 0 and len(read_predictions(tmp_path / "out" / "predictions.parquet")) == 16
     with pytest.raises(PredictError, match="other.pth: not a torchvision Faster R-CNN"):
         PersonDetector(tmp_path / "other.pth", torch.device("cpu"))
+
+
+def test_a_person_box_partly_outside_the_image_is_clipped_to_it(models, tmp_path):
+    _, _, images, _ = scene(160, 120)
+    img = tmp_path / "p.png"
+    cv2.imwrite(str(img), images[0])
+    opts = PredictOptions(progress=False, amp="none", figures=False)
+    over = predict([img], models / "pose3d.pt", tmp_path / "a", boxes=BoxSpec(bbox=(60, -40, 200, 110)), opts=opts)
+    clipped = predict([img], models / "pose3d.pt", tmp_path / "b", boxes=BoxSpec(bbox=(60, 0, 160, 110)), opts=opts)
+    np.testing.assert_array_equal(over.results[0].boxes, clipped.results[0].boxes)
+    np.testing.assert_array_equal(over.results[0].pose, clipped.results[0].pose)
+
+
+def test_predict_frames_people_as_the_model_s_training_crops_were_cut(models, tmp_path):
+    """The model's meta says how its crops were cut (train_3d copies the frames' crop.json): predict takes
+    that kind's convention and box size; --person-fraction overrides the fraction; a model that says
+    nothing is framed as the gt crops."""
+    from dataclasses import replace
+
+    from epipose.predict import CROP, BoxSpec as Spec, auto_convention
+
+    _, _, images, _ = scene(160, 120)
+    img = tmp_path / "p.png"
+    cv2.imwrite(str(img), images[0])
+    payload = torch.load(models / "pose3d.pt", weights_only=True)
+    payload["meta"] = {**payload["meta"], "box_mm": 1800.0,
+                       "crop": {"boxes": "auto", "box_mm": 1800.0, "person_fraction": 0.9, "centre_shift": -0.1}}
+    torch.save(payload, tmp_path / "auto.pt")
+    opts = PredictOptions(progress=False, amp="none", figures=False)
+    bbox = (30.0, 10.0, 130.0, 110.0)
+    cam = default_camera(160, 120)
+    auto = auto_convention(0.9, -0.1, 1800.0)
+    for model, fraction, convention in ((tmp_path / "auto.pt", None, auto),
+                                        (tmp_path / "auto.pt", 0.5, replace(auto, person_fraction=0.5)),
+                                        (models / "pose3d.pt", None, CROP)):
+        out = predict([img], model, tmp_path / f"o{fraction}{model.stem}", boxes=Spec(bbox=bbox, fraction=fraction),
+                      opts=opts)
+        res = out.results[0]
+        np.testing.assert_allclose(res.boxes[0], person_crop_box(bbox, convention))
+        np.testing.assert_allclose(res.root_depth[0], cam.K[0, 0] * convention.box_mm / res.boxes[0, 2])
+        meta = pq.read_schema(tmp_path / f"o{fraction}{model.stem}" / "predictions.parquet").metadata
+        assert float(meta[b"person_fraction"]) == pytest.approx(convention.person_fraction)
+    assert auto.person_fraction == pytest.approx(0.862 * 0.9) and auto.centre_shift == pytest.approx(-0.0326 * 0.9 + 0.1)
 
 
 def test_truncated_video_tiny_image_and_out_file(models, tmp_path, capsys, caplog):

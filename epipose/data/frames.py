@@ -10,6 +10,7 @@ some subjects once into a ``FrameCache`` (the 3D stages' in-memory frames).
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -57,6 +58,33 @@ class FramesParams:
     fg_threshold: float = in_range(1.0, 255.0, default=30.0)     # auto: foreground = this far from the background
     workers: int = in_range(1, 64, default=2)
     stray_files: Literal["warn", "error"] = "warn"   # videos/pose files outside the layout: named in a warning | an error
+
+
+# --- how the crops were cut: crop.json beside the shards ---------------------------------------
+CROP_INFO = "crop.json"
+
+
+def crop_info(p: FramesParams) -> dict:
+    """How extract_frames cuts the crops with ``p``: the box kind and the params that frame a person
+    (the 3D network's training crops; train_3d writes it into the model, predict frames people by it)."""
+    info: dict = {"boxes": p.boxes, "box_mm": p.box_mm, "crop_size": p.crop_size}
+    if p.boxes == "auto":
+        info.update(person_fraction=p.person_fraction, centre_shift=p.centre_shift, box_window_s=p.box_window_s)
+    return info
+
+
+def read_crop_info(frames_root: str | Path) -> dict:
+    """``crop_info`` of the frames under ``frames_root`` ({} for frames written before it existed)."""
+    path = Path(frames_root) / CROP_INFO
+    if not path.is_file():
+        return {}
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a readable crop description ({exc})") from None
+    if not isinstance(info, dict) or info.get("boxes") not in ("auto", "gt"):
+        raise ValueError(f"{path}: expected an object with boxes auto or gt, got {info!r}")
+    return info
 
 
 # --- geometry of the crop -----------------------------------------------------------------

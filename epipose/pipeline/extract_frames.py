@@ -29,9 +29,9 @@ from tqdm import tqdm
 from epipose import skeleton
 from epipose.data import boxes as bx
 from epipose.data.crop import crop_image
-from epipose.data.frames import FramesParams, crop_boxes, encode_jpeg, shard_path, write_shard
+from epipose.data.frames import CROP_INFO, FramesParams, crop_boxes, crop_info, encode_jpeg, shard_path, write_shard
 from epipose.data.h36m import H36MDataset, Sequence, check_distinct_videos, iter_video_frames, video_info
-from epipose.io import atomic_path
+from epipose.io import atomic_path, write_json
 from epipose.params import load_section
 from epipose.stage import Folder, Runtime, StageResult
 
@@ -166,6 +166,7 @@ def extract_frames(h36m_root: str | Path, out_root: str | Path, params: FramesPa
             with mp.get_context("spawn").Pool(params.workers) as pool:
                 counts = [(c, bar.update())[0] for c in pool.imap(_extract_camera, jobs)]
         bar.close()
+        write_json(crop_info(params), Path(tmp) / CROP_INFO)
     return {"sequences": len(sequences), "frames": int(sum(c[0] for c in counts)),
             "frames_without_person": int(sum(c[1] for c in counts)), "stray_files": len(strays),
             "stray_file_names": [p.relative_to(dataset.root).as_posix() for p in strays]}

@@ -37,7 +37,7 @@ from torch import nn
 from epipose import skeleton
 from epipose.camera import Rig, load_rig
 from epipose.compute import ComputeParams, Runtime, load_compute
-from epipose.data.frames import ActionSelection, FrameCache, load_frames
+from epipose.data.frames import ActionSelection, FrameCache, load_frames, read_crop_info
 from epipose.data.h36m import EXTRA_TRAIN_SUBJECTS, TRAIN_SUBJECTS, H36MDataset
 from epipose.data.pose_tables import key_groups, pseudo3d_subjects, write_pred3d
 from epipose.data.stills import CropCache, build_cache
@@ -440,7 +440,9 @@ def run(paths: Train3DPaths, params: Train3DConfig, runtime: Runtime) -> StageRe
         return None
     scored, pred, fit_mpjpe = score_on_labels(trained, rig, p, for_refiner=bool(paths.pred_out),
                                               progress=runtime.progress)
+    crop = read_crop_info(paths.frames)          # how the training crops were cut: predict frames people so
     meta = {"depth_range_mm": p.depth_range_mm, "target": p.target, "crop_size": trained.cache.crop_size,
+            **({"crop": crop, "box_mm": crop["box_mm"]} if crop else {}),
             "subjects": [s for s in p.subjects if s not in trained.info.get("subjects_left_out", {})],
             "train_target_mpjpe_mm": round(fit_mpjpe, 2)}
     if p.target == "pseudo3d" and p.gt_subjects:          # semi-supervised: evaluate names it so

@@ -12,31 +12,31 @@ table, CSV, JSON) and ``render`` (PNG and MP4 figures); ``predict`` below runs t
 The options, defaults and crop convention are torch-free, in ``epipose.predict_options``.
 
 **The person crop.** A person box ``x0,y0,x1,y1`` (``--bbox``, ``--boxes`` or ``--detector``, tight
-around the person, head top to feet) becomes the square of side ``max(w, h) / 0.82``, centred 4% of
-that side above the box centre (``CropConvention``: the medians of the person's extent in the paper's
-crops, ``frames.boxes: gt`` — the projection of a ``frames.box_mm`` = 2000 mm square around the
-ground-truth pelvis — on the default synthetic data). Boxes may instead be given as ``x0,y0,size`` —
-the crop square itself, the frame shards' convention — used as is. Without any box the whole frame is
-the person crop (the square of side ``max(W, H)`` centred on the frame, black padding): the person
-should then fill ~80% of the frame's height. A local torchvision Faster R-CNN file (``--detector``)
-can supply the boxes; nothing is downloaded.
+around the person, head top to feet) is clipped to the image (refused when less than half of it lies
+inside) and becomes the square the model's training crops would have cut: side ``max(w, h) /
+person_fraction``, centred ``centre_shift`` × that side above the box centre (``CropConvention``). The
+model says how its crops were cut (its meta ``crop``: train_3d copies the frames' crop.json, written by
+extract_frames), and ``crop_convention`` turns that into the framing, from medians measured on the default
+data (``benchmarks/boxes.py``): the paper's ``gt`` crops (the projection of a ``frames.box_mm`` square
+around the ground-truth pelvis: a person box of 1598 mm, 0.80 of the side at 2000 mm, its centre 82 mm
+below the crop's) or the default ``auto`` crops (cut from the person's silhouette, side = the tallest
+silhouette within ``frames.box_window_s`` / ``frames.person_fraction``: a person box 0.862 × that
+height; 0.82 of the side at the defaults). A model without it is framed as ``gt`` crops at 2000 mm.
+``--person-fraction`` overrides the fraction. Boxes may instead be given as ``x0,y0,size`` — the crop
+square itself, the frame shards' convention — used as is. Without any box the whole frame is the person
+crop (the square of side ``max(W, H)`` centred on the frame, black padding): the person should then
+fill ~80% of the frame's height. A local torchvision Faster R-CNN file (``--detector``) can supply the
+boxes; nothing is downloaded.
 
-**Where this differs from the training crops.** The default training crops are not the ``gt`` crops
-that convention was measured on: ``frames.boxes: auto`` (``params.yaml``, ``epipose.data.boxes``)
-cuts them from the person's silhouette against the room's background — side = the tallest silhouette
-within ``frames.box_window_s`` (2 s) / ``frames.person_fraction`` (0.95), centre 0.07 × the side above
-the silhouette's — fitted to approximate the ``gt`` crops (README, "The person boxes": crop side /
-``gt`` crop side median 1.01, 5th–95th percentile 0.93–1.17, on the previous default data). predict
-frames each frame's own box instead: a sitting or bending person's tight box gives a smaller crop,
-where the training crops keep the standing size; sparse boxes are interpolated but not smoothed;
-and nothing in the model file says how its crops were made, so a model trained on other crops is
-still framed this way.
+What a single box cannot carry: the ``auto`` crops keep a person's standing size (the tallest silhouette
+of a 2-s window), predict frames each frame by its own box, so a sitting or bending person is cropped
+tighter than in training; sparse boxes are interpolated but not smoothed.
 
 **The camera and the scale.** Without calibration the camera is a pinhole with focal
 ``--focal`` px, else ``DEFAULT_FOCAL_FACTOR`` = 1.15 × the larger image side (Human3.6M's field of
 view), principal point at the image centre, no lens distortion. The root (pelvis) depth is
 ``--root-depth`` mm, else from the box: the crop is taken as the projection of a ``box_mm`` square at
-the pelvis (the model's meta ``box_mm`` where present, else 2000 mm; train_3d does not write it), so
+the pelvis (the model's meta ``box_mm``, from its crops' ``frames.box_mm``; else 2000 mm), so
 ``Z_root = focal × box_mm / crop side px`` — exact for ``gt`` crops; for another crop of the person,
 off by the factor ``gt`` crop side / its side. The root-relative x, y, z (mm, camera frame: x right, y down, z
 forward) then follow from the crop size alone — the focal cancels out up to perspective effects of
@@ -50,6 +50,7 @@ per video (the same per frame).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,10 +64,12 @@ from epipose.predict.exports import TABLE_NAME, check_out_dir, prediction_table,
 from epipose.predict.inference import SourceResult, flag_low_confidence, load_models, pick_device, predict_sources
 from epipose.predict.inputs import collect_sources
 from epipose.predict.render import write_figures
-from epipose.predict_options import CROP, CropConvention, PredictError, PredictOptions
+from epipose.predict_options import (CROP, CropConvention, PredictError, PredictOptions, auto_convention,
+                                     crop_convention, gt_convention)
 
 __all__ = ["predict", "PredictOutput", "PredictOptions", "PredictError", "BoxSpec", "parse_bbox", "read_boxes",
-           "PersonDetector", "pick_device", "CROP", "CropConvention"]
+           "PersonDetector", "pick_device", "CROP", "CropConvention", "crop_convention",
+           "gt_convention", "auto_convention"]
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +89,10 @@ def predict(inputs: list[str | Path], model_path: str | Path, out_dir: str | Pat
     out_dir = check_out_dir(out_dir)
     sources = collect_sources(inputs)
     models = load_models(model_path, refiner_path, device)
+    convention, source = crop_convention(models.meta)
+    boxes = dataclasses.replace(boxes, convention=convention)
+    log.info("person boxes framed as %s: crop side = box side / %.3g, centre %.3g x side above the box's",
+             source, boxes.framing.person_fraction, convention.centre_shift)
     if models.refiner_flip_test not in (None, opts.flip_test):
         log.warning("the refiner %s was trained on %s predictions, these are %s: it corrects what it has not seen",
                     refiner_path, *("flip-averaged" if f else "single-view" for f in (models.refiner_flip_test, opts.flip_test)))

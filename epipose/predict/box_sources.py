@@ -7,15 +7,15 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from epipose.predict.boxes import interpolate_box, person_crop_box, whole_frame_box
-from epipose.predict_options import CROP, PredictError
+from epipose.predict.boxes import clip_person_box, interpolate_box, person_crop_box, whole_frame_box
+from epipose.predict_options import CROP, CropConvention, PredictError
 
 log = logging.getLogger(__package__)     # "epipose.predict": every module of the command logs under its name
 
@@ -88,13 +88,20 @@ class BoxSpec:
     table: pd.DataFrame | None = None
     table_path: str = ""
     detector: "PersonDetector | None" = None
-    fraction: float = CROP.person_fraction
+    fraction: float | None = None                # --person-fraction: overrides the convention's
+    convention: CropConvention = CROP            # the model's (``predict`` sets it: ``crop_convention``)
+
+    @property
+    def framing(self) -> CropConvention:
+        """The convention person boxes are framed by: the model's, with ``fraction`` where given."""
+        return self.convention if self.fraction is None else replace(self.convention, person_fraction=self.fraction)
 
     def crop_box(self, source: Path, frame: int, image: np.ndarray) -> tuple[float, float, float]:
         """The crop square (x0, y0, size) of ``source``'s frame ``frame`` (``image``: RGB)."""
         h, w = image.shape[:2]
+        where = f"{source} frame {frame}"
         if self.bbox is not None:
-            return person_crop_box(self.bbox, self.fraction)
+            return person_crop_box(clip_person_box(self.bbox, w, h, where), self.framing)
         if self.table is not None:
             t = self.table
             rows = t[t["source"].isin([source.name, source.stem])]
@@ -105,11 +112,11 @@ class BoxSpec:
             box = interpolate_box(rows, frame)
             if "size" in rows.columns:
                 return tuple(box)
-            return person_crop_box(tuple(box), self.fraction)
+            return person_crop_box(clip_person_box(tuple(box), w, h, where), self.framing)
         if self.detector is not None:
             box = self.detector([image])[0]
             if box is not None:
-                return person_crop_box(box, self.fraction)
+                return person_crop_box(clip_person_box(box, w, h, where), self.framing)
             log.warning("%s frame %d: no person detected; the whole frame is the crop", source, frame)
         return whole_frame_box(w, h)
 

@@ -10,17 +10,37 @@ import numpy as np
 import pandas as pd
 
 from epipose.camera import Camera
-from epipose.predict_options import CROP, DEFAULT_FOCAL_FACTOR, PredictError
+from epipose.predict_options import CROP, DEFAULT_FOCAL_FACTOR, CropConvention, PredictError
 
 
-def person_crop_box(bbox: tuple[float, float, float, float], fraction: float = CROP.person_fraction
+def person_crop_box(bbox: tuple[float, float, float, float], convention: CropConvention = CROP
                     ) -> tuple[float, float, float]:
     """A person box (x0, y0, x1, y1) → the training crops' square (x0, y0, size): side max(w, h) /
-    ``fraction``, centred ``CROP.centre_shift`` × the side above the box centre (``CropConvention``)."""
+    ``convention.person_fraction``, centred ``convention.centre_shift`` × the side above the box centre."""
     x0, y0, x1, y1 = (float(v) for v in bbox)
-    size = max(x1 - x0, y1 - y0) / fraction
-    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0 - CROP.centre_shift * size
+    size = max(x1 - x0, y1 - y0) / convention.person_fraction
+    cx, cy = (x0 + x1) / 2.0, (y0 + y1) / 2.0 - convention.centre_shift * size
     return cx - size / 2.0, cy - size / 2.0, size
+
+
+MIN_INSIDE = 0.5        # a person box with less of its area inside the image is refused
+
+
+def clip_person_box(bbox: tuple[float, float, float, float], width: int, height: int, where: str
+                    ) -> tuple[float, float, float, float]:
+    """A person box (x0, y0, x1, y1) clipped to the image; refused (``PredictError``) when not finite or
+    when less than ``MIN_INSIDE`` of its area lies inside the image (a box in other coordinates, another
+    image's box, a typo): the person is where the image shows them."""
+    x0, y0, x1, y1 = (float(v) for v in bbox)
+    text = f"{where}: the person box {x0:g},{y0:g},{x1:g},{y1:g}"
+    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)) or x1 <= x0 or y1 <= y0:
+        raise PredictError(f"{text} is not a box (x1 > x0, y1 > y0, finite)")
+    cx0, cy0, cx1, cy1 = max(x0, 0.0), max(y0, 0.0), min(x1, float(width)), min(y1, float(height))
+    inside = max(cx1 - cx0, 0.0) * max(cy1 - cy0, 0.0) / ((x1 - x0) * (y1 - y0))
+    if inside < MIN_INSIDE:
+        raise PredictError(f"{text} lies {'mostly ' if inside > 0 else ''}outside the {width}x{height} image "
+                           f"({100 * inside:.0f}% of it inside; at least {100 * MIN_INSIDE:.0f}% needed)")
+    return cx0, cy0, cx1, cy1
 
 
 def whole_frame_box(width: int, height: int) -> tuple[float, float, float]:

@@ -47,7 +47,7 @@ def table_metadata(model_path: str | Path, refiner_path: str | Path | None, boxe
                 else "detector" if boxes.detector is not None else "whole frame")
     return {
         "model": str(model_path), "refiner": str(refiner_path or ""), "boxes": box_note,
-        "person_fraction": f"{boxes.fraction:g}",
+        "person_fraction": f"{boxes.framing.person_fraction:g}", "centre_shift": f"{boxes.framing.centre_shift:g}",
         "focal_px": f"{opts.focal:g}" if opts.focal else f"{DEFAULT_FOCAL_FACTOR:g} x the larger image side",
         "root_depth": f"{opts.root_depth_mm:g} mm" if opts.root_depth_mm else
                       f"focal x {box_mm:g} mm / crop side px",

@@ -24,7 +24,7 @@ from epipose.models.refiner import load_refiner, refine_poses
 from epipose.predict.box_sources import BoxSpec
 from epipose.predict.boxes import check_box, default_camera, root_depth_from_box
 from epipose.predict.inputs import Source, source_frames
-from epipose.predict_options import CROP, PredictError, PredictOptions
+from epipose.predict_options import CropConvention, PredictError, PredictOptions, crop_convention
 
 log = logging.getLogger(__package__)     # "epipose.predict": every module of the command logs under its name
 
@@ -44,8 +44,13 @@ class Models:
         return int(self.meta.get("crop_size") or self.pose3d.config.input_size)
 
     @property
+    def convention(self) -> CropConvention:
+        """How the network's training crops frame a person (its meta ``crop``; ``crop_convention``)."""
+        return crop_convention(self.meta)[0]
+
+    @property
     def box_mm(self) -> float:
-        return float(self.meta.get("box_mm") or CROP.box_mm)
+        return self.convention.box_mm
 
 
 def pick_device(device: str = "auto") -> torch.device:

@@ -30,11 +30,23 @@ class Source:
 
 
 def read_image(path: Path) -> np.ndarray:
-    """RGB uint8 image; a clear error for an unreadable file."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    """RGB uint8 image; a clear error for an unreadable or truncated file."""
+    data = np.fromfile(path, dtype=np.uint8)
+    check_complete(path, data.tobytes())
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if len(data) else None
     if image is None:
         raise PredictError(f"{path}: not a readable image")
     return image[..., ::-1].copy()
+
+
+def check_complete(path: Path, data: bytes) -> None:
+    """A JPEG or PNG that ends before its end marker (a copy or download cut short) is refused, named as
+    such: ``cv2.imread`` fills a truncated JPEG's missing rows with grey with only libjpeg's warning on
+    stderr, and a pose would be predicted for a person half made up."""
+    if data[:3] == b"\xff\xd8\xff" and not data.rstrip(b"\x00\r\n ").endswith(b"\xff\xd9"):
+        raise PredictError(f"{path}: truncated JPEG (no end-of-image marker): the file was cut short")
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-12:]:
+        raise PredictError(f"{path}: truncated PNG (no IEND chunk): the file was cut short")
 
 
 def open_video(path: Path) -> cv2.VideoCapture:
