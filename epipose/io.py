@@ -158,6 +158,12 @@ def write_torch(obj, path: str | os.PathLike) -> None:
             torch.save(obj, f)
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's type and the first line of its message (torch.load's run to a page of advice)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
 def read_model_file(path: Path, what: str, kind: str, writer: str, map_location="cpu") -> dict:
     """The ``{"config", "state_dict", ...}`` payload of a model file; errors name the file and what
     writes it (``what``: e.g. "model checkpoint"; ``kind``: what the payload must be)."""
@@ -168,7 +174,7 @@ def read_model_file(path: Path, what: str, kind: str, writer: str, map_location=
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise ValueError(f"{path}: not a readable {what} ({type(exc).__name__}: {exc})") from None
+        raise ValueError(f"{path}: not a readable {what} ({first_line(exc)})") from None
     if not isinstance(payload, dict) or "config" not in payload or "state_dict" not in payload:
         raise ValueError(f"{path}: not a {kind} (expected keys 'config' and 'state_dict')")
     return payload

@@ -229,6 +229,18 @@ def occupied(stage_args: tuple[str, list[str]], t: Path, flag: str, name: str, f
     return stage, [*args, flag, str(target)]
 
 
+class Pickled:
+    """Not a tensor: torch.load(weights_only=True) refuses it with a page of advice."""
+
+
+def pickled_object(t: Path) -> Path:
+    import torch
+
+    (t / "in").mkdir(exist_ok=True)
+    torch.save({"config": Pickled(), "state_dict": {}}, t / "in" / "pickled.pt")
+    return t / "in" / "pickled.pt"
+
+
 def gt_not_finite(w, t) -> Path:
     from epipose.data.h36m import read_pose_cdf, write_pose_cdf
 
@@ -380,6 +392,13 @@ CASES = [
          r"pose table not found: {tmp}/data/pseudo3d.parquet", TINY_3D),
     Case("refiner-range", train_refiner, r"param refiner\.dropout: 1\.5 is above the maximum 0\.95",
          {"refiner": {"dropout": 1.5}}),
+    Case("evaluate-pss-k-zero", evaluate, r"param evaluate\.pss_k: \[0\] must be numbers of clusters from 1 to "
+         r"evaluate\.pss_max_poses \(20000\)", {"evaluate": {"pss_k": [0]}}),
+    Case("frames-stride-huge", extract_frames, r"param frames\.stride: 1000000000 is above the maximum 100000",
+         {"frames": {"stride": 10**9}}),
+    Case("model-pickled-object", lambda w, t: evaluate(w, t, model=pickled_object(t)),
+         r"{tmp}/in/pickled.pt: not a readable model checkpoint \(UnpicklingError: Weights only load failed\. "
+         r"[^\n]*\)$"),
     Case("evaluate-not-3d", evaluate, r"{world}/pose2d.pt: not a 3D network", {"evaluate": {"subjects": ["S1"], "stride": 3, "pss_k": [2]}}),
 ]
 

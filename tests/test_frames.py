@@ -113,6 +113,16 @@ def test_missing_cdf_and_camera(root, tmp_path):
         extract_frames(tmp_path / "nowhere", tmp_path / "g", FramesParams())
 
 
+def test_a_warning_raised_in_a_worker_process_reaches_the_stage_s_log(root, tmp_path, caplog):
+    from epipose.data.h36m import read_pose_cdf, write_pose_cdf
+
+    cdf = root / "S1" / "MyPoseFeatures" / "D3_Positions" / "Greeting.cdf"
+    write_pose_cdf(cdf, read_pose_cdf(cdf)[:20])              # the poses end before the video
+    with caplog.at_level(logging.WARNING):
+        extract_frames(root, tmp_path / "f", FramesParams(stride=10, boxes="gt", workers=2))
+    assert "Greeting.54138969.mp4: 23 video frames vs 20 pose frames, using the shorter" in caplog.text
+
+
 def test_bad_shard(tmp_path):
     bad = tmp_path / "S1" / "Walking.1.parquet"
     bad.parent.mkdir()

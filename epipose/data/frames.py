@@ -46,7 +46,7 @@ SHARD_SCHEMA = pa.schema([
 class FramesParams:
     """Section ``frames`` of params.yaml."""
 
-    stride: int = in_range(1, None, default=1)
+    stride: int = in_range(1, 100000, default=1)
     crop_size: int = in_range(16, 1024, default=128)
     jpeg_quality: int = in_range(1, 100, default=90)
     boxes: Literal["auto", "gt"] = "auto"                        # the videos alone | the GT pelvis (the paper)

@@ -31,7 +31,7 @@ import torchvision
 from torch import nn
 
 from epipose import skeleton
-from epipose.io import read_model_file
+from epipose.io import first_line, read_model_file
 from epipose.params import ParamError, from_dict, in_range, load_value, read_params
 
 log = logging.getLogger(__name__)
@@ -241,7 +241,7 @@ def load_backbone_weights(resnet: nn.Module, path: str | Path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise ValueError(f"{path}: not a readable torch state dict ({type(exc).__name__}: {exc})") from None
+        raise ValueError(f"{path}: not a readable torch state dict ({first_line(exc)})") from None
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     state = {k.removeprefix("module."): v for k, v in state.items() if not k.removeprefix("module.").startswith("fc.")}

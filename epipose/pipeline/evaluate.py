@@ -95,6 +95,12 @@ class EvaluateParams(InferenceParams):
     actions: list[str] = field(default_factory=list)       # only these actions' test frames ([]: every action)
     seen_subjects: bool = False                            # true: subjects a network trained on may be scored
 
+    def __post_init__(self) -> None:
+        bad = [k for k in self.pss_k if not 1 <= k <= self.pss_max_poses]
+        if bad:
+            raise ParamError(f"param evaluate.pss_k: {bad} must be numbers of clusters from 1 to "
+                             f"evaluate.pss_max_poses ({self.pss_max_poses})")
+
 
 # --- outputs ----------------------------------------------------------------------------------------------
 def summary(results: dict) -> dict[str, float | None]:

@@ -125,6 +125,26 @@ def _extract_camera(job: CameraJob) -> tuple[int, int]:
     return sum(c[0] for c in counts), sum(c[1] for c in counts)
 
 
+class _Kept(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def _extract_camera_in_worker(job: CameraJob) -> tuple[tuple[int, int], list[str]]:
+    """``_extract_camera`` in a pool process → (its counts, the warnings it raised): a spawned process
+    has no log configuration, so they travel back and the stage logs them."""
+    kept, root = _Kept(), logging.getLogger("epipose")
+    root.addHandler(kept)
+    try:
+        return _extract_camera(job), kept.messages
+    finally:
+        root.removeHandler(kept)
+
+
 def check_stray_files(dataset: H36MDataset, mode: str) -> list[Path]:
     """Videos and pose files the layout does not read (``H36MDataset.stray_files``): one warning naming
     them (``frames.stray_files: warn``) or the stage's error (``error``) → the files."""
@@ -164,7 +184,12 @@ def extract_frames(h36m_root: str | Path, out_root: str | Path, params: FramesPa
             counts = [(_extract_camera(j), bar.update())[0] for j in jobs]
         else:
             with mp.get_context("spawn").Pool(params.workers) as pool:
-                counts = [(c, bar.update())[0] for c in pool.imap(_extract_camera, jobs)]
+                counts = []
+                for c, warnings in pool.imap(_extract_camera_in_worker, jobs):
+                    counts.append(c)
+                    for message in warnings:
+                        log.warning("%s", message)
+                    bar.update()
         bar.close()
         write_json(crop_info(params), Path(tmp) / CROP_INFO)
     return {"sequences": len(sequences), "frames": int(sum(c[0] for c in counts)),

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from epipose.io import first_line
 from epipose.predict.boxes import clip_person_box, interpolate_box, person_crop_box, whole_frame_box
 from epipose.predict_options import CROP, CropConvention, PredictError
 
@@ -134,7 +135,7 @@ class PersonDetector:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:
-            raise PredictError(f"--detector {path}: not a readable weights file ({type(exc).__name__}: {exc})") from None
+            raise PredictError(f"--detector {path}: not a readable weights file ({first_line(exc)})") from None
         state = state.get("model", state) if isinstance(state, dict) else state
         if not isinstance(state, dict):
             raise PredictError(f"--detector {path}: expected a state dict")
