@@ -1,4 +1,5 @@
 import logging
+import re
 import shutil
 
 import numpy as np
@@ -206,5 +207,23 @@ def test_one_recording_under_two_camera_ids_is_refused(root, tmp_path):
     a, b = sorted((root / "S1" / "Videos").glob("Greeting.*.mp4"))[:2]
     shutil.copy(a, b)
     with pytest.raises(ValueError, match=f"{b}: the same video as {a}"):
+        extract_frames(root, tmp_path / "f", FramesParams(stride=10, workers=1))
+    assert not (tmp_path / "f").exists()
+
+
+def test_a_camera_at_another_frame_rate_is_refused(root, tmp_path):
+    """A 25-fps camera among 50-fps ones: frame f of each shows other moments (unsynchronised in effect)."""
+    import cv2
+
+    from h36m_fixture import write_video
+
+    video = sorted((root / "S9" / "Videos").glob("Walking 1.*.mp4"))[1]
+    cap = cv2.VideoCapture(str(video))
+    frames = []
+    while (got := cap.read())[0]:
+        frames.append(got[1])
+    cap.release()
+    write_video(video, frames, fps=25.0)
+    with pytest.raises(ValueError, match=rf"{re.escape(str(video))}: 25 fps, but .* of the same recording is 50 fps"):
         extract_frames(root, tmp_path / "f", FramesParams(stride=10, workers=1))
     assert not (tmp_path / "f").exists()

@@ -65,6 +65,21 @@ def check_distinct_videos(sequences: list[Sequence]) -> None:
             digests[digest] = video
 
 
+def check_frame_rates(sequences: list[Sequence], tolerance: float = 0.01) -> None:
+    """The videos of one (subject, action) must share a frame rate (their headers'): frame f of each is
+    paired with frame f of the others, so a 25-fps camera among 50-fps ones pairs every frame with
+    another moment (camera errors of ~25°, labels 50% worse, and the epipolar check can still pass).
+    Refused naming both videos; resampling is not done."""
+    groups: dict[tuple[str, str], list[tuple[float, Path]]] = {}
+    for seq in sequences:
+        groups.setdefault((seq.subject, seq.action), []).append((video_info(seq.video)[3], seq.video))
+    for rates in groups.values():
+        (lo, slow), (hi, fast) = min(rates), max(rates)
+        if lo > 0 and hi / lo - 1.0 > tolerance:
+            raise ValueError(f"{slow}: {lo:g} fps, but {fast} of the same recording is {hi:g} fps: their frames "
+                             "would be paired with other moments; convert the videos to one frame rate")
+
+
 def canonical_action(name: str) -> str:
     """The pose-file spelling of an action name (``"TakingPhoto 1"`` → ``"Photo 1"``)."""
     stem, sep, rest = name.partition(" ")

@@ -30,7 +30,8 @@ from epipose import skeleton
 from epipose.data import boxes as bx
 from epipose.data.crop import crop_image
 from epipose.data.frames import CROP_INFO, FramesParams, crop_boxes, crop_info, encode_jpeg, shard_path, write_shard
-from epipose.data.h36m import H36MDataset, Sequence, check_distinct_videos, iter_video_frames, video_info
+from epipose.data.h36m import (H36MDataset, Sequence, check_distinct_videos, check_frame_rates, iter_video_frames,
+                               video_info)
 from epipose.io import atomic_path, write_json
 from epipose.params import load_section
 from epipose.stage import Folder, Runtime, StageResult
@@ -168,6 +169,7 @@ def extract_frames(h36m_root: str | Path, out_root: str | Path, params: FramesPa
     strays = check_stray_files(dataset, params.stray_files)
     sequences = dataset.sequences(require_poses=params.boxes == "gt")
     check_distinct_videos(sequences)
+    check_frame_rates(sequences)
     if not sequences:
         if params.boxes == "gt":
             raise ValueError(f"{dataset.root}: no (subject, action, camera) with both a video and poses: param "

@@ -62,6 +62,7 @@ from epipose.geometry import triangulation as tri
 from epipose.geometry.camera_group import CameraGroup
 from epipose.geometry.scale import bone_length_scale
 from epipose.geometry.selfcalib import estimate_cameras_pooled, triangulate_per_frame
+from epipose.geometry.sync import estimate_offsets, shift_frames
 from epipose.io import atomic_path, json_float, read_parquet_metadata
 from epipose.params import ParamError, in_range, load_section
 from epipose.stage import Folder, Runtime, StageResult
@@ -127,6 +128,9 @@ class TriangulateParams:
     ba_loss: Literal["soft_l1", "huber", "cauchy", "linear"] = "soft_l1"
     ba_f_scale_px: float = in_range(0.01, None, default=3.0)
     bone_lengths_mm: list[float] = field(default_factory=lambda: list(skeleton.MEAN_BONE_LENGTHS_MM))
+    sync_max_offset: int = in_range(0, 1000, default=3)          # cameras' time offsets searched, in frames of
+    #                                                  the table (0: off); corrected before triangulating
+    sync_min_gain: float = in_range(0.0, 10.0, default=0.2)      # an offset must fit this much better than none
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -294,6 +298,8 @@ def _report(input_rows: int, table: pd.DataFrame, subjects: dict[str, SubjectRes
         "observations_rejected_as_outliers": total.outlier_observations,
         "swaps_corrected": total.swaps,
         "subjects_dropped": sum(r.status.startswith("dropped") for r in subjects.values()),
+        "cameras_time_shifted": sum(sum(d != 0 for d in r.report.get("sync", {}).get("offsets_frames", {}).values())
+                                    for r in subjects.values()),
         "subjects_reregistered": total.reregistered,
         "reproj_err_px": {
             "inliers_mean": json_float(total.inlier_err_sum / total.inlier_err_n if total.inlier_err_n else None),
@@ -314,7 +320,15 @@ def _triangulate_subject(sdf: pd.DataFrame, subject: str, rig: Rig, p: Triangula
         log.warning("%s: fewer than 2 usable cameras: %d rows dropped", subject, n)
         return SubjectResult("dropped: fewer than 2 usable cameras", {"cameras": cams},
                              counts + Counts.dropping("subject_fewer_than_2_cameras", n))
-    sv = SubjectViews.from_table(sdf[sdf["camera"].isin(cams)], cams)
+    sdf = sdf[sdf["camera"].isin(cams)]
+    offsets, sync = _synchronise(sdf, subject, cams, rig, p)
+    if sync.get("ambiguous"):
+        n = len(sdf)
+        log.warning("%s: the time offset of camera(s) %s is ambiguous (two offsets fit alike): %d rows dropped",
+                    subject, sync["ambiguous"], n)
+        return SubjectResult("dropped: camera time offsets ambiguous", {"cameras": cams, "sync": sync},
+                             counts + Counts.dropping("subject_sync_ambiguous", n))
+    sv = SubjectViews.from_table(shift_frames(sdf, offsets), cams)
     w = sv.weights(p.min_conf)
     present = sv.present()
     counts += Counts(unusable_observations=int((present[..., None] & (w == 0)).sum()),
@@ -329,7 +343,7 @@ def _triangulate_subject(sdf: pd.DataFrame, subject: str, rig: Rig, p: Triangula
         sol = _solve_per_frame(x, w, intr, present, subject, p)
     if not isinstance(sol, Dropped):
         sol = _check_geometry(sol, p)
-    diagnostics = {"cameras": cams, **sol.diagnostics}
+    diagnostics = {"cameras": cams, **({"sync": sync} if sync else {}), **sol.diagnostics}
     if isinstance(sol, Dropped):
         n = len(sv.keys) * w.shape[2]
         log.warning("%s: %s: %d rows dropped", subject, sol.message, n)
@@ -338,6 +352,7 @@ def _triangulate_subject(sdf: pd.DataFrame, subject: str, rig: Rig, p: Triangula
     if p.mode is not Mode.KNOWN and all(rig.has_extrinsics(subject, c) for c in cams):   # report only
         errors = _camera_errors(sol, CameraGroup.from_rig(rig, subject, cams))
     table, row_err, row_counts = _rows(sv, sol, intr, p)
+    table = shift_frames(table, offsets, sign=+1)           # each row back on its own camera's clock
     diagnostics.update(frames=int(len(sv.timestamps)), rows_out=int(len(table)), swaps_corrected=int(sol.swaps.sum()))
     labels = SubjectLabels(table, sol.group if sol.group is not None else intr, sol.reference, sv.timestamps, sol.X)
     counts += sol.counts + row_counts + _observation_counts(sv, w, sol, intr, row_err)
@@ -365,6 +380,31 @@ def _check_geometry(sol: Solution, p: TriangulateParams) -> Solution | Dropped:
                    f"the cameras see the person along nearly one line (median triangulation angle {median:.1f} deg "
                    f"< triangulate.min_triangulation_angle_deg {p.min_triangulation_angle_deg:g}): depth unresolved",
                    diagnostics, sol.counts)
+
+
+def _synchronise(sdf: pd.DataFrame, subject: str, cams: list[str], rig: Rig, p: TriangulateParams
+                 ) -> tuple[dict[str, int], dict]:
+    """Each camera's time offset against the first (``geometry.sync``), from the 2D poses pooled over the
+    subject's actions → ({camera: frames late}, the report's ``sync`` entry: {} when the search is off or
+    every offset is 0; else the offsets, each one's gain and the ambiguous cameras). Non-zero offsets warn."""
+    if p.sync_max_offset == 0 or len(cams) < 2:
+        return {}, {}
+    sv = SubjectViews.from_table(sdf, cams)
+    intr = CameraGroup.from_rig(rig, subject, cams, extrinsics=False)
+    x, valid = intr.undistort(sv.uv), sv.weights(p.min_conf) > 0
+    focal = np.array([c.K[0, 0] for c in intr.cameras])
+    by_view = estimate_offsets(x, valid, sv.timestamps, p.essential_px / np.sqrt(np.outer(focal, focal)),
+                               p.sync_max_offset, p.sync_min_gain, seed=p.seed)
+    found = {cams[v]: o for v, o in by_view.items()}
+    offsets = {c: o.frames for c, o in found.items() if o.frames}
+    ambiguous = [c for c, o in found.items() if o.ambiguous]
+    if not offsets and not ambiguous:
+        return {}, {}
+    for c, d in offsets.items():
+        log.warning("%s: camera %s is %d frame(s) %s camera %s (the 2D poses fit %.0f%% better so): corrected",
+                    subject, c, abs(d), "behind" if d > 0 else "ahead of", cams[0], 100 * found[c].gain)
+    return offsets, {"reference_camera": cams[0], "offsets_frames": {c: o.frames for c, o in found.items()},
+                     "gain": {c: o.gain for c, o in found.items()}, "ambiguous": ambiguous}
 
 
 def _usable_cameras(sdf: pd.DataFrame, subject: str, rig: Rig, p: TriangulateParams) -> tuple[list[str], Counts]:
@@ -622,7 +662,8 @@ def summary(report: dict) -> dict[str, float | None]:
     reprojection error; the recovered rig's mean relative-pose errors (with true extrinsics)."""
     gt = report.get("ground_truth", {})
     out = {"pseudo3d.coverage": report["coverage"], "pseudo3d.reproj_px": report["reproj_err_px"]["rows_median"],
-           "rig.subjects_dropped": report["subjects_dropped"]}
+           "rig.subjects_dropped": report["subjects_dropped"],
+           "rig.cameras_time_shifted": report["cameras_time_shifted"]}
     if gt.get("frames_evaluated"):
         out.update({"pseudo3d.mpjpe": gt["mpjpe_mm"], "pseudo3d.mpjpe_15j": gt["mpjpe_15j_mm"], "pseudo3d.n_mpjpe": gt["n_mpjpe_mm"],
                     "pseudo3d.p_mpjpe": gt["p_mpjpe_mm"]})
