@@ -227,3 +227,22 @@ def test_a_camera_at_another_frame_rate_is_refused(root, tmp_path):
     with pytest.raises(ValueError, match=rf"{re.escape(str(video))}: 25 fps, but .* of the same recording is 50 fps"):
         extract_frames(root, tmp_path / "f", FramesParams(stride=10, workers=1))
     assert not (tmp_path / "f").exists()
+
+
+def test_one_camera_filming_at_two_sizes_is_refused(root, tmp_path):
+    """Two videos of one camera at different sizes (one re-encoded): one line naming both, not a traceback
+    from the worker pool (the camera's background is one image)."""
+    import cv2
+
+    from h36m_fixture import write_video
+
+    video = sorted((root / "S1" / "Videos").glob("Greeting.*.mp4"))[0]
+    cap = cv2.VideoCapture(str(video))
+    frames = []
+    while (got := cap.read())[0]:
+        frames.append(cv2.resize(got[1], (got[1].shape[1] * 9 // 10 // 2 * 2, got[1].shape[0] * 9 // 10 // 2 * 2)))
+    cap.release()
+    write_video(video, frames)
+    with pytest.raises(ValueError, match=r"\.54138969\.mp4: 1000x1000 but .* of the same camera is 900x900") as err:
+        extract_frames(root, tmp_path / "f", FramesParams(stride=10, workers=2))
+    assert str(video) in str(err.value) and not (tmp_path / "f").exists()

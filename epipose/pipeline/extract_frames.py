@@ -116,8 +116,18 @@ def extract_sequence(dataset: H36MDataset, seq: Sequence, p: FramesParams, out_r
     return len(wanted), missing
 
 
+def check_one_size(sequences: tuple[Sequence, ...]) -> None:
+    """A camera's videos share one frame size (one background, one calibration): else refused, naming two."""
+    sizes = {video_info(s.video)[1:3]: s.video for s in sequences}
+    if len(sizes) > 1:
+        (a, va), (b, vb) = sorted(sizes.items())[:2]
+        raise ValueError(f"{vb}: {b[0]}x{b[1]} but {va} of the same camera is {a[0]}x{a[1]}: one camera films at "
+                         "one size (its intrinsics are for one); convert the videos")
+
+
 def _extract_camera(job: CameraJob) -> tuple[int, int]:
     dataset = H36MDataset(job.root)
+    check_one_size(job.sequences)
     for seq in job.sequences:
         check_resolution(dataset, seq)
     bg = camera_background([s.video for s in job.sequences], job.params.background_frames) \
