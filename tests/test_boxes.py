@@ -109,10 +109,10 @@ def test_a_recording_without_ground_truth_gives_the_same_crops(rendered, tmp_pat
 def _replace_video(path, frames_fn):
     from h36m_fixture import write_video
 
-    from epipose.data.h36m import iter_video_frames
+    from epipose.data.h36m import iter_video_frames, video_info
 
     frames = [frames_fn(i, f) for i, f in iter_video_frames(path)]
-    write_video(path, frames)
+    write_video(path, frames, fps=video_info(path)[3])     # its own frame rate (extract_frames checks they agree)
 
 
 def test_frames_without_a_person_follow_their_neighbours_and_an_empty_video_is_an_error(rendered, tmp_path, caplog):

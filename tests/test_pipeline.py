@@ -12,27 +12,14 @@ import yaml
 from tiny_repo import run
 
 
-@pytest.mark.slow
-def test_repro_extract_frames(tiny_repo):
-    repo, env = tiny_repo
-    run(["dvc", "repro", "extract_frames"], repo, env)
-    shards = sorted((repo / "data" / "frames").glob("*/*.parquet"))
-    assert len(shards) == 2 * 2 * 4
-    assert (repo / "data" / "raw" / "mpii" / "annot" / "valid.json").exists()
-    status = run(["dvc", "status", "extract_frames"], repo, env)
-    assert "up to date" in status
-    again = run(["dvc", "repro", "extract_frames"], repo, env)
-    assert "didn't change, skipping" in again and "Running stage" not in again
-
-
-def _listed(key: str, listed: set[str]) -> bool:
-    return any(key == p or key.startswith(p + ".") for p in listed)
-
-
-def plant_stale_temporaries(repo: Path) -> list[Path]:
-    """Beside every output of dvc.yaml, what a stage killed while writing it leaves (``io.atomic_path``'s
-    hidden temporaries: ``.<stem>.XXXXXXXX.tmp<suffix>`` of a file, ``.<name>.XXXXXXXX.tmp/`` of a folder)."""
+def plant_stale_temporaries(repo: Path, names: list[str] | None = None) -> list[Path]:
+    """Beside every output of the stages ``names`` (default: those dvc.lock does not hold yet, which the next
+    ``dvc repro`` runs), what a stage killed while writing it leaves (``io.atomic_path``'s hidden
+    temporaries: ``.<stem>.XXXXXXXX.tmp<suffix>`` of a file, ``.<name>.XXXXXXXX.tmp/`` of a folder)."""
     stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    lock = repo / "dvc.lock"
+    done = set(yaml.safe_load(lock.read_text())["stages"]) if lock.exists() else set()
+    stages = {k: v for k, v in stages.items() if (k in names if names is not None else k not in done)}
     outs = {next(iter(o)) if isinstance(o, dict) else o for st in stages.values() for kind in ("outs", "metrics")
             for o in st.get(kind, [])}
     planted = []
@@ -47,6 +34,25 @@ def plant_stale_temporaries(repo: Path) -> list[Path]:
             planted[-1].mkdir()
             (planted[-1] / "part").write_bytes(b"half written")
     return planted
+
+
+@pytest.mark.slow
+def test_repro_extract_frames(tiny_repo):
+    repo, env = tiny_repo
+    planted = plant_stale_temporaries(repo, ["synthesize", "extract_frames"])
+    run(["dvc", "repro", "extract_frames"], repo, env)
+    assert planted and not [p for p in planted if p.exists()], "temporaries of a killed run survived the stages' next run"
+    shards = sorted((repo / "data" / "frames").glob("*/*.parquet"))
+    assert len(shards) == 2 * 2 * 4
+    assert (repo / "data" / "raw" / "mpii" / "annot" / "valid.json").exists()
+    status = run(["dvc", "status", "extract_frames"], repo, env)
+    assert "up to date" in status
+    again = run(["dvc", "repro", "extract_frames"], repo, env)
+    assert "didn't change, skipping" in again and "Running stage" not in again
+
+
+def _listed(key: str, listed: set[str]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in listed)
 
 
 @pytest.mark.slow
