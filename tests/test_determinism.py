@@ -3,7 +3,8 @@ relative paths, a params.yaml in the working directory).
 
 * Every non-training stage, run twice on the same inputs and params in two different folders,
   writes byte-identical outputs (data and metrics): dvc.lock stays stable and a cached output is
-  exactly what its inputs and params say, wherever (e.g. an experiment's temporary folder) it ran.
+  exactly what its inputs and params say, wherever (e.g. an experiment's temporary folder) it ran;
+  and the same bytes under three OpenBLAS kernels (``OPENBLAS_CORETYPE``), as dvc.yaml runs it.
 * The training stage (pretrain_2d, tiny profile) run twice on CPU ends with identical weights: the
   second run is killed with SIGKILL once its first epoch's checkpoint exists, which leaves no model
   or metrics; rerun, it resumes from that checkpoint and ends with the weights, model file, metrics
@@ -274,22 +275,58 @@ def test_triangulate_is_the_same_bytes_whatever_blas_kernel_the_environment_name
         assert digests(triangulated, *TRIANGULATED) == digests(b, *TRIANGULATED), k
 
 
-@pytest.mark.slow
-def test_evaluate_is_byte_identical(chain, base):
-    """On the test subject's frames, with a random 3D network and refiner: metrics, per-action TSV,
-    figure and report."""
+@pytest.fixture(scope="module")
+def random_3d(chain) -> Path:
+    """Folder a with a random 3D network and refiner (joints spread over the crop) for evaluate."""
     from epipose.models.pose_net import PoseNet, PoseNetConfig, save_pose_net
     from epipose.models.refiner import Refiner, save_refiner
 
-    a = chain
     torch.manual_seed(0)
     net = PoseNet(PoseNetConfig(backbone=18, deconv_channels=8, input_size=32, depth_bins=4))
-    torch.nn.init.normal_(net.final.weight, std=0.5)               # joints spread over the crop
-    save_pose_net(net, a / "models/pose3d.pt", meta={"depth_range_mm": 2000.0, "target": "pseudo3d"})
-    save_refiner(Refiner(width=16, blocks=1, residual=True).eval(), a / "models/refiner.pt")
+    torch.nn.init.normal_(net.final.weight, std=0.5)
+    save_pose_net(net, chain / "models/pose3d.pt", meta={"depth_range_mm": 2000.0, "target": "pseudo3d"})
+    save_refiner(Refiner(width=16, blocks=1, residual=True).eval(), chain / "models/refiner.pt")
+    return chain
+
+
+EVALUATED = ("metrics/eval.json", "reports/eval.json", "reports/results.md", "reports/figures",
+             *(f"reports/plots/eval_{n}.tsv" for n in ("per_action", "per_joint", "pck3d_curve")))
+
+
+@pytest.mark.slow
+def test_evaluate_is_byte_identical(random_3d, base):
+    """On the test subject's frames, with a random 3D network and refiner: metrics, per-action TSV,
+    figure and report."""
+    a = random_3d
     run(a, *EVALUATE)
     b = rerun(a, base / "evaluate", ["data/raw/h36m", "data/frames", "models/pose3d.pt", "models/refiner.pt"], EVALUATE)
-    outs = ("metrics/eval.json", "reports/eval.json", "reports/results.md", "reports/figures",
-            *(f"reports/plots/eval_{n}.tsv" for n in ("per_action", "per_joint", "pck3d_curve")))
-    assert digests(a, *outs) == digests(b, *outs)
+    assert digests(a, *EVALUATED) == digests(b, *EVALUATED)
     assert len(list((a / "reports/figures").glob("*.png"))) == 3          # one example frame and the two curves
+
+
+# The other non-training stages: (inputs copied from folder a, command, outputs compared).
+NON_TRAINING = {
+    "synthesize": ([], SYNTHESIZE, ("data/raw",)),
+    "extract_frames": (["data/raw/h36m"], EXTRACT, ("data/frames",)),
+    "infer_2d": (["data/raw/h36m", "data/frames", "models/pose2d.pt"], INFER,
+                 ("data/pose2d.parquet", "metrics/infer_2d.json", "reports/infer_2d.json")),
+    "evaluate": (["data/raw/h36m", "data/frames", "models/pose3d.pt", "models/refiner.pt"], EVALUATE, EVALUATED),
+}
+KERNELS = ("Haswell", "Sandybridge", "Prescott")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", NON_TRAINING)
+def test_a_non_training_stage_is_the_same_bytes_whatever_blas_kernel_the_environment_names(stage, trained,
+                                                                                            random_3d, base):
+    """Run directly under three OpenBLAS kernels, the stage writes the same bytes (it does not depend on
+    the kernel); where it does, as dvc.yaml runs it (the launcher, compute.blas_kernel: auto) it must
+    (triangulate: the test above)."""
+    inputs, command, outs = NON_TRAINING[stage]
+    direct = [digests(rerun(random_3d, base / f"{stage}_{k}", inputs, command, OPENBLAS_CORETYPE=k), *outs)
+              for k in KERNELS]
+    if direct[1:] == direct[:-1]:
+        return
+    launched = [digests(rerun(random_3d, base / f"{stage}_launched_{k}", inputs, command, launcher=True,
+                              OPENBLAS_CORETYPE=k), *outs) for k in KERNELS]
+    assert launched[1:] == launched[:-1], f"{stage} writes other bytes under another BLAS kernel"
