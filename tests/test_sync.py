@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from conftest import ROOT
@@ -13,7 +14,7 @@ from epipose.camera import load_rig
 from epipose.data.multiview import SubjectViews
 from epipose.evaluation.pseudo_labels import evaluate_against_gt
 from epipose.geometry.camera_group import CameraGroup
-from epipose.geometry.sync import decide_offset, estimate_offsets, shift_frames
+from epipose.geometry.sync import decide_offset, estimate_offsets, resample_camera, shift_frames, subframe
 from epipose.pipeline.triangulate import TriangulateParams, summary, triangulate_table
 from epipose.synth.simulate2d import NOISE_MODELS, camera_frame_truth, procedural_motions, simulate_pose2d
 
@@ -92,3 +93,72 @@ def test_an_offset_needs_clear_evidence_and_two_far_apart_are_ambiguous():
     twice = {-2: 0.31, -1: 0.50, 0: 0.45, 1: 0.30, 2: 0.44}          # a periodic motion: -2 fits as well as 1
     assert decide_offset(twice).ambiguous
     assert decide_offset({-10: 0.6, -5: 0.5, 0: 0.45, 5: 0.3, 10: 0.5}, step=5).frames == 5
+
+
+def test_the_fraction_of_a_frame_is_where_the_cost_curve_bottoms_out():
+    v = {d: 0.3 + 0.1 * abs(d - 0.4) for d in range(-3, 4)}           # a V with its minimum 0.4 frame late
+    assert subframe(v, 0, 1) == pytest.approx(0.4)
+    assert decide_offset(v).fraction == pytest.approx(0.4) and decide_offset(v).total(0.35) == pytest.approx(0.4)
+    assert decide_offset(v).total(0.5) == 0                             # whole frames only
+    assert subframe({d: 0.3 + 0.1 * abs(d + 6) for d in range(-15, 16, 5)}, -5, 5) == pytest.approx(-1.0)  # stride 5
+    assert subframe({0: 0.3, 1: 0.5}, 0, 1) == 0                         # at the search's edge: no fraction
+    assert subframe({-1: 0.364, 0: 0.363, 1: 0.402}, 0, 1) == 0          # flat (a frame moves the person less
+    #                                                                     than the noise): the minimum is noise
+
+
+def test_a_camera_resampled_between_its_frames_is_interpolated_and_loses_only_the_edges():
+    frames = np.arange(0, 20, 2)                                        # a table sampled every other frame
+    rows = [("S1", "Walk", c, int(f), j, 10.0 * f + k, 100.0 - f, 3 if f != 8 else 1)
+            for c in ("a", "b") for f in frames for k, j in enumerate(("head", "pelvis"))]
+    df = pd.DataFrame(rows, columns=["subject", "action", "camera", "frame", "joint", "x", "y", "n_views"])
+    df = df.astype({"frame": np.int32, "x": np.float32, "y": np.float32, "n_views": np.int8})
+    out = resample_camera(df, "b", 0.5)                                 # b's values a quarter of the spacing later
+    b = out[out["camera"] == "b"]
+    assert b["frame"].tolist() == np.repeat(frames[:-1], 2).tolist()    # the last frame has no later neighbour
+    assert np.allclose(b["x"], 10.0 * (b["frame"] + 0.5) + np.tile([0, 1], len(frames) - 1))
+    assert np.allclose(b["y"], 100.0 - (b["frame"] + 0.5)) and b["x"].dtype == np.float32
+    assert (b.loc[b["frame"].isin([6, 8]), "n_views"] == 1).all() and (b.loc[b["frame"] == 4, "n_views"] == 3).all()
+    assert out[out["camera"] == "a"].reset_index(drop=True).equals(df[df["camera"] == "a"].reset_index(drop=True))
+    back = shift_frames(shift_frames(df, {"b": -3.0}), {"b": -3.0}, sign=+1)    # 1.5 spacings there and back
+    assert np.allclose(back.loc[back["camera"] == "b", "x"], 10.0 * back.loc[back["camera"] == "b", "frame"]
+                       + np.tile([0, 1], (back["camera"] == "b").sum() // 2))
+    assert shift_frames(df, {"b": 2}).loc[lambda t: t["camera"] == "b", "frame"].tolist() == \
+        (df.loc[df["camera"] == "b", "frame"] - 2).tolist()             # whole frames: the numbers move
+
+
+@pytest.fixture(scope="module")
+def fine_recording():
+    """S9's 3 procedural actions at 100 fps, 2D with 2 px noise, read at 10 fps: a camera may start any
+    tenth of a frame late."""
+    rig = load_rig(ROOT / "resources" / "h36m" / "camera-parameters.json")
+    seqs = {k: v for k, v in procedural_motions(["S1", "S5", "S6", "S7", "S8", "S9"], ACTIONS, FRAMES * 10, 0,
+                                                fps=100.0).items() if k[0] == "S9"}
+    cams = {"S9": rig.cameras("S9")}
+    df, _ = simulate_pose2d(seqs, cams, NOISE_MODELS["gauss2"], seed=1)
+    return rig, df, camera_frame_truth(seqs, cams), sorted(cams["S9"])
+
+
+def read_at_10fps(df, camera: str, tenths: int):
+    """Every 10th frame, ``camera``'s ``tenths`` of a frame later than the others' (frames renumbered)."""
+    mine = df["camera"] == camera
+    kept = df[(~mine & (df["frame"] % 10 == 0)) | (mine & ((df["frame"] - tenths) % 10 == 0) & (df["frame"] >= tenths))]
+    kept = kept.assign(frame=((kept["frame"] - np.where(kept["camera"] == camera, tenths, 0)) // 10).astype(np.int32))
+    return kept[kept["frame"] < FRAMES - 1].sort_values(["subject", "action", "camera", "frame"]).reset_index(drop=True)
+
+
+@pytest.mark.slow
+def test_half_a_frame_is_found_and_corrected(fine_recording):
+    rig, df, truth, cams = fine_recording
+
+    def error(table, tenths):                       # each row scored at the moment its camera saw
+        at_100fps = table["frame"] * 10 + np.where(table["camera"] == cams[2], tenths, 0)
+        return evaluate_against_gt(table.assign(frame=at_100fps.astype(np.int32)), truth)["n_mpjpe_mm"]
+
+    synchronised = error(triangulate_table(read_at_10fps(df, cams[2], 0), rig, TriangulateParams()).table, 0)
+    half = read_at_10fps(df, cams[2], 5)            # its frame f shows the others' f + 0.5: half a frame ahead
+    out = triangulate_table(half, rig, TriangulateParams())
+    offset = out.report["subjects"]["S9"]["sync"]["offsets_frames"]
+    assert offset[cams[2]] == pytest.approx(-0.5, abs=0.1) and offset[cams[1]] == offset[cams[3]] == 0
+    whole_only = triangulate_table(half, rig, TriangulateParams(sync_subframe=0.5))
+    assert "sync" not in whole_only.report["subjects"]["S9"]
+    assert error(out.table, 5) < synchronised + 0.5 < error(whole_only.table, 5) - 2.0

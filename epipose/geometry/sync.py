@@ -12,8 +12,11 @@ The best offset is taken when it fits clearly better than none (``decide_offset`
 apart that fit alike leave it ambiguous, and the stage drops the subject. Measured on simulated
 detections (2 px noise, 10 fps, ``tests/test_sync.py``): offsets of 0–10 frames recovered exactly; on
 the default data (synchronised, real detections) every offset 0, the nearest other offset at least 6%
-costlier. Sub-frame offsets and frame rates that differ are not estimated (extract_frames refuses
-videos of one recording whose frame rates differ).
+costlier. Between whole frames, ``subframe`` places the minimum of the cost curve (free: from the
+costs at the best offset and its neighbours; it scatters within ±0.25 frame on synchronised real
+detections, so the stage adds it only beyond ``triangulate.sync_subframe``), and ``shift_frames``
+interpolates a camera's rows between its frames. Frame rates that differ are not estimated
+(extract_frames refuses videos of one recording whose frame rates differ).
 """
 
 from __future__ import annotations
@@ -35,6 +38,18 @@ class Offset:
     costs: dict[int, float]      # offset → the epipolar cost of the correspondences paired at it (lower: better)
     gain: float                  # how much better the offset fits than none: cost(0) / cost(offset) − 1
     ambiguous: bool              # another offset two or more steps away fits nearly as well
+    fraction: float = 0.0        # where between the whole offsets the cost curve's minimum lies (``subframe``)
+
+    def total(self, min_fraction: float) -> float:
+        """The offset to correct, frames: the whole one plus its fraction when that is ``min_fraction`` × the
+        spacing or more (below it the fraction is noise; ``min_fraction`` ≥ 0.5: whole frames only)."""
+        return self.frames + (self.fraction if abs(self.fraction) >= min_fraction * self.step and min_fraction < 0.5
+                              else 0.0)
+
+    @property
+    def step(self) -> int:
+        ds = sorted(self.costs)
+        return int(np.min(np.diff(ds))) if len(ds) > 1 else 1
 
 
 def paired_times(timestamps: pd.DataFrame, d: int) -> tuple[np.ndarray, np.ndarray]:
@@ -123,13 +138,67 @@ def decide_offset(costs: dict[int, float], step: int = 1, min_gain: float = 0.2)
         best, gain = 0, 0.0
     far = [c for d, c in costs.items() if abs(d - best) >= 2 * step]
     ambiguous = best != 0 and bool(far) and min(far) < costs[best] * (1.0 + min_gain)
-    return Offset(best, {d: round(c, 5) for d, c in costs.items()}, round(gain, 4), ambiguous)
+    return Offset(best, {d: round(c, 5) for d, c in costs.items()}, round(gain, 4), ambiguous,
+                  round(subframe(costs, best, step, min_gain), 3))
 
 
-def shift_frames(df: pd.DataFrame, offsets: dict[str, int], sign: int = -1) -> pd.DataFrame:
-    """Rows of a pose table with each camera's frame moved by ``sign`` × its offset (−1: onto the
-    reference camera's clock; +1: back onto its own)."""
+def subframe(costs: dict[int, float], best: int, step: int, min_rise: float = 0.2) -> float:
+    """Where the minimum of the cost curve lies between ``best`` and its neighbours, frames: the V (equal
+    slopes, mirrored) through the three costs around it, as stereo matching's equiangular sub-pixel fit —
+    the cost grows about linearly with the time between the paired views once a frame moves the person
+    more than the detections' noise. Where it does not (the higher neighbour costs less than ``min_rise``
+    more than the minimum: slow motion, a high frame rate) the curve is flat and its minimum noise: 0, as
+    at the search's edge."""
+    lo, mid, hi = costs.get(best - step), costs[best], costs.get(best + step)
+    if lo is None or hi is None or max(lo, hi) < mid * (1.0 + min_rise):
+        return 0.0
+    return float(np.clip(0.5 * (lo - hi) / (max(lo, hi) - mid), -0.5, 0.5)) * step
+
+
+def shift_frames(df: pd.DataFrame, offsets: dict[str, float], sign: int = -1) -> pd.DataFrame:
+    """Rows of a pose table moved in time by each camera's offset (frames; −1: onto the reference camera's
+    clock, a row at frame g holding the camera's values at g + offset; +1: back onto its own, g holding
+    g − offset's). Whole offsets move the rows' frame numbers; a fractional one interpolates the camera's
+    values linearly between its two frames around that moment (``resample_camera``)."""
     if not any(offsets.values()):
         return df
-    shift = df["camera"].map(offsets).fillna(0).astype(np.int64).to_numpy()
-    return df.assign(frame=(df["frame"].to_numpy(np.int64) + sign * shift).astype(df["frame"].dtype))
+    whole = {c: int(d) for c, d in offsets.items() if float(d) % _spacing(df, c) == 0}
+    if any(whole.values()):
+        shift = df["camera"].map(whole).fillna(0).astype(np.int64).to_numpy()
+        df = df.assign(frame=(df["frame"].to_numpy(np.int64) + sign * shift).astype(df["frame"].dtype))
+    for camera, d in offsets.items():
+        if camera not in whole:
+            df = resample_camera(df, camera, -sign * float(d))
+    return df
+
+
+def _spacing(df: pd.DataFrame, camera: str) -> int:
+    return frame_step(df.loc[df["camera"] == camera, ["action", "frame"]].drop_duplicates())
+
+
+def resample_camera(df: pd.DataFrame, camera: str, d: float) -> pd.DataFrame:
+    """``camera``'s rows replaced by its values ``d`` frames later (any real d), interpolated linearly
+    between the two rows (same subject, action and joint; the table's frame spacing apart) around each
+    moment: float columns interpolated, integer ones (``n_views``) the smaller of the two; frames without
+    both neighbours dropped. The rows keep the table's frame numbers."""
+    mine = df["camera"] == camera
+    rows = df[mine]
+    step = _spacing(df, camera)
+    k0 = int(np.floor(d / step)) * step
+    a = (d - k0) / step
+    keys = ["subject", "action", "joint"]
+    index = pd.MultiIndex.from_frame(rows[keys].assign(frame=rows["frame"].astype(np.int64)))
+    frames = rows["frame"].to_numpy(np.int64)
+    lo = index.get_indexer(pd.MultiIndex.from_frame(rows[keys].assign(frame=frames + k0)))
+    hi = index.get_indexer(pd.MultiIndex.from_frame(rows[keys].assign(frame=frames + k0 + step)))
+    ok = (lo >= 0) & (hi >= 0)
+    out = rows[ok].copy()
+    lo_rows, hi_rows = rows.iloc[lo[ok]], rows.iloc[hi[ok]]
+    for col in rows.columns.difference([*keys, "camera", "frame"]):
+        x0, x1 = lo_rows[col].to_numpy(), hi_rows[col].to_numpy()
+        if np.issubdtype(rows[col].dtype, np.floating):
+            out[col] = ((1.0 - a) * x0.astype(np.float64) + a * x1.astype(np.float64)).astype(rows[col].dtype)
+        else:
+            out[col] = np.minimum(x0, x1)
+    return pd.concat([df[~mine], out]).sort_values(["subject", "action", "camera", "frame"], kind="stable"
+                                                   ).reset_index(drop=True)
