@@ -40,9 +40,26 @@ log = logging.getLogger(__name__)
 class ComputeParams:
     """Section ``compute`` of params.yaml."""
 
-    nproc: int = in_range(1, 1024, default=1)
+    nproc: int = in_range(1, 1024, default=1)           # processes per machine (node)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     blas_kernel: str = "auto"       # applied (and checked) by the launcher, epipose.launch.blas_environment
+    nnodes: int = in_range(1, 1024, default=1)          # machines; > 1: the same command on each (epipose.launch)
+    node_rank: int | Literal["auto"] = "auto"           # auto: ranks from the c10d rendezvous; N: static (node 0 hosts)
+    rdzv_endpoint: str = ""                             # host:port of the rendezvous (node 0), needed when nnodes > 1
+    rdzv_id: str = "epipose"                            # the run's id at the rendezvous (c10d)
+
+    def __post_init__(self) -> None:
+        if self.nnodes > 1:
+            host, _, port = self.rdzv_endpoint.rpartition(":")
+            if not host or not port.isdigit():
+                raise ParamError(f"param compute.rdzv_endpoint: {self.rdzv_endpoint!r} is not host:port (the "
+                                 f"rendezvous every one of compute.nnodes {self.nnodes} machines reaches)")
+        if self.node_rank != "auto" and not 0 <= int(self.node_rank) < self.nnodes:
+            raise ParamError(f"param compute.node_rank: {self.node_rank!r} is not auto or 0..{self.nnodes - 1}")
+
+    @property
+    def world(self) -> int:
+        return self.nproc * self.nnodes
 
 
 def world_size() -> int:
@@ -57,9 +74,10 @@ def use_cuda(p: ComputeParams) -> bool:
 def check_compute(p: ComputeParams) -> ComputeParams:
     """``p`` checked against the launch (torchrun's world size) and the machine's CUDA devices."""
     world = world_size()
-    if world != p.nproc:
+    if world != p.world:
         how = ("a single process" if world == 1 else f"one of {world} torchrun processes")
-        raise ParamError(f"param compute.nproc is {p.nproc} but this is {how}; run the stage as "
+        nodes = f" on each of compute.nnodes {p.nnodes}" if p.nnodes > 1 else ""
+        raise ParamError(f"param compute.nproc is {p.nproc}{nodes} but this is {how}; run the stage as "
                          f"`python -m epipose.launch stages/<name>.py ...` (as dvc.yaml does)")
     if p.device == "cuda" and not torch.cuda.is_available():
         raise ParamError("param compute.device is cuda but no CUDA device is available (use auto or cpu)")
@@ -157,7 +175,7 @@ def setup_runtime(compute: ComputeParams, threads: int = 0, progress: bool = Tru
     else:
         rank, local = 0, 0
         device = torch.device("cuda") if cuda else torch.device("cpu")
-    _configure_device(device, threads, world)
+    _configure_device(device, threads, int(os.environ.get("LOCAL_WORLD_SIZE", world)))   # this machine's share
     return Runtime(device, rank, world, local, progress)
 
 

@@ -33,6 +33,8 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
 from pathlib import Path
 
 from epipose.params import (READ_VALUES_ENV, ParamError, adopt_read_values, changed_since_read, flush_trace, load_value,
@@ -66,10 +68,51 @@ def blas_environment(env: dict[str, str], kernel: str) -> dict[str, str]:
     return env
 
 
-def command(script: str, args: list[str], nproc: int) -> list[str]:
-    if nproc == 1 or Path(script).stem not in MULTI_PROCESS:
+@dataclass(frozen=True)
+class Nodes:
+    """The machines a multi-process stage spans (section ``compute``: nnodes, node_rank, rdzv_endpoint,
+    rdzv_id): one by default."""
+
+    nnodes: int = 1
+    node_rank: str = "auto"
+    rdzv_endpoint: str = ""
+    rdzv_id: str = "epipose"
+
+    def torchrun_args(self) -> list[str]:
+        """torchrun's rendezvous arguments: standalone on one machine; on several the c10d rendezvous at
+        the endpoint (ranks in order of arrival), or with a node rank the static one hosted by node 0."""
+        if self.nnodes == 1:
+            return ["--standalone"]
+        if self.node_rank == "auto":
+            return ["--nnodes", str(self.nnodes), "--rdzv_backend", "c10d", "--rdzv_endpoint", self.rdzv_endpoint,
+                    "--rdzv_id", self.rdzv_id]
+        host, _, port = self.rdzv_endpoint.rpartition(":")
+        return ["--nnodes", str(self.nnodes), "--node_rank", str(self.node_rank), "--master_addr", host,
+                "--master_port", port]
+
+    @classmethod
+    def load(cls, path: str) -> Nodes:
+        """Section ``compute``'s machine keys (checked in full by the stage, ``compute.ComputeParams``)."""
+        nnodes = load_value("compute", "nnodes", int, path)
+        if nnodes < 1:
+            raise ParamError(f"param compute.nnodes: {nnodes} is below the minimum 1")
+        if nnodes == 1:
+            return cls()
+        endpoint = load_value("compute", "rdzv_endpoint", str, path)
+        host, _, port = endpoint.rpartition(":")
+        if not host or not port.isdigit():
+            raise ParamError(f"param compute.rdzv_endpoint: {endpoint!r} is not host:port (the rendezvous every one "
+                             f"of compute.nnodes {nnodes} machines reaches)")
+        rank = load_value("compute", "node_rank", int | Literal["auto"], path)
+        if rank != "auto" and not 0 <= rank < nnodes:
+            raise ParamError(f"param compute.node_rank: {rank!r} is not auto or 0..{nnodes - 1}")
+        return cls(nnodes, str(rank), endpoint, load_value("compute", "rdzv_id", str, path))
+
+
+def command(script: str, args: list[str], nproc: int, nodes: Nodes = Nodes()) -> list[str]:
+    if (nproc == 1 and nodes.nnodes == 1) or Path(script).stem not in MULTI_PROCESS:
         return [sys.executable, script, *args]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+    return [sys.executable, "-m", "torch.distributed.run", *nodes.torchrun_args(), "--nproc_per_node", str(nproc),
             script, *args]
 
 
@@ -156,15 +199,17 @@ SPLIT_BATCH = {"pretrain_2d": ("pretrain_2d", "batch_size"), "train_3d": ("train
                "train_refiner": ("refiner", "batch_size")}
 
 
-def check_batch_split(stage: str, nproc: int, path: str) -> None:
-    """Before any process starts: the stage's batch divides over ``nproc`` processes."""
-    if nproc == 1 or stage not in SPLIT_BATCH:
+def check_batch_split(stage: str, nproc: int, path: str, nnodes: int = 1) -> None:
+    """Before any process starts: the stage's batch divides over ``nproc`` × ``nnodes`` processes."""
+    world = nproc * nnodes
+    if world == 1 or stage not in SPLIT_BATCH:
         return
     section, key = SPLIT_BATCH[stage]
     batch = load_value(section, key, int, path)
-    if batch % nproc:
-        raise ParamError(f"param {section}.{key}: {batch} does not split over compute.nproc {nproc} processes "
-                         f"(make it a multiple of {nproc})")
+    if batch % world:
+        where = f"compute.nproc {nproc}" + (f" x compute.nnodes {nnodes}" if nnodes > 1 else "")
+        raise ParamError(f"param {section}.{key}: {batch} does not split over {where} processes "
+                         f"(make it a multiple of {world})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,14 +224,15 @@ def main(argv: list[str] | None = None) -> int:
         nproc = load_value("compute", "nproc", int, path) if stage in MULTI_PROCESS else 1
         if nproc < 1:
             raise ParamError(f"param compute.nproc: {nproc} is below the minimum 1")
-        check_batch_split(stage, nproc, path)
+        nodes = Nodes.load(path) if stage in MULTI_PROCESS else Nodes()
+        check_batch_split(stage, nproc, path, nodes.nnodes)
         env = blas_environment(dict(os.environ), load_value("compute", "blas_kernel", str, path))
     except (ParamError, FileNotFoundError) as exc:
         print(f"epipose.launch: {exc}", file=sys.stderr)
         return 2
     flush_trace(stage)                    # what the launcher read, it read for the stage
     env[READ_VALUES_ENV] = read_values_env()
-    cmd = command(script, args, nproc)
+    cmd = command(script, args, nproc, nodes)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(cmd[0], cmd, env)

@@ -18,7 +18,7 @@ import yaml
 from conftest import ROOT
 from epipose.data.pose_tables import read_pose2d
 from epipose.pipeline.infer_2d import Infer2DParams, run_infer_2d
-from epipose.launch import blas_environment, command, params_path
+from epipose.launch import Nodes, blas_environment, command, params_path
 from epipose.params import ParamError
 
 BASE = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -52,6 +52,13 @@ def test_launcher_command():
     assert command("stages/train_3d.py", ["--a", "1"], 1) == [sys.executable, "stages/train_3d.py", "--a", "1"]
     assert command("stages/train_3d.py", [], 3)[1:] == ["-m", "torch.distributed.run", "--standalone",
                                                        "--nproc_per_node", "3", "stages/train_3d.py"]
+    # several machines: the c10d rendezvous (ranks by arrival), or the static one at node 0 with a node rank
+    assert command("stages/train_3d.py", [], 1, Nodes(2, "auto", "node0:29400", "run1"))[3:] == [
+        "--nnodes", "2", "--rdzv_backend", "c10d", "--rdzv_endpoint", "node0:29400", "--rdzv_id", "run1",
+        "--nproc_per_node", "1", "stages/train_3d.py"]
+    assert command("stages/infer_2d.py", [], 4, Nodes(3, "2", "10.0.0.1:29500"))[3:] == [
+        "--nnodes", "3", "--node_rank", "2", "--master_addr", "10.0.0.1", "--master_port", "29500",
+        "--nproc_per_node", "4", "stages/infer_2d.py"]
     # the stages that have no multi-process path run in one process whatever compute.nproc says
     assert command("stages/triangulate.py", ["--a"], 3) == [sys.executable, "stages/triangulate.py", "--a"]
     assert params_path(["--out", "o", "--params", "p.yaml"]) == "p.yaml"
@@ -66,6 +73,22 @@ def test_the_blas_kernel_param_decides_the_stages_openblas_kernel():
     assert env == {"OPENBLAS_CORETYPE": "Haswell", "HOME": "/h"}          # the launcher's own is left alone
     with pytest.raises(ParamError, match="param compute.blas_kernel: 'x y'"):
         blas_environment(env, "x y")
+
+
+@pytest.mark.parametrize("compute, line", [
+    ({"nnodes": 2, "rdzv_endpoint": "node0"}, "param compute.rdzv_endpoint: 'node0' is not host:port"),
+    ({"nnodes": 2, "rdzv_endpoint": "node0:1", "node_rank": 2}, "param compute.node_rank: 2 is not auto or 0..1"),
+    ({"nnodes": 2, "rdzv_endpoint": "node0:1", "nproc": 3}, "param train_3d.batch_size: 32 does not split over "
+     "compute.nproc 3 x compute.nnodes 2 processes (make it a multiple of 6)"),
+])
+def test_bad_machine_keys_stop_the_launch_naming_them(tmp_path, compute, line):
+    params = write_params(tmp_path / "params.yaml", compute.pop("nproc", 1), train_3d={"batch_size": 32})
+    p = yaml.safe_load(params.read_text())
+    p["compute"].update(compute)
+    params.write_text(yaml.safe_dump(p, sort_keys=False))
+    proc = subprocess.run([sys.executable, "-m", "epipose.launch", str(ROOT / "stages" / "train_3d.py"), "--params",
+                           str(params), "--out", "out/x.pt"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stderr.startswith(f"epipose.launch: {line}") and not (tmp_path / "out").exists()
 
 
 def test_a_batch_that_does_not_split_over_the_processes_stops_before_they_start(tmp_path):
@@ -148,3 +171,79 @@ def test_infer_2d_on_two_processes_writes_the_same_file(tmp_path, real_rig):
     assert (out / "pose2d.parquet").read_bytes() == (tmp_path / "n1.parquet").read_bytes()
     assert json.loads((out / "r.json").read_text()) == json.loads(json.dumps(metrics))
     assert sorted(p.name for p in out.iterdir()) == ["m.json", "pose2d.parquet", "r.json"]     # the parts are gone
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def launch_nodes(script: str, args: list, cwd: Path, nnodes: int, timeout: float = 240) -> None:
+    """``nnodes`` "machines" on this one: the same launcher command started ``nnodes`` times, meeting at a
+    c10d rendezvous on 127.0.0.1 (the params say nnodes and the endpoint)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DVC_NO_ANALYTICS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-m", "epipose.launch", str(ROOT / "stages" / script), *map(str, args)],
+                              cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True) for _ in range(nnodes)]
+    try:
+        errs = [p.communicate(timeout=timeout)[1] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+    for p, err in zip(procs, errs):
+        assert p.returncode == 0, f"{script} failed on a node:\n{err[-4000:]}"
+
+
+def on_nodes(params: Path, nnodes: int) -> Path:
+    """``params`` for ``nnodes`` machines meeting on this one (unchanged for 1)."""
+    if nnodes == 1:
+        return params
+    p = yaml.safe_load(params.read_text())
+    p["compute"].update(nnodes=nnodes, rdzv_endpoint=f"127.0.0.1:{free_port()}", rdzv_id=params.stem.replace(" ", "_"))
+    params.write_text(yaml.safe_dump(p, sort_keys=False))
+    return params
+
+
+@pytest.mark.slow
+def test_two_machines_train_and_infer_what_one_process_does(tmp_path, real_rig):
+    """Two launcher processes as two machines (one process each, c10d rendezvous on 127.0.0.1), sharing
+    the file system: pretrain_2d ends where one process ends (the global batch split over the machines:
+    float rounding apart, far closer than another seed), and infer_2d writes the very same table."""
+    from epipose.camera import Rig
+    from pose2d_fixture import make_h36m_with_shards, tiny_pose_net
+
+    synth = {"subjects": ["S1"], "actions": ["Walking"], "n_frames": 4, "image_size": 128, "workers": 1,
+             "mpii": {**BASE["synth"]["mpii"], "n_train": 16, "n_valid": 4, "image_size": 96, "images_per_chunk": 8}}
+    model = {"backbone": 18, "input_size": 32, "deconv_channels": 8, "pretrained": None}
+    train = {"epochs": 2, "batch_size": 8, "warmup_steps": 0, "threads": 1, "amp": "none", "eval_every": 2,
+             "eval_batch_size": 8, "decode_workers": 1, "flip_test": False, "log_every": 1}
+    params = write_params(tmp_path / "synth.yaml", 1, synth=synth)
+    launch("synthesize.py", ["--h36m-out", tmp_path / "h36m_synth", "--mpii-out", tmp_path / "mpii", "--params", params],
+           tmp_path)
+    weights = {}
+    for name, nnodes, seed in (("one", 1, 0), ("two machines", 2, 0), ("another seed", 1, 1)):
+        params = on_nodes(write_params(tmp_path / f"{name}.yaml", 1, model=model, pretrain_2d={**train, "seed": seed},
+                                       augment=NO_AUG), nnodes)
+        out = tmp_path / name
+        launch_nodes("pretrain_2d.py", ["--mpii", tmp_path / "mpii", "--out", out / "pose2d.pt", "--ckpt-dir", out / "ckpt",
+                                        "--live-dir", out / "live", "--params", params, "--no-progress"], tmp_path, nnodes)
+        weights[name] = _flat(torch.load(out / "pose2d.pt", weights_only=True)["state_dict"])
+    assert (weights["two machines"] - weights["one"]).norm() < 0.1 * (weights["another seed"] - weights["one"]).norm()
+
+    rig = Rig({c: real_rig.intrinsics[c] for c in ("54138969", "55011271")},
+              {s: {c: real_rig.extrinsics[s][c] for c in ("54138969", "55011271")} for s in ("S1", "S9")})
+    h36m, frames_root = make_h36m_with_shards(tmp_path, rig)
+    ckpt = tiny_pose_net(tmp_path / "pose2d_dots.pt")
+    tables = []
+    for nnodes in (1, 2):
+        params = on_nodes(write_params(tmp_path / f"infer{nnodes}.yaml", 1, infer_2d={"batch_size": 3, "threads": 1}),
+                          nnodes)
+        out = tmp_path / f"infer{nnodes}" / "pose2d.parquet"
+        launch_nodes("infer_2d.py", ["--frames", frames_root, "--model", ckpt, "--out", out, "--params", params,
+                                     "--no-progress"], tmp_path, nnodes)
+        tables.append(out.read_bytes())
+    assert tables[0] == tables[1] and len(read_pose2d(tmp_path / "infer2" / "pose2d.parquet"))
