@@ -2,6 +2,9 @@
 
 ``epipose predict INPUT... --model models/pose3d.pt [--refiner models/refiner.pt] --out DIR``:
 3D poses from single RGB images, folders of images, or videos (see ``epipose.predict``).
+
+``epipose import-seed SOURCE --as pose3d|pose2d --out FILE``: one of EpipolarPose's released networks as
+this project's network file (see ``epipose.models.seed_import``).
 """
 
 from __future__ import annotations
@@ -75,6 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--export", nargs="+", choices=list(O.EXPORTS), default=[],
                    help="also write predictions.csv (with the root position) and/or predictions.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    s = sub.add_parser(
+        "import-seed", help="EpipolarPose's released networks as this project's network files",
+        description="Convert a network released by EpipolarPose (github.com/mkocabas/EpipolarPose: "
+                    "models/h36m/*.pth.tar, models/mpii/mpii_integral*.pth.tar; ResNet-18/34/50) into a network file "
+                    "that evaluate (--model) and epipose predict read: joints mapped to MPII's 16, its pixel and depth "
+                    "conventions and crops recorded (epipose.models.seed_import). Prints the file written.",
+        formatter_class=_Formatter)
+    s.add_argument("source", help="the released .pth.tar (a state dict, DataParallel's module. prefix or not)")
+    s.add_argument("--as", dest="role", choices=["pose3d", "pose2d"], required=True,
+                   help="pose3d: a Human3.6M model (evaluate, predict); pose2d: an MPII model (infer_2d)")
+    s.add_argument("--out", required=True, help="the network file to write, e.g. models/seed_pose3d.pt")
     return parser
 
 
@@ -105,11 +119,16 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm.contrib.logging import logging_redirect_tqdm
 
     try:
-        with logging_redirect_tqdm():            # warnings above the progress bars, not inside them
-            out = run_predict(args)
+        if args.command == "import-seed":
+            from epipose.models.seed_import import convert
+
+            files = [convert(args.source, args.out, args.role)]
+        else:
+            with logging_redirect_tqdm():            # warnings above the progress bars, not inside them
+                files = run_predict(args).files
     except (O.PredictError, FileNotFoundError, ValueError) as exc:
-        parser.exit(2, f"epipose {args.command}: error: {exc}\n")
-    for path in out.files:
+        parser.exit(2, f"epipose {args.command}: error: {' '.join(str(exc).split())}\n")
+    for path in files:
         print(path)
     return 0
 

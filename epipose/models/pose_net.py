@@ -85,6 +85,9 @@ class PoseNetConfig:
     deconv_kernel: int = 4
     input_size: int = 256
     conf_radius: float = 2.0
+    grid: Literal["centre", "corner"] = "centre"   # where heatmap cell k and depth bin k lie (``soft_argmax``):
+    #   centre: cell k covers input pixels [k·s − ½, (k+1)·s − ½], bin k at (k + ½)/D − ½ (this project's);
+    #   corner: cell k at input pixel k·s, bin k at k/D − ½ (EpipolarPose's released models, ``seed_import``)
 
     @property
     def backbone_stride(self) -> int:
@@ -110,7 +113,10 @@ class PoseNetConfig:
                    backbone_stages=p.backbone_stages, input_size=p.input_size, **overrides)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["grid"] == "centre":         # as before the key existed: the same files and training fingerprints
+            del d["grid"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "PoseNetConfig":
@@ -135,11 +141,13 @@ def _deconv_padding(kernel: int) -> tuple[int, int]:
     return {4: (1, 0), 3: (1, 1), 2: (0, 0)}[kernel]
 
 
-def soft_argmax(logits: torch.Tensor, conf_radius: float = 2.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def soft_argmax(logits: torch.Tensor, conf_radius: float = 2.0, grid: str = "centre"
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Integral regression over volumetric logits (B, J, D, H, W).
 
     Returns ``xy`` (B, J, 2) in heatmap cells (cell centres at integers), ``z`` (B, J) in
-    ``[-0.5, 0.5]`` and ``conf`` (B, J) in [0, 1]. Computed in float32 whatever the input dtype.
+    ``[-0.5, 0.5]`` (bin k at (k + ½)/D − ½; ``grid: corner``: k/D − ½) and ``conf`` (B, J) in [0, 1].
+    Computed in float32 whatever the input dtype.
     """
     b, j, d, h, w = logits.shape
     prob = F.softmax(logits.float().reshape(b, j, -1), dim=-1).reshape(b, j, d, h, w)
@@ -151,7 +159,7 @@ def soft_argmax(logits: torch.Tensor, conf_radius: float = 2.0) -> tuple[torch.T
     y = (py * gy).sum(-1)
     if d > 1:
         pz = prob.sum(dim=(3, 4))
-        gz = (torch.arange(d, device=logits.device, dtype=torch.float32) + 0.5) / d - 0.5
+        gz = (torch.arange(d, device=logits.device, dtype=torch.float32) + (0.5 if grid == "centre" else 0.0)) / d - 0.5
         z = (pz * gz).sum(-1)
     else:
         z = torch.zeros_like(x)
@@ -216,10 +224,10 @@ class PoseNet(nn.Module):
         logits = self.final(feats)
         b, _, h, w = logits.shape
         logits = logits.reshape(b, cfg.num_joints, cfg.depth_bins, h, w)
-        xy, z, conf = soft_argmax(logits, cfg.conf_radius)
-        # Heatmap cells → input pixels (cell k covers input pixels [k·s − ½, (k+1)·s − ½]).
+        xy, z, conf = soft_argmax(logits, cfg.conf_radius, cfg.grid)
+        # Heatmap cells → input pixels (cell k covers input pixels [k·s − ½, (k+1)·s − ½]; corner: at k·s).
         s = images.shape[-1] / w
-        out = {"xy": xy * s + (s - 1.0) / 2.0, "z": z, "conf": conf}
+        out = {"xy": xy * s + ((s - 1.0) / 2.0 if cfg.grid == "centre" else 0.0), "z": z, "conf": conf}
         if return_logits:
             out["logits"] = logits
         return out
