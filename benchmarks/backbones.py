@@ -81,11 +81,12 @@ def main() -> None:
                               "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)],
                              capture_output=True, text=True, check=True)
         results[name] = {**cfg, **json.loads(out.stdout.strip().splitlines()[-1])}
-        print(f"{name:<10} {results[name]['ms_per_step']:>9.0f} ms/step {results[name]['ms_per_crop']:>8.1f} ms/crop "
-              f"{results[name]['peak_rss_mib']:>8.0f} MiB  x{results[name]['ms_per_step'] / results['default']['ms_per_step']:.1f}",
-              flush=True)
+        r = results[name]
+        print(f"{name:<10} {r['ms_per_step']:>9.0f} ms/step {r['ms_per_crop']:>8.1f} ms/crop {r['peak_rss_mib']:>8.0f} MiB"
+              f"  x{r['ms_per_step'] / results['default']['ms_per_step']:.1f}", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"batch": args.batch, "steps": args.steps, "results": results}, indent=1) + "\n")
+    summary = {"batch": args.batch, "steps": args.steps, "results": results}
+    Path(args.out).write_text(json.dumps(summary, indent=1) + "\n")
 
 
 if __name__ == "__main__":

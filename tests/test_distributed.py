@@ -25,9 +25,9 @@ BASE = yaml.safe_load((ROOT / "params.yaml").read_text())
 NO_AUG = {"scale": 0.0, "rotation": 0.0, "translate": 0.0, "flip": False, "color": 0.0, "occlusion_prob": 0.0}
 
 
-def write_params(path: Path, nproc: int, **sections) -> Path:
+def write_params(path: Path, nproc: int, device: str = "cpu", **sections) -> Path:
     params = copy.deepcopy(BASE)
-    params["compute"] = {**params["compute"], "nproc": nproc, "device": "cpu"}
+    params["compute"] = {**params["compute"], "nproc": nproc, "device": device}
     for name, values in sections.items():
         params[name].update(values)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -112,6 +112,17 @@ def test_train_3d_on_two_gloo_processes_trains_what_one_process_trains(tmp_path,
     gradients). Unsynchronised BatchNorm statistics, a rank training on its own half only, or another
     batch order end about as far from the single process as the whole training moved (measured: 1.4
     without synchronised BatchNorm, 0.025 with)."""
+    train_3d_on_processes(tmp_path, real_rig, "cpu")
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL across processes needs two CUDA devices")
+def test_train_3d_on_two_gpus_with_nccl_trains_what_one_gpu_trains(tmp_path, real_rig):
+    train_3d_on_processes(tmp_path, real_rig, "cuda")
+
+
+def train_3d_on_processes(tmp_path, real_rig, device: str) -> None:
+    """train_3d on 1 and on 2 processes (gloo on CPU, NCCL on CUDA) through the launcher: the same weights
+    up to float rounding."""
     from epipose.models.pose_net import ModelParams
     from epipose.pipeline.train_3d import init_from_2d
     from pose2d_fixture import tiny_pose_net
@@ -124,7 +135,8 @@ def test_train_3d_on_two_gloo_processes_trains_what_one_process_trains(tmp_path,
     pose2d = tiny_pose_net(tmp_path / "pose2d.pt", input_size=32, backbone_stages=4, deconv_layers=3)
     runs = {}
     for nproc in (1, 2):
-        params = write_params(tmp_path / f"params{nproc}.yaml", nproc, data={"h36m_root": str(h36m)}, model=model,
+        params = write_params(tmp_path / f"params{nproc}.yaml", nproc, device, data={"h36m_root": str(h36m)},
+                              model=model,
                               train_3d={"subjects": ["S1"], "epochs": 2, "batch_size": 8, "warmup_steps": 0,
                                         "amp": "none", "threads": 1, "fit_frames": 0, "flip_test": False,
                                         "mpii_share": 0.0,
@@ -222,15 +234,16 @@ def test_two_machines_train_and_infer_what_one_process_does(tmp_path, real_rig):
     train = {"epochs": 2, "batch_size": 8, "warmup_steps": 0, "threads": 1, "amp": "none", "eval_every": 2,
              "eval_batch_size": 8, "decode_workers": 1, "flip_test": False, "log_every": 1}
     params = write_params(tmp_path / "synth.yaml", 1, synth=synth)
-    launch("synthesize.py", ["--h36m-out", tmp_path / "h36m_synth", "--mpii-out", tmp_path / "mpii", "--params", params],
-           tmp_path)
+    launch("synthesize.py", ["--h36m-out", tmp_path / "h36m_synth", "--mpii-out", tmp_path / "mpii",
+                             "--params", params], tmp_path)
     weights = {}
     for name, nnodes, seed in (("one", 1, 0), ("two machines", 2, 0), ("another seed", 1, 1)):
         params = on_nodes(write_params(tmp_path / f"{name}.yaml", 1, model=model, pretrain_2d={**train, "seed": seed},
                                        augment=NO_AUG), nnodes)
         out = tmp_path / name
-        launch_nodes("pretrain_2d.py", ["--mpii", tmp_path / "mpii", "--out", out / "pose2d.pt", "--ckpt-dir", out / "ckpt",
-                                        "--live-dir", out / "live", "--params", params, "--no-progress"], tmp_path, nnodes)
+        launch_nodes("pretrain_2d.py", ["--mpii", tmp_path / "mpii", "--out", out / "pose2d.pt", "--ckpt-dir",
+                                        out / "ckpt", "--live-dir", out / "live", "--params", params, "--no-progress"],
+                     tmp_path, nnodes)
         weights[name] = _flat(torch.load(out / "pose2d.pt", weights_only=True)["state_dict"])
     assert (weights["two machines"] - weights["one"]).norm() < 0.1 * (weights["another seed"] - weights["one"]).norm()
 

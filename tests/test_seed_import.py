@@ -119,8 +119,8 @@ def test_a_file_of_another_layout_is_refused_naming_what_differs(tmp_path):
 def test_the_command_writes_a_network_evaluate_and_predict_read(tmp_path):
     _, path = seed_file(tmp_path, 18, 16)
     out = tmp_path / "models" / "seed_pose3d.pt"
-    proc = subprocess.run([sys.executable, "-m", "epipose", "import-seed", str(path), "--as", "pose3d", "--out", str(out)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-m", "epipose", "import-seed", str(path), "--as", "pose3d",
+                           "--out", str(out)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == str(out), proc.stderr
     model, meta = load_pose_net(out, num_joints=16)
     assert model.config.grid == "corner" and model.config.input_size == 256
