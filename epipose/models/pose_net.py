@@ -31,6 +31,7 @@ import torchvision
 from torch import nn
 
 from epipose import skeleton
+from epipose.models import heatmap_codec
 from epipose.io import first_line, read_model_file
 from epipose.params import ParamError, from_dict, in_range, load_value, read_params
 
@@ -85,6 +86,8 @@ class PoseNetConfig:
     deconv_kernel: int = 4
     input_size: int = 256
     conf_radius: float = 2.0
+    head: Literal["integral", "heatmap"] = "integral"   # heatmap: the 2D network's Simple Baselines head (D = 1;
+    #                                                  ``heatmap_codec``: argmax + quarter shift, conf = the peak)
     grid: Literal["centre", "corner"] = "centre"   # where heatmap cell k and depth bin k lie (``soft_argmax``):
     #   centre: cell k covers input pixels [k·s − ½, (k+1)·s − ½], bin k at (k + ½)/D − ½ (this project's);
     #   corner: cell k at input pixel k·s, bin k at k/D − ½ (EpipolarPose's released models, ``seed_import``)
@@ -114,8 +117,9 @@ class PoseNetConfig:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        if d["grid"] == "centre":         # as before the key existed: the same files and training fingerprints
-            del d["grid"]
+        for key, default in (("grid", "centre"), ("head", "integral")):
+            if d[key] == default:         # as before the key existed: the same files and training fingerprints
+                del d[key]
         return d
 
     @classmethod
@@ -132,6 +136,8 @@ def _check_config(cfg: PoseNetConfig) -> None:
     if cfg.input_size % cfg.backbone_stride:
         raise ValueError(f"input size {cfg.input_size} must be a multiple of {cfg.backbone_stride} "
                          f"(the backbone's stride with {cfg.backbone_stages} stages)")
+    if cfg.head == "heatmap" and cfg.depth_bins != 1:
+        raise ValueError(f"the heatmap head is a 2D network's (1 depth bin, not {cfg.depth_bins})")
     if cfg.deconv_kernel not in (2, 3, 4):
         raise ValueError(f"deconvolution kernel {cfg.deconv_kernel} not supported (2, 3 or 4)")
 
@@ -224,7 +230,11 @@ class PoseNet(nn.Module):
         logits = self.final(feats)
         b, _, h, w = logits.shape
         logits = logits.reshape(b, cfg.num_joints, cfg.depth_bins, h, w)
-        xy, z, conf = soft_argmax(logits, cfg.conf_radius, cfg.grid)
+        if cfg.head == "heatmap":
+            xy, conf = heatmap_codec.decode(logits[:, :, 0])
+            z = torch.zeros_like(conf)
+        else:
+            xy, z, conf = soft_argmax(logits, cfg.conf_radius, cfg.grid)
         # Heatmap cells → input pixels (cell k covers input pixels [k·s − ½, (k+1)·s − ½]; corner: at k·s).
         s = images.shape[-1] / w
         out = {"xy": xy * s + ((s - 1.0) / 2.0 if cfg.grid == "centre" else 0.0), "z": z, "conf": conf}

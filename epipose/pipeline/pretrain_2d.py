@@ -20,6 +20,7 @@ from epipose.data import stills
 from epipose.data.stills import CropCache
 from epipose.data.transforms import AugmentParams, augment_batch, load_voc_occluders
 from epipose.metrics import pckh, skeleton_scale
+from epipose.models import heatmap_codec
 from epipose.models.inference import predict_2d
 from epipose.models.pose_net import ModelParams, PoseNet, PoseNetConfig, load_model_params, normalise, save_pose_net
 from epipose.params import in_range, load_section, redefault
@@ -49,6 +50,8 @@ class Pretrain2DParams(TrainParams):
     heatmap_weight: float = in_range(0.0, 100.0, default=0.0)  # auxiliary heatmap cross-entropy; 0 = L1 only (the paper)
     heatmap_sigma: float = in_range(0.1, 10.0, default=1.0)    # its Gaussian target's sigma, heatmap cells
     swap_tolerance: float = in_range(0.0, 1.0, default=0.3)    # weight of the left/right-tolerant L1 (l1_loss_2d)
+    head: Literal["integral", "heatmap"] = in_range(default="integral", hash_omits="integral")  # heatmap: Simple
+    #                                   Baselines' head (Gaussian targets of heatmap_sigma cells, MSE; models.heatmap_codec)
 
 
 def build_cache(root: str | Path, split: str, input_size: int, p: Pretrain2DParams, limit: int = 0,
@@ -108,8 +111,9 @@ class Loss2D:
     (as the paper), plus ``heatmap_weight`` × ``heatmap_ce_loss`` when that weight is > 0."""
 
     def __init__(self, src_box: float, input_size: int, aug: AugmentParams, channels_last: bool = True,
-                 heatmap_weight: float = 0.0, heatmap_sigma: float = 1.0, swap_tolerance: float = 0.0):
-        self.src_box, self.input_size, self.aug = src_box, input_size, aug
+                 heatmap_weight: float = 0.0, heatmap_sigma: float = 1.0, swap_tolerance: float = 0.0,
+                 head: str = "integral"):
+        self.src_box, self.input_size, self.aug, self.head = src_box, input_size, aug, head
         self.swap_tolerance = swap_tolerance
         self.channels_last = channels_last
         self.heatmap_weight, self.heatmap_sigma = heatmap_weight, heatmap_sigma
@@ -121,7 +125,12 @@ class Loss2D:
         x = normalise(images)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        out = model(x, return_logits=self.heatmap_weight > 0)
+        out = model(x, return_logits=self.heatmap_weight > 0 or self.head == "heatmap")
+        if self.head == "heatmap":                 # Simple Baselines: MSE to Gaussian targets
+            heatmaps = out["logits"][:, :, 0]
+            stride = self.input_size / heatmaps.shape[-1]
+            target, weight = heatmap_codec.encode(joints, vis, heatmaps.shape[-1], stride, self.heatmap_sigma)
+            return heatmap_codec.loss(heatmaps, target, weight), {}
         l1 = l1_loss_2d(out["xy"], joints, vis, self.input_size, self.swap_tolerance)
         if self.heatmap_weight <= 0:
             return l1, {}
@@ -178,7 +187,7 @@ def pretrain_2d(mpii_root: str | Path, model_params: ModelParams, p: Pretrain2DP
     None on the processes of a distributed run other than the main one —, info: image counts and
     decoding time).
     """
-    config = PoseNetConfig.from_params(model_params, depth_bins=1)
+    config = PoseNetConfig.from_params(model_params, depth_bins=1, head=p.head)
     t0 = time.perf_counter()
     train = build_cache(mpii_root, "train", config.input_size, p, limit=p.max_train, num_joints=config.num_joints)
     valid = build_cache(mpii_root, "valid", config.input_size, p, num_joints=config.num_joints)
@@ -188,7 +197,7 @@ def pretrain_2d(mpii_root: str | Path, model_params: ModelParams, p: Pretrain2DP
     model = PoseNet(config, pretrained=model_params.pretrained)
     dataset = TensorSet(images=train.images, joints=train.joints, visible=train.visible)
     loss_fn = Loss2D(train.src_box, config.input_size, aug, p.channels_last, p.heatmap_weight, p.heatmap_sigma,
-                     p.swap_tolerance)
+                     p.swap_tolerance, p.head)
 
     def report_of(m: nn.Module) -> dict:
         dev = next(m.parameters()).device

@@ -228,7 +228,7 @@ def init_from_2d(pose2d_path: str | Path, model_params: ModelParams) -> PoseNet:
         if getattr(c2, key) != getattr(model_params, key):
             raise ValueError(f"{pose2d_path}: the 2D network has {key} {getattr(c2, key)} but param model.{key} is "
                              f"{getattr(model_params, key)} (rerun pretrain_2d)")
-    config = dataclasses.replace(c2, depth_bins=model_params.depth_bins)
+    config = dataclasses.replace(c2, depth_bins=model_params.depth_bins, head="integral")   # 3D: integral always
     model = PoseNet(config)
     model.load_state_dict(expand_depth(net2d.state_dict(), c2, config.depth_bins))
     return model
