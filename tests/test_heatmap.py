@@ -5,15 +5,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from epipose.data.transforms import AugmentParams
 from epipose.models import heatmap_codec
-from epipose.models.pose_net import ModelParams, PoseNet, PoseNetConfig, load_pose_net, save_pose_net
-from epipose.pipeline.pretrain_2d import Loss2D, Pretrain2DParams, build_cache, evaluate_pckh
+from epipose.models.pose_net import ModelParams, PoseNetConfig, load_pose_net, save_pose_net
+from epipose.pipeline.pretrain_2d import Pretrain2DParams
 from epipose.pipeline.train_3d import init_from_2d
-from epipose.train import TensorSet, fit
-from mpii_fixture import make_mpii
-
-NO_AUG = AugmentParams(scale=0, rotation=0, translate=0, flip=False, color=0, occlusion_prob=0)
+from train_fixture import overfit_pose_net
 
 
 def test_targets_decode_to_their_joints_within_a_quarter_cell():
@@ -31,24 +27,7 @@ def test_targets_decode_to_their_joints_within_a_quarter_cell():
 
 
 def test_a_heatmap_network_learns_a_handful_of_images_and_starts_a_3d_network(tmp_path):
-    root = make_mpii(tmp_path / "mpii", n_train=8, n_valid=1, seed=2)
-    p = Pretrain2DParams(epochs=1, batch_size=8, lr=1e-3, schedule="step", lr_steps=[], warmup_steps=0, amp="none",
-                         bn_recalib_batches=2, flip_test=False, head="heatmap", heatmap_sigma=1.0)
-    cache = build_cache(root, "train", 64, p)
-    torch.manual_seed(0)
-    model = PoseNet(PoseNetConfig(backbone=18, deconv_channels=16, input_size=64, head="heatmap"))
-    before = evaluate_pckh(model, cache, flip_test=False)
-    data = TensorSet(images=cache.images.repeat(40, 1, 1, 1), joints=cache.joints.repeat(40, 1, 1),
-                     visible=cache.visible.repeat(40, 1))
-    losses = []
-
-    def loss_fn(m, batch, gen):
-        loss, logs = Loss2D(cache.src_box, 64, NO_AUG, head="heatmap", heatmap_sigma=1.0)(m, batch, gen)
-        losses.append(loss.item())
-        return loss, logs
-
-    result = fit(model, data, loss_fn, p, tmp_path / "ck", progress=False)
-    after = evaluate_pckh(result.model, cache, flip_test=False)
+    before, after, losses, result = overfit_pose_net(tmp_path, lr=1e-3, head="heatmap")
     assert np.mean(losses[-5:]) < 0.5 * np.mean(losses[:5])
     assert after["pckh@0.5"] > before["pckh@0.5"] + 20
     save_pose_net(result.model, tmp_path / "pose2d.pt")

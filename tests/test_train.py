@@ -11,16 +11,11 @@ import pytest
 import torch
 from torch import nn
 
-from epipose.data.transforms import AugmentParams
-from epipose.models.pose_net import PoseNet, PoseNetConfig
-from epipose.pipeline.pretrain_2d import Loss2D, build_cache, evaluate_pckh, Pretrain2DParams
-from epipose.train import (CHECKPOINT_NAME, EpochBatchSampler, ModelEMA, TensorSet, TrainParams, fit, lr_lambda,
+from epipose.train import (CHECKPOINT_NAME, EpochBatchSampler, ModelEMA, TrainParams, fit, lr_lambda,
                            param_groups, recalibrate_bn)
-from mpii_fixture import make_mpii
-from train_fixture import TINY, Tiny, TinyLoss, tiny_data
+from train_fixture import TINY, Tiny, TinyLoss, overfit_pose_net, tiny_data
 
 ROOT = Path(__file__).resolve().parents[1]
-NO_AUG = AugmentParams(scale=0, rotation=0, translate=0, flip=False, color=0, occlusion_prob=0)
 
 
 def _weights(model):
@@ -139,25 +134,7 @@ def test_bn_recalibration_and_ema():
 
 @pytest.mark.slow
 def test_tiny_pose_net_overfits_a_handful_of_images(tmp_path):
-    root = make_mpii(tmp_path / "mpii", n_train=8, n_valid=1, seed=2)
-    p = Pretrain2DParams(epochs=1, batch_size=8, lr=1e-2, schedule="step", lr_steps=[], warmup_steps=0, amp="auto",
-                         bn_recalib_batches=2, flip_test=False)
-    cache = build_cache(root, "train", 64, p)
-    torch.manual_seed(0)
-    model = PoseNet(PoseNetConfig(backbone=18, deconv_channels=16, input_size=64))
-    before = evaluate_pckh(model, cache, flip_test=False)
-    repeats = 40                                # 40 steps over the same 8 images
-    data = TensorSet(images=cache.images.repeat(repeats, 1, 1, 1), joints=cache.joints.repeat(repeats, 1, 1),
-                     visible=cache.visible.repeat(repeats, 1))
-    losses = []
-
-    def loss_fn(m, batch, gen):
-        loss, logs = Loss2D(cache.src_box, 64, NO_AUG)(m, batch, gen)
-        losses.append(loss.item())
-        return loss, logs
-
-    result = fit(model, data, loss_fn, p, tmp_path / "ck", progress=False)
-    after = evaluate_pckh(result.model, cache, flip_test=False)
+    before, after, losses, _ = overfit_pose_net(tmp_path, lr=1e-2)      # 40 steps over the same 8 images
     assert np.mean(losses[-5:]) < 0.4 * np.mean(losses[:5])
     assert after["pckh@0.5"] > before["pckh@0.5"] + 20
     assert after["per_joint@0.5"]["head_top"] > before["per_joint@0.5"]["head_top"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from epipose.train import TensorSet, TrainParams
+from epipose.train import TensorSet, TrainParams, fit
 
 
 class Tiny(nn.Module):
@@ -44,3 +44,32 @@ class TinyLoss:
 # threads fixed: floating-point sums depend on the thread count, which ``threads: 0`` chooses from the
 # machine's load when a training starts (two runs compared bit for bit could get different counts)
 TINY = TrainParams(epochs=3, batch_size=8, lr=1e-2, amp="none", channels_last=False, log_every=2, seed=3, threads=1)
+
+
+def overfit_pose_net(tmp_path, lr: float, head: str = "integral", repeats: int = 40):
+    """A tiny 2D network trained for ``repeats`` steps over the same 8 MPII-layout images with pretrain_2d's
+    loss (``head``'s) → (evaluate_pckh's report before, after, the losses, the FitResult)."""
+    from epipose.data.transforms import AugmentParams
+    from epipose.models.pose_net import PoseNet, PoseNetConfig
+    from epipose.pipeline.pretrain_2d import Loss2D, Pretrain2DParams, build_cache, evaluate_pckh
+    from mpii_fixture import make_mpii
+
+    no_aug = AugmentParams(scale=0, rotation=0, translate=0, flip=False, color=0, occlusion_prob=0)
+    root = make_mpii(tmp_path / "mpii", n_train=8, n_valid=1, seed=2)
+    p = Pretrain2DParams(epochs=1, batch_size=8, lr=lr, schedule="step", lr_steps=[], warmup_steps=0,
+                         amp="auto" if head == "integral" else "none", bn_recalib_batches=2, flip_test=False, head=head)
+    cache = build_cache(root, "train", 64, p)
+    torch.manual_seed(0)
+    model = PoseNet(PoseNetConfig(backbone=18, deconv_channels=16, input_size=64, head=head))
+    before = evaluate_pckh(model, cache, flip_test=False)
+    data = TensorSet(images=cache.images.repeat(repeats, 1, 1, 1), joints=cache.joints.repeat(repeats, 1, 1),
+                     visible=cache.visible.repeat(repeats, 1))
+    losses = []
+
+    def loss_fn(m, batch, gen):
+        loss, logs = Loss2D(cache.src_box, 64, no_aug, head=head, heatmap_sigma=p.heatmap_sigma)(m, batch, gen)
+        losses.append(loss.item())
+        return loss, logs
+
+    result = fit(model, data, loss_fn, p, tmp_path / "ck", progress=False)
+    return before, evaluate_pckh(result.model, cache, flip_test=False), losses, result
