@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from epipose.params import ParamError, in_range, load_section
+from epipose.params import ParamError, check_machines, in_range, load_section
 from epipose.stage import Runtime  # noqa: F401  (the stages import it from here too)
 
 log = logging.getLogger(__name__)
@@ -49,13 +49,7 @@ class ComputeParams:
     rdzv_id: str = "epipose"                            # the run's id at the rendezvous (c10d)
 
     def __post_init__(self) -> None:
-        if self.nnodes > 1:
-            host, _, port = self.rdzv_endpoint.rpartition(":")
-            if not host or not port.isdigit():
-                raise ParamError(f"param compute.rdzv_endpoint: {self.rdzv_endpoint!r} is not host:port (the "
-                                 f"rendezvous every one of compute.nnodes {self.nnodes} machines reaches)")
-        if self.node_rank != "auto" and not 0 <= int(self.node_rank) < self.nnodes:
-            raise ParamError(f"param compute.node_rank: {self.node_rank!r} is not auto or 0..{self.nnodes - 1}")
+        check_machines(self.nnodes, self.node_rank, self.rdzv_endpoint)
 
     @property
     def world(self) -> int:

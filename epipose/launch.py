@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from typing import Literal
 from pathlib import Path
 
-from epipose.params import (READ_VALUES_ENV, ParamError, adopt_read_values, changed_since_read, flush_trace, load_value,
+from epipose.params import (READ_VALUES_ENV, ParamError, adopt_read_values, changed_since_read, check_machines,
+                            flush_trace, load_value,
                             read_values_env)
 
 
@@ -99,13 +100,8 @@ class Nodes:
         if nnodes == 1:
             return cls()
         endpoint = load_value("compute", "rdzv_endpoint", str, path)
-        host, _, port = endpoint.rpartition(":")
-        if not host or not port.isdigit():
-            raise ParamError(f"param compute.rdzv_endpoint: {endpoint!r} is not host:port (the rendezvous every one "
-                             f"of compute.nnodes {nnodes} machines reaches)")
         rank = load_value("compute", "node_rank", int | Literal["auto"], path)
-        if rank != "auto" and not 0 <= rank < nnodes:
-            raise ParamError(f"param compute.node_rank: {rank!r} is not auto or 0..{nnodes - 1}")
+        check_machines(nnodes, rank, endpoint)
         return cls(nnodes, str(rank), endpoint, load_value("compute", "rdzv_id", str, path))
 
 

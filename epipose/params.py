@@ -238,3 +238,14 @@ def redefault(base: type, name: str, value: Any) -> Any:
     if isinstance(value, list):
         return dataclasses.field(default_factory=lambda: list(value), metadata=f.metadata)
     return dataclasses.field(default=value, metadata=f.metadata)
+
+
+def check_machines(nnodes: int, node_rank: int | str, endpoint: str) -> None:
+    """Section ``compute``'s machine keys (``compute.ComputeParams``; read alone by the torch-free launcher):
+    a host:port rendezvous when there are several machines, a node rank that is ``auto`` or one of them."""
+    host, _, port = endpoint.rpartition(":")
+    if nnodes > 1 and (not host or not port.isdigit()):
+        raise ParamError(f"param compute.rdzv_endpoint: {endpoint!r} is not host:port (the rendezvous every one "
+                         f"of compute.nnodes {nnodes} machines reaches)")
+    if node_rank != "auto" and not 0 <= int(node_rank) < nnodes:
+        raise ParamError(f"param compute.node_rank: {node_rank!r} is not auto or 0..{nnodes - 1}")
