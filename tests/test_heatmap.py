@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
+from epipose import skeleton
 from epipose.models import heatmap_codec
 from epipose.models.pose_net import ModelParams, PoseNetConfig, load_pose_net, save_pose_net
 from epipose.pipeline.pretrain_2d import Pretrain2DParams
@@ -42,4 +44,22 @@ def test_the_integral_head_keeps_its_files_and_fingerprints():
     from epipose.io import content_hash
 
     assert "head" not in PoseNetConfig().to_dict() and PoseNetConfig(head="heatmap").to_dict()["head"] == "heatmap"
-    assert content_hash(Pretrain2DParams()) != content_hash(Pretrain2DParams(head="heatmap"))
+    assert content_hash(Pretrain2DParams(head="integral")) != content_hash(Pretrain2DParams(head="heatmap"))
+    assert content_hash(Pretrain2DParams()) != content_hash(Pretrain2DParams(heatmap_swap_tolerance=0.3))
+
+
+def test_the_left_right_tolerant_heatmap_loss_forgives_a_swap_by_its_weight():
+    g = torch.Generator().manual_seed(1)
+    xy = torch.rand(8, 16, 2, generator=g) * 80 + 8
+    visible = torch.rand(8, 16, generator=g) > 0.1
+    target, weight = heatmap_codec.encode(xy, visible, 24, 4.0, 1.0)
+    perm = list(skeleton.FLIP_PERM)
+    swapped_pred = heatmap_codec.encode(xy[:, perm], visible[:, perm], 24, 4.0, 1.0)[0]   # every pair named the other way
+    straight = heatmap_codec.loss(swapped_pred, target, weight)
+    assert straight > 0
+    assert heatmap_codec.loss(swapped_pred, target, weight, perm, 0.3) == pytest.approx(0.7 * straight.item(), rel=1e-5)
+    assert heatmap_codec.loss(target, target, weight, perm, 0.3) == 0            # a right answer costs nothing
+    assert heatmap_codec.loss(swapped_pred, target, weight, perm, 0.0) == straight   # 0: the plain MSE, same bits
+    blurred = 0.5 * (target + swapped_pred)                                      # each joint spread over both sides
+    assert heatmap_codec.loss(blurred, target, weight, perm, 0.3) == pytest.approx(
+        heatmap_codec.loss(blurred, target, weight).item(), rel=1e-5)           # no discount: both readings as bad

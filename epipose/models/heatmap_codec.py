@@ -28,10 +28,22 @@ def encode(xy_px: torch.Tensor, visible: torch.Tensor, size: int, stride: float,
     return gy[..., :, None] * gx[..., None, :], (visible.bool() & inside).float()
 
 
-def loss(heatmaps: torch.Tensor, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """Simple Baselines' JointsMSELoss: ½ × the mean squared error per joint, the weighted mean over joints."""
+def loss(heatmaps: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, swap_perm: list[int] | None = None,
+         swap_tolerance: float = 0.0) -> torch.Tensor:
+    """Simple Baselines' JointsMSELoss: ½ × the mean squared error per joint, the weighted mean over joints.
+
+    ``swap_tolerance`` w > 0 (with ``swap_perm``, the left/right permutation of the joints) mixes in a
+    left/right-tolerant term, as the integral head's L1: per image, the smaller of the error to the targets
+    and to the targets with every left/right pair swapped, ``w · min(straight, swapped) + (1 − w) ·
+    straight``, so a network that cannot yet tell a front from a back view commits to one reading of the
+    limbs instead of spreading each joint over both."""
     per_joint = 0.5 * (heatmaps.float() - target).square().mean(dim=(-1, -2))        # (B, J)
-    return (per_joint * weight).sum() / weight.sum().clamp_min(1.0)
+    if swap_tolerance <= 0 or swap_perm is None:
+        return (per_joint * weight).sum() / weight.sum().clamp_min(1.0)
+    per_image = (per_joint * weight).sum(-1)                                          # (B,)
+    swapped = (0.5 * (heatmaps.float() - target[:, swap_perm]).square().mean(dim=(-1, -2)) * weight[:, swap_perm]).sum(-1)
+    mixed = swap_tolerance * torch.minimum(per_image, swapped) + (1.0 - swap_tolerance) * per_image
+    return mixed.sum() / weight.sum().clamp_min(1.0)
 
 
 def decode(heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -50,8 +50,10 @@ class Pretrain2DParams(TrainParams):
     heatmap_weight: float = in_range(0.0, 100.0, default=0.0)  # auxiliary heatmap cross-entropy; 0 = L1 only (the paper)
     heatmap_sigma: float = in_range(0.1, 10.0, default=1.0)    # its Gaussian target's sigma, heatmap cells
     swap_tolerance: float = in_range(0.0, 1.0, default=0.3)    # weight of the left/right-tolerant L1 (l1_loss_2d)
-    head: Literal["integral", "heatmap"] = in_range(default="integral", hash_omits="integral")  # heatmap: Simple
+    head: Literal["integral", "heatmap"] = in_range(default="heatmap", hash_omits="integral")  # heatmap: Simple
     #                                   Baselines' head (Gaussian targets of heatmap_sigma cells, MSE; models.heatmap_codec)
+    heatmap_swap_tolerance: float = in_range(0.0, 1.0, default=0.0, hash_omits=0.0)  # the heatmap head's
+    #                                   left/right-tolerant term (heatmap_codec.loss); 0 = Simple Baselines' MSE
 
 
 def build_cache(root: str | Path, split: str, input_size: int, p: Pretrain2DParams, limit: int = 0,
@@ -112,9 +114,9 @@ class Loss2D:
 
     def __init__(self, src_box: float, input_size: int, aug: AugmentParams, channels_last: bool = True,
                  heatmap_weight: float = 0.0, heatmap_sigma: float = 1.0, swap_tolerance: float = 0.0,
-                 head: str = "integral"):
+                 head: str = "integral", heatmap_swap_tolerance: float = 0.0):
         self.src_box, self.input_size, self.aug, self.head = src_box, input_size, aug, head
-        self.swap_tolerance = swap_tolerance
+        self.swap_tolerance, self.heatmap_swap_tolerance = swap_tolerance, heatmap_swap_tolerance
         self.channels_last = channels_last
         self.heatmap_weight, self.heatmap_sigma = heatmap_weight, heatmap_sigma
         self.occluders = load_voc_occluders(aug.voc_root, aug.voc_max_objects) if aug.voc_root else None
@@ -130,7 +132,8 @@ class Loss2D:
             heatmaps = out["logits"][:, :, 0]
             stride = self.input_size / heatmaps.shape[-1]
             target, weight = heatmap_codec.encode(joints, vis, heatmaps.shape[-1], stride, self.heatmap_sigma)
-            return heatmap_codec.loss(heatmaps, target, weight), {}
+            return heatmap_codec.loss(heatmaps, target, weight, list(skeleton.FLIP_PERM),
+                                      self.heatmap_swap_tolerance), {}
         l1 = l1_loss_2d(out["xy"], joints, vis, self.input_size, self.swap_tolerance)
         if self.heatmap_weight <= 0:
             return l1, {}
@@ -197,7 +200,7 @@ def pretrain_2d(mpii_root: str | Path, model_params: ModelParams, p: Pretrain2DP
     model = PoseNet(config, pretrained=model_params.pretrained)
     dataset = TensorSet(images=train.images, joints=train.joints, visible=train.visible)
     loss_fn = Loss2D(train.src_box, config.input_size, aug, p.channels_last, p.heatmap_weight, p.heatmap_sigma,
-                     p.swap_tolerance, p.head)
+                     p.swap_tolerance, p.head, p.heatmap_swap_tolerance)
 
     def report_of(m: nn.Module) -> dict:
         dev = next(m.parameters()).device
