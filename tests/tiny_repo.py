@@ -20,7 +20,11 @@ TINY = {
     },
     "frames": {"stride": 3, "crop_size": 64},
     "model": {"input_size": 32, "deconv_channels": 8, "depth_bins": 8},
-    "pretrain_2d": {"epochs": 1, "batch_size": 16, "eval_batch_size": 16, "warmup_steps": 0, "log_every": 1},
+    # the integral head: after 3 steps the default heatmap head's argmax is anywhere on the crop and no camera
+    # can be estimated from it (S1 dropped, train_3d refuses); the integral head's soft-argmax stays near the
+    # person. The heatmap head's stage runs end to end in tests/test_paper_profile.py and test_heatmap.py
+    "pretrain_2d": {"epochs": 1, "batch_size": 16, "eval_batch_size": 16, "warmup_steps": 0, "log_every": 1,
+                    "head": "integral"},
     "infer_2d": {"batch_size": 32, "flip_test": False},
     # the tiny 2D network's detections are noise (median 33 px): the self-calibration checks would rightly
     # refuse what they triangulate to (tests/test_selfcalib.py tests them); here the chain must run through
