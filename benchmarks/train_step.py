@@ -53,7 +53,7 @@ def time_steps(model_params: ModelParams, p: Pretrain2DParams, aug: AugmentParam
     batch = {"images": torch.randint(0, 256, (p.batch_size, 3, src, src), dtype=torch.uint8, generator=gen),
              "joints": torch.rand(p.batch_size, config.num_joints, 2, generator=gen) * src,
              "visible": torch.ones(p.batch_size, config.num_joints, dtype=torch.bool)}
-    loss_fn = Loss2D(src / p.context, config.input_size, aug, p.channels_last, swap_tolerance=p.swap_tolerance)
+    loss_fn = Loss2D(src / p.context, config.input_size, aug, p)
 
     def step() -> None:
         with autocast(device, dtype):

@@ -29,7 +29,8 @@ def test_a_pose_net_learns_on_cuda_under_autocast(tmp_path, amp):
         pytest.skip("this GPU has no bf16")
     root = make_mpii(tmp_path / "mpii", n_train=8, n_valid=1, seed=2)
     p = Pretrain2DParams(epochs=1, batch_size=8, lr=1e-2, schedule="step", lr_steps=[], warmup_steps=0, amp=amp,
-                         bn_recalib_batches=2, flip_test=False, channels_last=True)
+                         bn_recalib_batches=2, flip_test=False, channels_last=True, head="integral",
+                         swap_tolerance=0.0)
     cache = build_cache(root, "train", 64, p)
     torch.manual_seed(0)
     model = PoseNet(PoseNetConfig(backbone=18, deconv_channels=16, input_size=64))
@@ -38,7 +39,7 @@ def test_a_pose_net_learns_on_cuda_under_autocast(tmp_path, amp):
     losses = []
 
     def loss_fn(m, batch, gen):
-        loss, logs = Loss2D(cache.src_box, 64, NO_AUG)(m, batch, gen)
+        loss, logs = Loss2D(cache.src_box, 64, NO_AUG, p)(m, batch, gen)
         losses.append(loss.item())
         return loss, logs
 

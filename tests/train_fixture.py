@@ -57,7 +57,8 @@ def overfit_pose_net(tmp_path, lr: float, head: str = "integral", repeats: int =
     no_aug = AugmentParams(scale=0, rotation=0, translate=0, flip=False, color=0, occlusion_prob=0)
     root = make_mpii(tmp_path / "mpii", n_train=8, n_valid=1, seed=2)
     p = Pretrain2DParams(epochs=1, batch_size=8, lr=lr, schedule="step", lr_steps=[], warmup_steps=0,
-                         amp="auto" if head == "integral" else "none", bn_recalib_batches=2, flip_test=False, head=head)
+                         amp="auto" if head == "integral" else "none", bn_recalib_batches=2, flip_test=False, head=head,
+                         swap_tolerance=0.0)
     cache = build_cache(root, "train", 64, p)
     torch.manual_seed(0)
     model = PoseNet(PoseNetConfig(backbone=18, deconv_channels=16, input_size=64, head=head))
@@ -67,7 +68,7 @@ def overfit_pose_net(tmp_path, lr: float, head: str = "integral", repeats: int =
     losses = []
 
     def loss_fn(m, batch, gen):
-        loss, logs = Loss2D(cache.src_box, 64, no_aug, head=head, heatmap_sigma=p.heatmap_sigma)(m, batch, gen)
+        loss, logs = Loss2D(cache.src_box, 64, no_aug, p)(m, batch, gen)
         losses.append(loss.item())
         return loss, logs
 

@@ -37,11 +37,13 @@ def loss(heatmaps: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, swa
     and to the targets with every left/right pair swapped, ``w · min(straight, swapped) + (1 − w) ·
     straight``, so a network that cannot yet tell a front from a back view commits to one reading of the
     limbs instead of spreading each joint over both."""
-    per_joint = 0.5 * (heatmaps.float() - target).square().mean(dim=(-1, -2))        # (B, J)
+    def per_joint(t: torch.Tensor) -> torch.Tensor:                                  # (B, J)
+        return 0.5 * (heatmaps.float() - t).square().mean(dim=(-1, -2))
+
     if swap_tolerance <= 0 or swap_perm is None:
-        return (per_joint * weight).sum() / weight.sum().clamp_min(1.0)
-    per_image = (per_joint * weight).sum(-1)                                          # (B,)
-    swapped = (0.5 * (heatmaps.float() - target[:, swap_perm]).square().mean(dim=(-1, -2)) * weight[:, swap_perm]).sum(-1)
+        return (per_joint(target) * weight).sum() / weight.sum().clamp_min(1.0)
+    per_image = (per_joint(target) * weight).sum(-1)                                  # (B,)
+    swapped = (per_joint(target[:, swap_perm]) * weight[:, swap_perm]).sum(-1)
     mixed = swap_tolerance * torch.minimum(per_image, swapped) + (1.0 - swap_tolerance) * per_image
     return mixed.sum() / weight.sum().clamp_min(1.0)
 

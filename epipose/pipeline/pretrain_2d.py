@@ -109,16 +109,15 @@ def heatmap_ce_loss(logits: torch.Tensor, target: torch.Tensor, visible: torch.T
 
 
 class Loss2D:
-    """The pretraining loss_fn for ``epipose.train.fit``: augment on the device, L1 on x, y
-    (as the paper), plus ``heatmap_weight`` × ``heatmap_ce_loss`` when that weight is > 0."""
+    """The pretraining loss_fn for ``epipose.train.fit``, its keys from ``p``: augment on the device; the
+    integral head: L1 on x, y (as the paper; ``swap_tolerance``), plus ``heatmap_weight`` ×
+    ``heatmap_ce_loss`` when that weight is > 0; the heatmap head: ``heatmap_codec.loss``."""
 
-    def __init__(self, src_box: float, input_size: int, aug: AugmentParams, channels_last: bool = True,
-                 heatmap_weight: float = 0.0, heatmap_sigma: float = 1.0, swap_tolerance: float = 0.0,
-                 head: str = "integral", heatmap_swap_tolerance: float = 0.0):
-        self.src_box, self.input_size, self.aug, self.head = src_box, input_size, aug, head
-        self.swap_tolerance, self.heatmap_swap_tolerance = swap_tolerance, heatmap_swap_tolerance
-        self.channels_last = channels_last
-        self.heatmap_weight, self.heatmap_sigma = heatmap_weight, heatmap_sigma
+    def __init__(self, src_box: float, input_size: int, aug: AugmentParams, p: Pretrain2DParams = Pretrain2DParams()):
+        self.src_box, self.input_size, self.aug, self.head = src_box, input_size, aug, p.head
+        self.swap_tolerance, self.heatmap_swap_tolerance = p.swap_tolerance, p.heatmap_swap_tolerance
+        self.channels_last = p.channels_last
+        self.heatmap_weight, self.heatmap_sigma = p.heatmap_weight, p.heatmap_sigma
         self.occluders = load_voc_occluders(aug.voc_root, aug.voc_max_objects) if aug.voc_root else None
 
     def __call__(self, model: nn.Module, batch: dict, gen: torch.Generator):
@@ -199,8 +198,7 @@ def pretrain_2d(mpii_root: str | Path, model_params: ModelParams, p: Pretrain2DP
     torch.manual_seed(p.seed)
     model = PoseNet(config, pretrained=model_params.pretrained)
     dataset = TensorSet(images=train.images, joints=train.joints, visible=train.visible)
-    loss_fn = Loss2D(train.src_box, config.input_size, aug, p.channels_last, p.heatmap_weight, p.heatmap_sigma,
-                     p.swap_tolerance, p.head, p.heatmap_swap_tolerance)
+    loss_fn = Loss2D(train.src_box, config.input_size, aug, p)
 
     def report_of(m: nn.Module) -> dict:
         dev = next(m.parameters()).device
