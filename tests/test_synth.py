@@ -75,7 +75,8 @@ def test_freestyle_reaches_only_the_extra_people_and_the_stills_asked_for():
     p = SynthParams(actions=["Walking"], takes=2, extra_subject_actions=[FREESTYLE])
     assert p.sequence_names("S12") == ["Walking", "Walking 1", FREESTYLE, f"{FREESTYLE} 1"]
     assert p.sequence_names("S1") == p.sequence_names("S9") == ["Walking", "Walking 1"]   # Human3.6M's people
-    assert SynthParams(actions=["Walking"]).sequence_names("S12") == ["Walking"]             # the default: none
+    assert SynthParams(actions=["Walking"], extra_subject_actions=[]).sequence_names("S12") == ["Walking"]
+    assert SynthParams(actions=["Walking"]).sequence_names("S12") == ["Walking", FREESTYLE]     # the default
     for bad in (["Dancing"], ["Walking"]):
         with pytest.raises(ParamError, match="param synth.extra_subject_actions"):
             SynthParams(actions=["Walking"], extra_subject_actions=bad)

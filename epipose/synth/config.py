@@ -10,7 +10,7 @@ import numpy as np
 
 from epipose.data.h36m import EXTRA_TRAIN_SUBJECTS, TEST_SUBJECTS, TRAIN_SUBJECTS
 from epipose.params import ParamError, in_range
-from epipose.synth.motion import ACTIONS, GENERATED_ACTIONS, base_action
+from epipose.synth.motion import ACTIONS, FREESTYLE, GENERATED_ACTIONS, base_action
 
 # Human3.6M's camera ids; the default rig stands its cameras roughly where Human3.6M's stand
 # (azimuth about the capture centre, distance, height: measured from the real calibration).
@@ -91,7 +91,7 @@ class SynthParams:
     subjects: list[str] = field(default_factory=lambda: [*TRAIN_SUBJECTS, *TEST_SUBJECTS, *EXTRA_TRAIN_SUBJECTS])
     actions: list[str] = field(default_factory=lambda: list(ACTIONS))
     takes: int = in_range(1, 10, default=1)         # takes per action: "Walking", "Walking 1", ...
-    extra_subject_actions: list[str] = field(default_factory=list)   # more, for the extra people (S12...) only
+    extra_subject_actions: list[str] = field(default_factory=lambda: [FREESTYLE])   # more, for the extra people (S12...) only
     n_frames: int = in_range(1, 1_000_000, default=9)
     fps: float = in_range(1.0, 1000.0, default=10.0)
     image_size: int = in_range(64, 4096, default=500)  # square videos, pixels
