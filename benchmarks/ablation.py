@@ -19,7 +19,9 @@ otherwise idle machine (~4.5 min per variant and seed on 2 cores; a perturbation
     python benchmarks/ablation.py --variants base freestyle@../fs --seeds 0-4    # ../fs: another clone, repro'd
 
 Results go to ``benchmarks/out/ablation.json`` after every run; a run already there (same variant
-overrides, seed, noise) is not repeated, so an interrupted sweep resumes. Prints, per variant, each
+overrides, seed, noise) is not repeated, so an interrupted sweep resumes; the 3D networks are kept in
+``benchmarks/out/ablation_cache/`` (``--cache``), so a variant that changes only ``refiner.*`` keys trains
+the refiner alone on the same seed's 3D network (delete the folder after a code change). Prints, per variant, each
 network's MPJPE (mm) on unseen and seen people as mean ± sd (sample, n−1) over the seeds and over the
 perturbations (with the unperturbed run), unseen / seen, self / fully supervised, and the difference to
 ``base`` (the baseline measured in the same sweep; ``--reference`` another variant), the seeds paired. A
@@ -31,10 +33,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import logging
 import os
 import re
+import shutil
 import statistics
 import tempfile
 from pathlib import Path
@@ -94,30 +98,61 @@ def perturbed_labels(path: Path, sigma_mm: float, seed: int, dest: Path) -> Path
     return dest
 
 
-def train(root: Path, params_path: Path, labels: Path, networks: set[str], work: Path
+def cached_3d(cache: Path | None, role: str, needs_pred: bool) -> tuple[Path, Path, float] | None:
+    """A 3D network of the same (non-refiner) overrides, seed and labels trained by an earlier run:
+    (its weights, its training-frame predictions, its fit), or None."""
+    if cache is None or not (cache / f"{role}.json").exists():
+        return None
+    model, pred = cache / f"{role}.pt", cache / f"{role}_pred3d_train.parquet"
+    if not model.exists() or (needs_pred and not pred.exists()):
+        return None
+    return model, pred, json.loads((cache / f"{role}.json").read_text())["fit"]
+
+
+def keep_3d(cache: Path | None, role: str, model: Path, pred: Path | None, fit: float) -> None:
+    """Copy a freshly trained 3D network (and its predictions) into ``cache``; the record last (complete)."""
+    if cache is None:
+        return
+    cache.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model, cache / f"{role}.pt")
+    if pred is not None and pred.exists():
+        shutil.copyfile(pred, cache / f"{role}_pred3d_train.parquet")
+    (cache / f"{role}.json").write_text(json.dumps({"fit": fit}) + "\n")
+
+
+def train(root: Path, params_path: Path, labels: Path, networks: set[str], work: Path, cache: Path | None = None
           ) -> tuple[dict[str, Path], dict[str, float]]:
     """The networks asked for (self, refiner, full) trained with ``params_path`` → (their paths, each 3D
-    network's fit to its own labels: root-relative MPJPE in mm on training frames)."""
+    network's fit to its own labels: root-relative MPJPE in mm on training frames). ``cache``: a folder
+    where 3D networks trained with the same non-refiner params are kept and taken from (a variant that
+    changes only ``refiner.*`` keys trains the refiner alone)."""
     models = {"pose3d": work / "pose3d.pt", "baseline_gt": work / "pose3d_gt.pt", "refiner": work / "refiner.pt"}
+    pred3d = work / "pred3d_train.parquet"
     fits = {}
     for name, role, target in (("self", "pose3d", None), ("full", "baseline_gt", "gt")):
         if name not in networks and not (name == "self" and "refiner" in networks):
             models.pop(role)
+            continue
+        needs_pred = "refiner" in networks and role == "pose3d"
+        if hit := cached_3d(cache, role, needs_pred):
+            models[role], fits[name] = hit[0], hit[2]
+            if needs_pred:
+                pred3d = hit[1]
             continue
         config = train_3d.load_params(params_path, target=target)
         config = dataclasses.replace(config, h36m_root=str(root / config.h36m_root),
                                      mpii_root=str(root / config.mpii_root))
         paths = train_3d.Train3DPaths(str(root / "data" / "frames"), str(root / "models" / "pose2d.pt"), str(labels),
                                       str(models[role]), str(work / "live" / role), str(work / "ckpt" / role),
-                                      str(work / "pred3d_train.parquet") if "refiner" in networks and role == "pose3d"
-                                      else None)
+                                      str(pred3d) if needs_pred else None)
         result = train_3d.run(paths, config, setup_runtime(config.compute, config.train_3d.threads, progress=False))
         fits[name] = result.metrics["fit.mpjpe"]
+        keep_3d(cache, role, models[role], pred3d if needs_pred else None, fits[name])
     if "refiner" not in networks:
         models.pop("refiner")
         return models, fits
     config = train_refiner.load_params(params_path)
-    paths = train_refiner.TrainRefinerPaths(str(work / "pred3d_train.parquet"), str(labels), str(models["refiner"]),
+    paths = train_refiner.TrainRefinerPaths(str(pred3d), str(labels), str(models["refiner"]),
                                             str(work / "live" / "refiner"), str(work / "ckpt" / "refiner"))
     train_refiner.run(paths, config, setup_runtime(config.compute, config.refiner.threads, progress=False))
     return models, fits
@@ -137,8 +172,9 @@ def evaluate(root: Path, params_path: Path, models: dict[str, Path], subjects: l
 
 
 def one_run(root: Path, params: Path, overrides: dict, seed: int, noise: tuple[float, int] | None,
-            networks: set[str], seen: list[str], threads: int) -> dict:
-    """Train and evaluate one (variant, seed, perturbation) → its record."""
+            networks: set[str], seen: list[str], threads: int, cache: Path | None = None) -> dict:
+    """Train and evaluate one (variant, seed, perturbation) → its record. ``cache``: the folder of 3D networks
+    kept by earlier runs (one subfolder per non-refiner overrides, seed, perturbation and threads)."""
     with tempfile.TemporaryDirectory(prefix="ablation.") as tmp:
         work = Path(tmp)
         pinned = {f"{s}.threads": threads for s in ("train_3d", "refiner", "evaluate")}
@@ -147,7 +183,10 @@ def one_run(root: Path, params: Path, overrides: dict, seed: int, noise: tuple[f
         labels = root / "data" / "pseudo3d.parquet"
         if noise is not None:
             labels = perturbed_labels(labels, noise[0], noise[1], work / "pseudo3d.parquet")
-        models, fits = train(root, params_path, labels, networks, work)
+        net_key = json.dumps([{k: v for k, v in overrides.items() if not k.startswith("refiner.")}, seed,
+                              list(noise) if noise else None, threads], sort_keys=True)
+        where = cache / hashlib.sha256(net_key.encode()).hexdigest()[:16] if cache else None
+        models, fits = train(root, params_path, labels, networks, work, where)
         test = list(load_section(EvaluateParams, "evaluate", params_path).subjects)
         record = {"unseen": evaluate(root, params_path, models, test), "seen": evaluate(root, params_path, models, seen),
                   "fit": fits}
@@ -235,6 +274,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--root", default=str(ROOT), help="the workspace whose dvc repro outputs are used")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "ablation.json"))
+    parser.add_argument("--cache", default=str(ROOT / "benchmarks" / "out" / "ablation_cache"),
+                        help="3D networks kept for variants that differ only in refiner.* keys ('' : none)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     root = Path(args.root).resolve()
@@ -253,7 +294,7 @@ def main() -> None:
             continue
         where = Path(overrides.get("@root", root))
         runs[key] = one_run(where, where / "params.yaml", overrides, seed, noise, networks, args.seen.split(","),
-                            args.threads)
+                            args.threads, Path(args.cache) if args.cache else None)
         print(f"{name} seed {seed} noise {noise}: {runs[key]}", flush=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"runs": runs, "summary": summarise(runs, variants, seeds, args.reference)}, indent=1) + "\n")

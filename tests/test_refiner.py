@@ -128,3 +128,36 @@ def test_mirror_augmentation_is_an_involution_and_swaps_sides():
     l_wrist, r_wrist = skeleton.JOINT_INDEX["l_wrist"], skeleton.JOINT_INDEX["r_wrist"]
     torch.testing.assert_close(m[flip][:, l_wrist], x[flip][:, r_wrist] * torch.tensor([-1.0, 1.0, 1.0]))
     torch.testing.assert_close(mirror(m, flip), x)
+
+
+def test_turn_augmentation_keeps_bones_height_and_the_camera_frame_error():
+    """Turning about the people's up axis is a rotation (bone lengths, heights along up kept; −θ undoes θ);
+    the loss's turned pair keeps each valid joint's error (input − label) exactly as it was."""
+    from epipose.models.refiner import turn, up_axis
+    from epipose.pipeline.train_refiner import RefinerLoss
+
+    g = np.random.default_rng(3)
+    tilt = np.deg2rad(12.0)                       # a camera looking down: up is −y tilted towards z
+    up_true = np.array([0.0, -np.cos(tilt), np.sin(tilt)])
+    poses = torch.from_numpy(_poses(n=8, seed=5)).double()
+    poses[:, skeleton.THORAX] = torch.from_numpy(500.0 * up_true + g.normal(scale=30.0, size=(8, 3)))
+    mask = torch.ones(8, 16, dtype=torch.bool)
+    up = up_axis(poses, mask)
+    assert float(up @ torch.from_numpy(up_true)) > 0.99
+    angles = torch.from_numpy(g.uniform(-np.pi, np.pi, 8))
+    moved = turn(poses, up, angles)
+    bones = lambda p: torch.stack([(p[:, a] - p[:, b]).norm(dim=-1) for a, b in skeleton.BONES], 1)  # noqa: E731
+    torch.testing.assert_close(bones(moved), bones(poses))
+    torch.testing.assert_close(moved @ up, poses @ up)
+    torch.testing.assert_close(turn(moved, up, -angles), poses)
+    assert (moved - poses).norm(dim=-1).max() > 100.0
+
+    inputs = poses + torch.from_numpy(g.normal(scale=40.0, size=poses.shape))
+    mask[0, 3] = False
+    loss = RefinerLoss(yaw_deg=90.0, up=up.float())
+    t_in, t_out = loss.turned(inputs.float(), poses.float(), mask, torch.Generator().manual_seed(0))
+    torch.testing.assert_close((t_in - t_out)[mask], (inputs - poses).float()[mask], atol=1e-3, rtol=0)
+    assert (t_out - poses.float()).norm(dim=-1).max() > 100.0
+    torch.testing.assert_close(t_in[0, 3].norm(), inputs[0, 3].float().norm(), atol=1e-3, rtol=0)
+    with pytest.raises(ValueError, match="up axis"):
+        RefinerLoss(yaw_deg=10.0)

@@ -6,7 +6,7 @@ statistics of its training inputs, its output is de-standardised with those of i
 targets — or, with ``residual=True``, of the corrections ``target − input``, which are added to
 the input (the MLP then only learns what to change). The statistics are buffers, so a
 checkpoint (``save_refiner``) carries them. ``refine_poses`` is the one way to apply a refiner
-(evaluate, ``epipose predict``); ``mirror`` is its training augmentation.
+(evaluate, ``epipose predict``); ``mirror`` and ``turn`` are its training augmentations.
 """
 
 from __future__ import annotations
@@ -134,6 +134,25 @@ def mirror(poses: torch.Tensor, flip: torch.Tensor) -> torch.Tensor:
     sign = torch.ones(poses.shape[-1], device=poses.device, dtype=poses.dtype)
     sign[0] = -1.0
     return swap_sides(torch.where(flip.view(-1, *([1] * (poses.dim() - 1))), poses * sign, poses), flip)
+
+
+def up_axis(poses: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The people's up in their camera frame: the mean unit direction pelvis → thorax of the (N, J, 3)
+    root-relative poses whose both joints ``mask`` (N, J) holds → a unit (3,) vector."""
+    spine = poses[:, skeleton.THORAX] - poses[:, skeleton.PELVIS]
+    ok = mask[:, skeleton.THORAX] & mask[:, skeleton.PELVIS] & (spine.norm(dim=-1) > 0)
+    if not ok.any():
+        raise ValueError("no pose has both a pelvis and a thorax to tell the people's up direction")
+    mean = (spine[ok] / spine[ok].norm(dim=-1, keepdim=True)).double().mean(0)
+    return (mean / mean.norm()).to(poses.dtype)
+
+
+def turn(poses: torch.Tensor, axis: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Rotate (B, J, 3) root-relative poses by ``angles`` (B,) radians about the unit ``axis`` (3,) through
+    the root (Rodrigues): a person turning on the spot, seen by the same camera."""
+    k = axis.to(poses).expand_as(poses)
+    c, s = torch.cos(angles).view(-1, 1, 1).to(poses), torch.sin(angles).view(-1, 1, 1).to(poses)
+    return poses * c + torch.cross(k, poses, dim=-1) * s + k * (k * poses).sum(-1, keepdim=True) * (1.0 - c)
 
 
 # --- checkpoints ---------------------------------------------------------------------------------------

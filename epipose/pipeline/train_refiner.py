@@ -6,6 +6,7 @@ root-relative pseudo-labels (``data/pseudo3d.parquet``): no ground truth anywher
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from epipose.data.pose_tables import read_pred3d
 from epipose.data.targets import pseudo3d_targets
 from epipose.io import content_hash, read_parquet_metadata
 from epipose.metrics import masked_mpjpe, root_relative
-from epipose.models.refiner import Refiner, mirror, refine_poses, save_refiner, swap_sides
+from epipose.models.refiner import Refiner, mirror, refine_poses, save_refiner, swap_sides, turn, up_axis
 from epipose.params import in_range, load_section, load_value, redefault
 from epipose.stage import Folder, StageResult
 from epipose.train import FitResult, TensorSet, TrainParams, fit
@@ -46,16 +47,31 @@ class RefinerParams(TrainParams):
     residual: bool = True                    # learn the correction (target − input) rather than the pose
     input_noise_mm: float = in_range(0.0, 1000.0, default=20.0)   # Gaussian noise on the training inputs (per coordinate)
     flip: bool = True                        # mirror half of each batch (x → −x, left/right joints swapped)
+    yaw_deg: float = in_range(0.0, 180.0, default=0.0)   # turn each training pose about the people's up axis by
+                                                         # U(±yaw_deg), its error kept in the camera frame; 0 = off
     min_views: int = in_range(0, 64, default=2)              # as train_3d: pseudo-labels from fewer views are masked
     max_reproj_err: float = in_range(0.0, 1e6, default=0.0)  # px; 0 = off
 
 
 class RefinerLoss:
     """Mean squared error in the refiner's normalised output units over valid, non-root joints,
-    with input noise (``noise_mm``) and random mirroring (``flip``) as augmentation."""
+    with input noise (``noise_mm``), random mirroring (``flip``) and random turns about ``up``
+    (``yaw_deg``: the label turned, the 3D network's error on it kept as it was in the camera frame, so
+    the refiner sees the poses facing new ways with the errors a camera makes) as augmentation."""
 
-    def __init__(self, noise_mm: float = 0.0, flip: bool = False):
+    def __init__(self, noise_mm: float = 0.0, flip: bool = False, yaw_deg: float = 0.0,
+                 up: torch.Tensor | None = None):
+        if yaw_deg > 0 and up is None:
+            raise ValueError("RefinerLoss: yaw_deg needs the up axis")
         self.noise_mm, self.flip, self.root = noise_mm, flip, skeleton.PELVIS
+        self.yaw, self.up = math.radians(yaw_deg), up
+
+    def turned(self, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, gen: torch.Generator
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        angles = ((torch.rand(len(inputs), generator=gen) * 2.0 - 1.0) * self.yaw).to(inputs.device)
+        moved = turn(targets, self.up, angles)
+        inputs = torch.where(mask[..., None], moved + (inputs - targets), turn(inputs, self.up, angles))
+        return inputs, moved
 
     def __call__(self, model: nn.Module, batch: dict, gen: torch.Generator):
         core = getattr(model, "module", model)
@@ -65,6 +81,8 @@ class RefinerLoss:
             flip = (torch.rand(b, generator=gen) < 0.5).to(inputs.device)
             inputs, targets = mirror(inputs, flip), mirror(targets, flip)
             mask = swap_sides(mask, flip)
+        if self.yaw > 0:
+            inputs, targets = self.turned(inputs, targets, mask, gen)
         if self.noise_mm > 0:
             inputs = root_relative(inputs + torch.randn(inputs.shape, generator=gen).to(inputs.device) * self.noise_mm)
         refined = model(inputs)
@@ -122,8 +140,9 @@ def train_refiner(data: RefinerData, p: RefinerParams, ckpt_dir: str | Path, liv
         return {"train_mpjpe_mm": masked_mpjpe(refine_poses(m, data.inputs), data.targets, data.mask)}
 
     signature = content_hash(inputs, targets, mask)
-    result = fit(model, dataset, RefinerLoss(p.input_noise_mm, p.flip), p, ckpt_dir, live_dir, evaluate, signature,
-                 runtime=runtime, progress=progress)
+    up = up_axis(targets, mask) if p.yaw_deg > 0 else None
+    loss = RefinerLoss(p.input_noise_mm, p.flip, p.yaw_deg, up)
+    result = fit(model, dataset, loss, p, ckpt_dir, live_dir, evaluate, signature, runtime=runtime, progress=progress)
     after = masked_mpjpe(refine_poses(result.model, data.inputs), data.targets, data.mask)
     info = {"frames": int(frames.sum()), "valid_joint_fraction": round(float(data.mask[frames.numpy()].mean()), 4),
             "input_flip_test": data.flip_test,
