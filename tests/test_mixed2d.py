@@ -159,7 +159,7 @@ def test_share_0_trains_on_exactly_todays_batches_and_fingerprint(frames):
     assert type(sampler) is EpochBatchSampler and list(sampler) == list(EpochBatchSampler(len(cache), 4, 0))
     # the new params at the values that train as before they existed are left out of the fingerprint; any
     # other value — their defaults included — is in it (a changed default never resumes a stale checkpoint)
-    new = {"mpii_share", "mpii_box_margin", "backbone_lr_factor"}
+    new = {"mpii_share", "mpii_box_margin", "backbone_lr_factor", "gt_weight"}
     q = Train3DParams(batch_size=4, mpii_share=0.0, backbone_lr_factor=1.0)
     kept = [f for f in dataclasses.fields(q) if f.name not in new]
     before = dataclasses.make_dataclass("Train3DParams", [(f.name, f.type) for f in kept])

@@ -20,7 +20,9 @@ from epipose.data.targets import NoGroundTruth, pseudo3d_targets, semi_supervise
 from epipose.models.pose_net import ModelParams, PoseNet, PoseNetConfig, save_pose_net
 from epipose.params import ParamError, from_dict
 from epipose.pipeline.evaluate import METHOD_LABELS, EvaluateParams, method_of, run_evaluation
-from epipose.pipeline.train_3d import Train3DParams, score_on_labels, train_3d, training_targets
+from epipose.pipeline.train_3d import (Train3DParams, frame_weights, score_on_labels, smooth_l1_3d,
+                                       smooth_l1_mixed, train_3d, training_set, training_targets)
+from mpii_fixture import make_mpii
 from pose2d_fixture import tiny_pose_net
 from pose3d_fixture import FRAMES, gt_table, make_root, small_rig, write_table
 
@@ -81,6 +83,48 @@ def test_gt_subjects_select_exactly_the_named_subjects_truth(data):
     # Every subject on the truth: the pseudo-label table is not needed.
     every = semi_supervised_targets(cache.keys, "no-such-table.parquet", H36MDataset(h36m), SUBJECTS)
     np.testing.assert_allclose(every.pose_cam, _truth(h36m, cache.keys), atol=1e-6)
+
+
+def test_gt_weight_weights_exactly_the_ground_truth_frames(data, tmp_path):
+    _, frames_root, _, _ = data
+    mpii = make_mpii(tmp_path / "mpii", n_train=6, n_valid=2, image_size=96)
+    cache = load_frames(frames_root, SUBJECTS, progress=False)
+    p = Train3DParams(subjects=SUBJECTS, gt_subjects=["S1"], gt_weight=4.0, mpii_share=0.0)
+    weight = frame_weights(cache, p).numpy()
+    on_truth = (cache.keys["subject"] == "S1").to_numpy()
+    assert on_truth.any() and (~on_truth).any()
+    assert (weight[on_truth] == 4.0).all() and (weight[~on_truth] == 1.0).all()
+    uvd, valid = np.zeros((len(cache), 16, 3), np.float32), np.ones((len(cache), 16), bool)
+    dataset, _, _ = training_set(cache, uvd, valid, p, None, 1)
+    assert torch.equal(dataset.tensors["weight"], torch.from_numpy(weight))
+    mixed, _, _ = training_set(cache, uvd, valid, dataclasses.replace(p, mpii_share=0.5), mpii, 1)   # with stills:
+    batch = mixed.__getitems__(list(range(len(mixed))))                                            # weight 1
+    assert torch.equal(batch["weight"], torch.cat([torch.from_numpy(weight), torch.ones(len(mixed.extra))]))
+    # nothing weighted — the unweighted loss of before, no weight in the batches: weight 1, no ground-truth
+    # subjects, or the fully supervised target (every frame on its truth)
+    for q in (dataclasses.replace(p, gt_weight=1.0), dataclasses.replace(p, gt_subjects=[]),
+              dataclasses.replace(p, target="gt")):
+        assert frame_weights(cache, q) is None
+        assert "weight" not in training_set(cache, uvd, valid, q, None, 1)[0].tensors
+
+
+def test_a_sample_weighted_w_counts_as_w_copies_of_it():
+    """The weighted loss (train_3d.gt_weight) is the unweighted loss of a batch holding each sample as many
+    times as its weight — for 3D batches and for batches mixed with 2D-only stills alike."""
+    g = torch.Generator().manual_seed(0)
+    xy, z, target = torch.rand(3, 16, 2, generator=g) * 32, torch.rand(3, 16, generator=g), torch.rand(3, 16, 3, generator=g)
+    target[..., :2] *= 32
+    valid = torch.rand(3, 16, generator=g) > 0.2
+    has_depth = torch.tensor([True, True, False])
+    copies = torch.tensor([0, 0, 0, 1, 2])                     # sample 0 three times: weight 3
+    weighted, _ = smooth_l1_3d(xy, z, target, valid, 32, 0.02, torch.tensor([3.0, 1.0, 1.0]))
+    repeated, _ = smooth_l1_3d(xy[copies], z[copies], target[copies], valid[copies], 32, 0.02)
+    torch.testing.assert_close(weighted, repeated)
+    weighted, _ = smooth_l1_mixed(xy, z, target, valid, has_depth, 32, 0.02, torch.tensor([3.0, 1.0, 1.0]))
+    repeated, _ = smooth_l1_mixed(xy[copies], z[copies], target[copies], valid[copies], has_depth[copies], 32, 0.02)
+    torch.testing.assert_close(weighted, repeated)
+    ones, _ = smooth_l1_mixed(xy, z, target, valid, has_depth, 32, 0.02, torch.ones(3))
+    torch.testing.assert_close(ones, smooth_l1_mixed(xy, z, target, valid, has_depth, 32, 0.02)[0])
 
 
 def test_without_gt_subjects_no_ground_truth_is_read(data, tmp_path):

@@ -18,6 +18,10 @@ at the same batch size and number of steps as frames alone (the per-step cost st
 an epoch then shows ``1 − share`` of the frames). The stills are cut as the frames are
 (``mpii_stills``) and augmented with them in one call; they train x, y only: their depth terms are
 left out of the loss (``smooth_l1_mixed``), and joints not visible are masked.
+
+Semi-supervised (``train_3d.gt_subjects``): those subjects' frames train on their ground truth, the rest
+on pseudo-labels; ``train_3d.gt_weight`` ≠ 1 weights the ground-truth frames' loss terms
+(``frame_weights``; the loss a weighted mean, as if each such frame were in its batch that many times).
 """
 
 from __future__ import annotations
@@ -85,6 +89,7 @@ class Train3DParams(TrainParams):
     mpii_share: float = in_range(0.0, 1.0, default=0.5, hash_omits=0.0)   # of each batch: MPII stills (< 1)
     mpii_box_margin: float = in_range(1.0, 3.0, default=1.25, hash_omits=1.25)   # their crop side / (scale · 200)
     backbone_lr_factor: float = in_range(0.0, 10.0, default=0.3, hash_omits=1.0)  # the ResNet's lr / lr
+    gt_weight: float = in_range(0.0, 1000.0, default=1.0, hash_omits=1.0)   # gt_subjects' frames' loss weight
 
     def __post_init__(self) -> None:
         outside = [s for s in self.gt_subjects if s not in self.subjects]
@@ -108,8 +113,9 @@ def encode_targets(cache: FrameCache, targets: Targets, rig: Rig, depth_range_mm
 
 # --- the loss --------------------------------------------------------------------------------------------
 def smooth_l1_3d(xy: torch.Tensor, z: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, input_size: int,
-                 beta: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Smooth-L1 on (x / size, y / size, z) over valid joints (mean over valid coordinates).
+                 beta: float, weight: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Smooth-L1 on (x / size, y / size, z) over valid joints (mean over valid coordinates; with
+    ``weight`` (B,), each sample's terms weighted and the mean taken over the weights).
 
     xy (B, J, 2) input px, z (B, J) relative depth; target (B, J, 3) the same units; valid (B, J).
     Also returns the mean 2D error (input px) and depth error (relative) of the valid joints.
@@ -118,7 +124,11 @@ def smooth_l1_3d(xy: torch.Tensor, z: torch.Tensor, target: torch.Tensor, valid:
     tgt = torch.cat([target[..., :2].float() / input_size, target[..., 2:3].float()], dim=-1)
     w = valid.float()[..., None]
     n = w.sum().clamp_min(1.0)
-    loss = (F.smooth_l1_loss(pred, tgt, reduction="none", beta=beta) * w).sum() / (3.0 * n)
+    if weight is None:
+        loss = (F.smooth_l1_loss(pred, tgt, reduction="none", beta=beta) * w).sum() / (3.0 * n)
+    else:
+        lw = w * weight.float()[:, None, None]
+        loss = (F.smooth_l1_loss(pred, tgt, reduction="none", beta=beta) * lw).sum() / (3.0 * lw.sum().clamp_min(1e-12))
     with torch.no_grad():
         err_xy = ((xy.float() - target[..., :2].float()).norm(dim=-1) * w[..., 0]).sum() / n
         err_z = ((z.float() - target[..., 2].float()).abs() * w[..., 0]).sum() / n
@@ -126,11 +136,12 @@ def smooth_l1_3d(xy: torch.Tensor, z: torch.Tensor, target: torch.Tensor, valid:
 
 
 def smooth_l1_mixed(xy: torch.Tensor, z: torch.Tensor, target: torch.Tensor, valid: torch.Tensor,
-                    has_depth: torch.Tensor, input_size: int, beta: float
+                    has_depth: torch.Tensor, input_size: int, beta: float, weight: torch.Tensor | None = None
                     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """``smooth_l1_3d`` for a batch mixing 3D samples with 2D-only ones (``has_depth`` (B,) False: MPII
     stills): x, y of every valid joint, z of the 3D samples' valid joints only — the stills' depth
-    terms are left out (no gradient, not a zero target); the mean over the coordinates counted.
+    terms are left out (no gradient, not a zero target); the mean over the coordinates counted (with
+    ``weight`` (B,): each sample's terms weighted, the mean over the weights).
 
     Logs ``err_xy_px`` and ``err_z`` over the 3D samples (as ``smooth_l1_3d``'s) and ``err_xy_mpii_px``
     over the stills.
@@ -140,7 +151,11 @@ def smooth_l1_mixed(xy: torch.Tensor, z: torch.Tensor, target: torch.Tensor, val
     w3 = valid & has_depth[:, None]                                           # (B, J) joints with a depth
     mask = torch.cat([valid[..., None].expand(-1, -1, 2), w3[..., None]], dim=-1)   # (B, J, 3)
     terms = torch.where(mask, F.smooth_l1_loss(pred, tgt, reduction="none", beta=beta), torch.zeros((), device=xy.device))
-    loss = terms.sum() / mask.sum().clamp_min(1).float()
+    if weight is None:
+        loss = terms.sum() / mask.sum().clamp_min(1).float()
+    else:
+        lw = mask.float() * weight.float()[:, None, None]
+        loss = (terms * lw).sum() / lw.sum().clamp_min(1e-12)
     with torch.no_grad():
         e_xy = (xy.float() - target[..., :2].float()).norm(dim=-1)
         w2 = (valid & ~has_depth[:, None]).float()
@@ -167,9 +182,11 @@ class Loss3D:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         out = model(x)
+        weight = batch.get("weight")           # train_3d.gt_weight ≠ 1: the ground-truth frames' loss weight
         if "has_depth" in batch:
-            return smooth_l1_mixed(out["xy"], out["z"], target, valid, batch["has_depth"], self.input_size, self.beta)
-        return smooth_l1_3d(out["xy"], out["z"], target, valid, self.input_size, self.beta)
+            return smooth_l1_mixed(out["xy"], out["z"], target, valid, batch["has_depth"], self.input_size, self.beta,
+                                   weight)
+        return smooth_l1_3d(out["xy"], out["z"], target, valid, self.input_size, self.beta, weight)
 
 
 # --- MPII stills in the batches (train_3d.mpii_share) ------------------------------------------------------
@@ -201,17 +218,32 @@ def mpii_stills(mpii_root: str | Path, crop_size: int, p: Train3DParams) -> tupl
                              has_depth=torch.zeros(len(stills), dtype=torch.bool))
 
 
+def frame_weights(cache: FrameCache, p: Train3DParams) -> torch.Tensor | None:
+    """Each frame's loss weight (N,): ``p.gt_weight`` for the frames of ``p.gt_subjects`` (their labels
+    are the ground truth), 1 for the pseudo-labelled rest; None (no weights: the unweighted loss) when
+    nothing is weighted — no semi-supervised subjects, target gt, or a weight of 1."""
+    if p.target != "pseudo3d" or not p.gt_subjects or p.gt_weight == 1.0:
+        return None
+    on_truth = torch.tensor(cache.keys["subject"].isin(p.gt_subjects).to_numpy())
+    return torch.where(on_truth, torch.tensor(float(p.gt_weight)), torch.tensor(1.0))
+
+
 def training_set(cache: FrameCache, uvd: np.ndarray, valid: np.ndarray, p: Train3DParams,
                  mpii_root: str | Path | None, nproc: int) -> tuple[TensorSet | MixedSet, dict, dict]:
     """The frames' samples, mixed with MPII stills when ``p.mpii_share`` > 0 → (dataset, what to add
     to the data signature, what to add to the report: nothing at share 0)."""
     frames = dict(images=cache.images, target=torch.from_numpy(uvd), valid=torch.from_numpy(valid))
+    weight = frame_weights(cache, p)
+    if weight is not None:
+        frames["weight"] = weight
     k = mpii_per_batch(p, nproc)
     if k == 0:
         return TensorSet(**frames), {}, {}
     if mpii_root is None:
         raise ValueError("param train_3d.mpii_share is > 0 but no MPII root was given (param data.mpii_root)")
     stills, still_set = mpii_stills(mpii_root, cache.crop_size, p)
+    if weight is not None:
+        still_set = TensorSet(**still_set.tensors, weight=torch.ones(len(stills)))
     dataset = MixedSet(TensorSet(**frames, has_depth=torch.ones(len(cache), dtype=torch.bool)), still_set, k)
     steps = max(1, len(cache) // p.batch_size) * p.epochs
     info = {"mpii_share": p.mpii_share, "mpii_stills": len(stills), "mpii_per_batch": k,
@@ -347,6 +379,8 @@ def optional_info(cache: FrameCache, p: Train3DParams, left_out: dict[str, str])
     if p.target == "pseudo3d" and p.gt_subjects:
         info["gt_subjects"] = list(p.gt_subjects)
         info["gt_frames"] = int(cache.keys["subject"].isin(p.gt_subjects).sum())
+        if p.gt_weight != 1.0:
+            info["gt_weight"] = p.gt_weight
     if p.exclude_actions:
         info["excluded_actions"] = list(p.exclude_actions)
     return info
