@@ -199,6 +199,12 @@ def one_run(root: Path, params: Path, overrides: dict, seed: int, noise: tuple[f
         return record
 
 
+def parse_seeds(text: str) -> list[int]:
+    """--seeds: a range ``a-b`` or a comma-separated list."""
+    a, _, b = text.partition("-")
+    return list(range(int(a), int(b) + 1)) if b else [int(s) for s in text.split(",")]
+
+
 def run_key(variant: str, overrides: dict, seed: int, noise: tuple[float, int] | None) -> str:
     return json.dumps([variant, overrides, seed, list(noise) if noise else None], sort_keys=True)
 
@@ -279,8 +285,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     root = Path(args.root).resolve()
-    a, _, b = args.seeds.partition("-")
-    seeds = list(range(int(a), int(b) + 1)) if b else [int(s) for s in args.seeds.split(",")]
+    seeds = parse_seeds(args.seeds)
     variants = dict(parse_variant(v) for v in args.variants)
     networks = set(args.networks.split(","))
     out = Path(args.out)

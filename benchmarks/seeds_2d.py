@@ -50,16 +50,12 @@ def make_root(workspace: Path, root: Path, seed: int, threads: int) -> None:
     """``root``: the workspace's data/raw and data/frames linked, its params.yaml with ``pretrain_2d.seed`` =
     ``seed`` and the 2D stages' threads pinned."""
     (root / "data").mkdir(parents=True, exist_ok=True)
-    (root / "models").mkdir(exist_ok=True)
     for name in ("raw", "frames"):
         link = root / "data" / name
         if not link.exists():
             link.symlink_to((workspace / "data" / name).resolve(), target_is_directory=True)
-    params = read_params(workspace / "params.yaml")
-    params["pretrain_2d"]["seed"] = seed
-    for section in ("pretrain_2d", "infer_2d"):
-        params[section]["threads"] = threads
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    ablation.write_params(workspace / "params.yaml", {"pretrain_2d.seed": seed, "pretrain_2d.threads": threads,
+                                                      "infer_2d.threads": threads}, root / "params.yaml")
 
 
 def run_2d_stages(workspace: Path, root: Path) -> None:
@@ -105,11 +101,6 @@ def report(runs: dict, seeds_2d: list[int], seeds_3d: list[int]) -> None:
         f"{n} {statistics.stdev(over_2d[n]) / statistics.stdev(over_3d[n]):.2f}" for n in NETS))
 
 
-def parse_seeds(text: str) -> list[int]:
-    a, _, b = text.partition("-")
-    return list(range(int(a), int(b) + 1)) if b else [int(s) for s in text.split(",")]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", default="0-4", help="pretrain_2d seeds")
@@ -121,7 +112,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "seeds_2d.json"))
     parser.add_argument("--cache", default=str(ROOT / "benchmarks" / "out" / "ablation_cache"))
     args = parser.parse_args()
-    seeds_2d, seeds_3d = parse_seeds(args.seeds), parse_seeds(args.seeds_3d)
+    seeds_2d, seeds_3d = ablation.parse_seeds(args.seeds), ablation.parse_seeds(args.seeds_3d)
     out, cache = Path(args.out), Path(args.cache) if args.cache else None
     runs = json.loads(out.read_text()) if out.exists() else {}
     networks, seen = set(NETS), args.seen.split(",")

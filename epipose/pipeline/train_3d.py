@@ -124,11 +124,12 @@ def smooth_l1_3d(xy: torch.Tensor, z: torch.Tensor, target: torch.Tensor, valid:
     tgt = torch.cat([target[..., :2].float() / input_size, target[..., 2:3].float()], dim=-1)
     w = valid.float()[..., None]
     n = w.sum().clamp_min(1.0)
+    terms = F.smooth_l1_loss(pred, tgt, reduction="none", beta=beta)
     if weight is None:
-        loss = (F.smooth_l1_loss(pred, tgt, reduction="none", beta=beta) * w).sum() / (3.0 * n)
+        loss = (terms * w).sum() / (3.0 * n)
     else:
         lw = w * weight.float()[:, None, None]
-        loss = (F.smooth_l1_loss(pred, tgt, reduction="none", beta=beta) * lw).sum() / (3.0 * lw.sum().clamp_min(1e-12))
+        loss = (terms * lw).sum() / (3.0 * lw.sum().clamp_min(1e-12))
     with torch.no_grad():
         err_xy = ((xy.float() - target[..., :2].float()).norm(dim=-1) * w[..., 0]).sum() / n
         err_z = ((z.float() - target[..., 2].float()).abs() * w[..., 0]).sum() / n
